@@ -1,0 +1,44 @@
+"""ROS 2 ament_python package `cen_perception`: the runtime (node, engines, codecs).
+
+Installs the Python package, the ament index marker, package.xml, and the launch and
+config files into share/cen_perception, as `colcon build` expects. The same file works
+with plain `pip install` outside a ROS workspace.
+"""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "cen_perception"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(include=[package_name, f"{package_name}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
+        (f"share/{package_name}", ["package.xml"]),
+        (f"share/{package_name}/launch", glob("launch/*.launch.py")),
+        (f"share/{package_name}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+    ],
+    install_requires=["numpy>=1.24", "opencv-python-headless>=4.8", "pyyaml>=6"],
+    extras_require={
+        # CPU default backend.
+        "onnxruntime": ["onnxruntime>=1.17"],
+        # TensorRT itself comes from JetPack or NVIDIA's index; cuda-python gives the buffers.
+        "tensorrt": ["cuda-python>=12"],
+        "bag": ["rosbags>=0.10", "tqdm>=4.60"],
+    },
+    zip_safe=True,
+    maintainer="cen_perception maintainers",
+    maintainer_email="maintainers@cen-perception.dev",
+    description="RGB-D semantic segmentation node (CEN) for ROS 2",
+    license="MIT",
+    entry_points={
+        "console_scripts": [
+            "cen_segmentation_node = cen_perception.node:main",
+            "cen-perception-bag = cen_perception.bag:main",
+            "cen-perception-play = cen_perception.player:main",
+            "cen-perception-bench = cen_perception.bench:main",
+        ],
+    },
+)
