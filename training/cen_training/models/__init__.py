@@ -1,0 +1,12 @@
+"""The networks: multi-branch ResNet encoders, the RefineNet decoder, CEN / AsymFusion fusion.
+
+``build_model(ModelConfig(...))`` is the factory; see ``fusion_net`` for the archs.
+"""
+from .fusion_net import (ARCHS, BACKBONES, MODALITIES, FusionSegmenter, LateFusionSegmenter,
+                         ModelConfig, build_model)
+from .imagenet import load_imagenet, read_imagenet_state_dict
+from .refinenet import DECODERS
+
+__all__ = ["ARCHS", "BACKBONES", "DECODERS", "MODALITIES", "FusionSegmenter",
+           "LateFusionSegmenter", "ModelConfig", "build_model", "load_imagenet",
+           "read_imagenet_state_dict"]
