@@ -145,7 +145,7 @@ class FusionSegmenter(nn.Module):
         arch = config.arch
         self.modalities = list(config.modalities)
         if arch == "early":
-            self.branch_names = ["".join(self.modalities)]
+            self.branch_names = ["_".join(self.modalities)]
         else:
             self.branch_names = list(self.modalities)
         num = len(self.branch_names)

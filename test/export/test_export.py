@@ -1,0 +1,169 @@
+"""Export to the engine contract: every arch, parity with PyTorch, metadata, errors."""
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from cen_perception.engines import open_engine
+from cen_perception.model_card import METADATA_KEY, ModelCard
+from cen_training import CliError
+from cen_training.card import default_card
+from cen_training.checkpoint import load_model, save_checkpoint
+from cen_training.export import export_and_verify, verify_parity
+from cen_training.fused import fuse
+from cen_training.models import ModelConfig, build_model
+from cen_training.onnx_ops import check_engine_contract, check_tensorrt_ops
+
+H, W = 64, 96
+
+
+def _trained_like(model, seed=0):
+    """Weights with BN statistics and gammas like a trained CEN model (some below threshold)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            elif name.endswith("running_mean"):
+                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
+            elif name.endswith(".weight") and t.dim() == 1:
+                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
+    return model.eval()
+
+
+def _model(arch, modalities=("rgb", "depth"), backbone="resnet18", decoder="light", classes=5):
+    torch.manual_seed(0)
+    model = _trained_like(build_model(ModelConfig(arch=arch, backbone=backbone, decoder=decoder,
+                                                  modalities=list(modalities), num_classes=classes)))
+    model.card = default_card(classes)
+    return model
+
+
+def _sample_frames(samples_dir, h, w):
+    frames = []
+    for name, rgb_file in (("nyuv2_frame0", "rgb.jpg"), ("esanet_kinect", "rgb.png")):
+        bgr = cv2.imread(str(samples_dir / name / rgb_file), cv2.IMREAD_COLOR)
+        depth_mm = cv2.imread(str(samples_dir / name / "depth.png"), cv2.IMREAD_UNCHANGED)
+        rgb = cv2.cvtColor(cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        depth_mm = cv2.resize(depth_mm, (w, h), interpolation=cv2.INTER_NEAREST)
+        depth = np.where(depth_mm == 65535, 0, depth_mm).astype(np.float32) / 1000.0
+        frames.append((name, np.ascontiguousarray(rgb), depth))
+    return frames
+
+
+@pytest.mark.parametrize("arch,modalities", [
+    ("cen", ("rgb", "depth")), ("asymfusion", ("rgb", "depth")), ("shared", ("rgb", "depth")),
+    ("single", ("depth",)), ("early", ("rgb", "depth")), ("late", ("rgb", "depth")),
+    ("cen", ("rgb", "depth", "normals")),
+])
+def test_every_arch_exports_and_matches(arch, modalities, tmp_path, samples_dir):
+    model = _model(arch, modalities)
+    path = tmp_path / f"{arch}.onnx"
+    proto, report = export_and_verify(model, path, H, W, confidence=True, logits=True,
+                                      real_frames=_sample_frames(samples_dir, H, W))
+    assert path.is_file() and not (tmp_path / f"{arch}.onnx.partial").exists()
+    assert report.ok and len(report.frames) == 4
+    assert min(report.label_agreement) >= 0.999 and max(report.logit_error) < 1e-4
+    assert check_engine_contract(proto) == [] and check_tensorrt_ops(proto) == []
+    assert proto.opset_import[0].version == 17
+    outputs = [o.name for o in proto.graph.output]
+    branches = ["rgb_depth"] if arch == "early" else list(modalities)
+    assert outputs == ["labels", "confidence"] + [f"logits_{b}" for b in branches] + ["logits_ensemble"]
+
+
+def test_fused_graph_has_no_batchnorm_and_no_mask_indexing(tmp_path):
+    model = _model("cen")
+    proto, _ = export_and_verify(model, tmp_path / "m.onnx", H, W)
+    ops = {n.op_type for n in proto.graph.node}
+    assert "BatchNormalization" not in ops
+    assert not ops & {"NonZero", "Compress", "ScatterND", "GatherND"}
+    # Inputs/outputs static, as the contract wants.
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        assert all(d.dim_value > 0 for d in value.type.tensor_type.shape.dim)
+
+
+def test_model_card_round_trip_through_the_runtime(tmp_path):
+    model = _model("cen")
+    model.card["class_names"] = [f"thing{i}" for i in range(5)]
+    model.card["metrics"] = {"miou": 0.5}
+    path = tmp_path / "m.onnx"
+    export_and_verify(model, path, H, W, confidence=True)
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    card = ModelCard.from_json(meta[METADATA_KEY])
+    assert card.arch == "cen" and card.backbone == "resnet18" and card.decoder == "light"
+    assert card.input_size == [H, W] and card.class_names[3] == "thing3"
+    assert card.metrics == {"miou": 0.5} and card.outputs == ["labels", "confidence"]
+    assert card.normalization["depth"]["scale"] == pytest.approx(0.2)
+    engine = open_engine(path)  # the runtime accepts it: card and graph agree
+    rgb = np.zeros((H, W, 3), np.uint8)
+    depth = np.ones((H, W), np.float32)
+    labels, conf = engine.infer(rgb, depth)
+    with torch.no_grad():
+        want = model(torch.from_numpy(rgb[None]), torch.from_numpy(depth[None]))[-1]
+        want = torch.nn.functional.interpolate(want, size=(H, W), mode="bilinear",
+                                               align_corners=False).argmax(1)[0].numpy()
+    assert (labels == want).mean() >= 0.999
+    assert conf.shape == (H, W) and (conf > 0).all() and (conf <= 1.0 + 1e-6).all()
+
+
+def test_parity_check_catches_a_different_model(tmp_path):
+    model = _model("cen")
+    path = tmp_path / "m.onnx"
+    export_and_verify(model, path, H, W, logits=True)
+    other = _model("cen")
+    with torch.no_grad():
+        other.clf_conv.module.bias.add_(torch.arange(5.0))  # shifts the argmax
+    report = verify_parity(other, path, [("x", np.zeros((H, W, 3), np.uint8), np.ones((H, W), np.float32))])
+    assert not report.ok
+
+
+def test_export_cli_and_official_import_end_to_end(tmp_path):
+    # A checkpoint in the official layout -> import-official -> export -> ONNX Runtime.
+    ref = _trained_like(build_model(ModelConfig(arch="cen", backbone="resnet50", num_classes=7)))
+    torch.save({"segmenter": {"module." + k: v for k, v in ref.state_dict().items()}},
+               tmp_path / "official.pth")
+    cli = [sys.executable, "-m", "cen_training.cli"]
+    proc = subprocess.run(cli + ["import-official", "--arch", "cen", "--backbone", "resnet50",
+                                 "--num-classes", "7", str(tmp_path / "official.pth"),
+                                 str(tmp_path / "ours.pt")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(cli + ["export", str(tmp_path / "ours.pt"), "-o", str(tmp_path / "m.onnx"),
+                                 "--height", "64", "--width", "64", "--logits"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "labels agree" in proc.stdout
+    session_out = open_engine(tmp_path / "m.onnx").session.run(
+        ["logits_ensemble"], {"rgb": np.full((1, 64, 64, 3), 128, np.uint8),
+                              "depth": np.full((1, 64, 64), 2.0, np.float32)})[0]
+    with torch.no_grad():
+        want = ref(torch.full((1, 64, 64, 3), 128, dtype=torch.uint8), torch.full((1, 64, 64), 2.0))[-1]
+    assert np.allclose(session_out, want.numpy(), atol=1e-4 * float(want.abs().max()))
+
+
+def test_export_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    proc = subprocess.run([sys.executable, "-m", "cen_training.cli", "export", str(bad), "-o",
+                           str(tmp_path / "m.onnx"), "--height", "64", "--width", "64"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
+    assert "not a readable checkpoint" in proc.stderr
+    assert not (tmp_path / "m.onnx").exists()
+    model = _model("cen")
+    save_checkpoint(tmp_path / "ok.pt", model, model.config, model.card)
+    with pytest.raises(CliError, match="multiples of 32"):
+        export_and_verify(load_model(tmp_path / "ok.pt"), tmp_path / "m.onnx", 60, 64)
+
+
+def test_fused_graph_matches_training_graph_in_torch():
+    for arch in ("cen", "asymfusion"):
+        model = _model(arch, backbone="resnet50", decoder="official")
+        rgb = torch.randint(0, 256, (1, H, W, 3), dtype=torch.uint8)
+        depth = torch.rand(1, H, W) * 5
+        with torch.no_grad():
+            for a, b in zip(model(rgb, depth), fuse(model)(rgb, depth)):
+                assert torch.allclose(a, b, atol=1e-4 * float(a.abs().max()))

@@ -1,0 +1,230 @@
+"""Export a trained model to the engine contract of DESIGN.md (ONNX, opset 17, static shapes).
+
+Inputs ``rgb`` uint8 [1,H,W,3] and ``depth`` float32 [1,H,W] (metres); outputs ``labels`` uint8
+[1,H,W] (the ensemble logits upsampled bilinearly, align_corners=False, then argmax), optionally
+``confidence`` float32 [1,H,W] (max softmax probability) and ``logits_<branch>`` /
+``logits_ensemble`` float32 [1,C,H/4,W/4]. The graph is the folded inference graph of
+``fused.py``; the model card goes into ``metadata_props``. Before an export is reported as good,
+the file passes the ONNX checker, the engine-contract and TensorRT-operator checks, and ONNX
+Runtime reproduces the PyTorch training graph on random and real frames.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import pathlib
+import warnings
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cen_perception.model_card import METADATA_KEY, ModelCard
+
+from . import CliError
+from .fused import fuse
+from .onnx_ops import check_engine_contract, check_tensorrt_ops
+
+OPSET = 17
+# Parity thresholds: labels identical on at least this fraction of pixels; logits within
+# this absolute tolerance relative to their largest magnitude.
+MIN_LABEL_AGREEMENT = 0.999
+LOGIT_RTOL = 1e-3
+
+
+class ExportGraph(nn.Module):
+    """Network logits -> the contract's outputs, everything inside the graph."""
+
+    def __init__(self, network: nn.Module, height: int, width: int, confidence: bool,
+                 logits: bool) -> None:
+        super().__init__()
+        self.network, self.size = network, (height, width)
+        self.confidence, self.logits = confidence, logits
+
+    def forward(self, rgb: torch.Tensor, depth: torch.Tensor):
+        outs = self.network(rgb, depth)
+        ensemble = outs[-1]
+        modalities = self.network.modalities
+        # Both inputs are part of the contract even where a model reads only one (a single-
+        # modality baseline): tie the unused one in with an exact zero so no exporter or
+        # TensorRT parser drops it. The comparison keeps NaN input from leaking into it.
+        for name, unused in (("rgb", rgb), ("depth", depth)):
+            needed = {"rgb": ("rgb",), "depth": ("depth", "normals")}[name]
+            if not any(m in needed for m in modalities):
+                ensemble = ensemble + (unused.reshape(-1)[:1].float() > 1e30).float() * 0.0
+        full = F.interpolate(ensemble, size=self.size, mode="bilinear", align_corners=False)
+        results = [full.argmax(dim=1).to(torch.uint8)]
+        if self.confidence:
+            results.append(torch.softmax(full, dim=1).amax(dim=1))
+        if self.logits:
+            results.extend(outs)
+        return tuple(results)
+
+
+def output_names(branch_names: list[str], confidence: bool, logits: bool) -> list[str]:
+    names = ["labels"] + (["confidence"] if confidence else [])
+    if logits:
+        names += [f"logits_{b}" for b in branch_names] + ["logits_ensemble"]
+    return names
+
+
+def model_card(model: nn.Module, height: int, width: int, confidence: bool, logits: bool) -> ModelCard:
+    """The card of an export: the checkpoint's card plus what the export fixes."""
+    config, card = model.config, dict(getattr(model, "card", {}) or {})
+    from .card import default_card
+    defaults = default_card(config.num_classes)
+    return ModelCard(
+        arch=config.arch, backbone=config.backbone, decoder=config.decoder,
+        modalities=list(config.modalities), num_classes=config.num_classes,
+        class_names=card.get("class_names", defaults["class_names"]),
+        palette=card.get("palette", defaults["palette"]),
+        input_size=[height, width], normalization=config.normalization,
+        outputs=["labels"] + (["confidence"] if confidence else []) + (["logits"] if logits else []),
+        dataset=card.get("dataset", {}), metrics=card.get("metrics", {}))
+
+
+def _quiet_export(module: nn.Module, args: tuple, path: pathlib.Path, names: list[str]) -> None:
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET,
+                          input_names=["rgb", "depth"], output_names=names,
+                          do_constant_folding=True)
+
+
+def export_onnx(model: nn.Module, path: str | pathlib.Path, height: int, width: int,
+                confidence: bool = False, logits: bool = False, fused: bool = True) -> onnx.ModelProto:
+    """Write the ONNX file (without verification; see ``export_and_verify``)."""
+    path = pathlib.Path(path)
+    if height % 32 or width % 32:
+        raise CliError(f"--height and --width must be multiples of 32 (got {height}x{width})")
+    model = model.eval()
+    network = fuse(model) if fused else model
+    graph = ExportGraph(network, height, width, confidence, logits).eval()
+    rgb = torch.zeros(1, height, width, 3, dtype=torch.uint8)
+    depth = torch.ones(1, height, width, dtype=torch.float32)
+    names = output_names(model.branch_names, confidence, logits)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        shapes = [tuple(t.shape) for t in graph(rgb, depth)]
+        _quiet_export(graph, (rgb, depth), path, names)
+    proto = onnx.load(str(path))
+    # Static shapes everywhere: the tracer can leave symbolic output dims behind slices/pads.
+    for value, shape in zip(proto.graph.output, shapes):
+        dims = value.type.tensor_type.shape.dim
+        del dims[:]
+        for size in shape:
+            dims.add().dim_value = int(size)
+    card = model_card(model, height, width, confidence, logits)
+    onnx.helper.set_model_props(proto, {METADATA_KEY: card.to_json()})
+    proto.producer_name = "cen_perception"
+    onnx.save(proto, str(path))
+    return proto
+
+
+def check_onnx(proto: onnx.ModelProto, source: str) -> None:
+    """ONNX checker, the engine contract and TensorRT's parser coverage; ``CliError`` if not."""
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise CliError(f"{source}: ONNX checker: {str(exc).splitlines()[0]}") from None
+    problems = check_engine_contract(proto)
+    problems += [f"operator not supported by the TensorRT ONNX parser: {op}"
+                 for op in check_tensorrt_ops(proto)]
+    if problems:
+        raise CliError(f"{source}: " + "; ".join(problems))
+
+
+@dataclass
+class ParityReport:
+    frames: list[str] = field(default_factory=list)
+    label_agreement: list[float] = field(default_factory=list)
+    logit_error: list[float] = field(default_factory=list)      # max |diff| / max |ref|
+    confidence_error: list[float] = field(default_factory=list)  # max |diff|
+
+    @property
+    def ok(self) -> bool:
+        return (min(self.label_agreement, default=1.0) >= MIN_LABEL_AGREEMENT
+                and max(self.logit_error, default=0.0) <= LOGIT_RTOL
+                and max(self.confidence_error, default=0.0) <= 1e-3)
+
+    def summary(self) -> str:
+        lines = []
+        for i, name in enumerate(self.frames):
+            line = f"  {name:<28} labels agree {100 * self.label_agreement[i]:8.4f}%"
+            if self.logit_error:
+                line += f"  logits rel. err {self.logit_error[i]:.2e}"
+            if self.confidence_error:
+                line += f"  confidence err {self.confidence_error[i]:.2e}"
+            lines.append(line)
+        return "\n".join(lines)
+
+
+def random_frames(height: int, width: int, count: int = 2, seed: int = 0) -> Iterable[tuple[str, np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        depth = rng.uniform(0.3, 6.0, (height, width)).astype(np.float32)
+        depth[rng.random((height, width)) < 0.05] = 0.0  # holes
+        yield f"random-{i}", rgb, depth
+
+
+def verify_parity(model: nn.Module, onnx_path: str | pathlib.Path,
+                  frames: Iterable[tuple[str, np.ndarray, np.ndarray]], threads: int = 0) -> ParityReport:
+    """Run ONNX Runtime on the export and the PyTorch *training* graph (eval mode) on the same
+    frames and compare labels, confidence and logits where the export has them."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    h, w = session.get_inputs()[0].shape[1:3]
+    reference = ExportGraph(model.eval(), h, w, "confidence" in names,
+                            any(n.startswith("logits_") for n in names)).eval()
+    report = ParityReport()
+    for name, rgb, depth in frames:
+        got = dict(zip(names, session.run(names, {"rgb": rgb[None], "depth": depth[None]})))
+        with torch.no_grad():
+            want = dict(zip(names, (t.numpy() for t in reference(torch.from_numpy(rgb[None]),
+                                                                   torch.from_numpy(depth[None]).float()))))
+        report.frames.append(name)
+        report.label_agreement.append(float((got["labels"] == want["labels"]).mean()))
+        if "confidence" in names:
+            report.confidence_error.append(float(np.abs(got["confidence"] - want["confidence"]).max()))
+        logit_names = [n for n in names if n.startswith("logits_")]
+        if logit_names:
+            report.logit_error.append(max(
+                float(np.abs(got[n] - want[n]).max() / max(np.abs(want[n]).max(), 1e-6))
+                for n in logit_names))
+    return report
+
+
+def export_and_verify(model: nn.Module, path: str | pathlib.Path, height: int, width: int,
+                      confidence: bool = False, logits: bool = False,
+                      real_frames: Optional[Iterable[tuple[str, np.ndarray, np.ndarray]]] = None,
+                      fused: bool = True) -> tuple[onnx.ModelProto, ParityReport]:
+    """Export, check, and verify parity; on any failure the file is removed and ``CliError``
+    raised, so a file at ``path`` is always a verified export."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        proto = export_onnx(model, tmp, height, width, confidence, logits, fused)
+        check_onnx(proto, str(path))
+        frames = list(random_frames(height, width)) + list(real_frames or [])
+        report = verify_parity(model, tmp, frames)
+        if not report.ok:
+            raise CliError(
+                f"{path}: ONNX Runtime does not reproduce the PyTorch model: labels agree on "
+                f"{100 * min(report.label_agreement):.3f}% of pixels (need "
+                f"{100 * MIN_LABEL_AGREEMENT:.1f}%), logits rel. error "
+                f"{max(report.logit_error, default=0.0):.1e}, confidence error "
+                f"{max(report.confidence_error, default=0.0):.1e}")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return proto, report

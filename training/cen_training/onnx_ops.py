@@ -1,0 +1,193 @@
+"""Checks an exported ONNX model against the engine contract (DESIGN.md) and TensorRT's parser.
+
+``check_engine_contract(model)`` and ``check_tensorrt_ops(model)`` return lists of problems
+(empty when the model is fine); export refuses a model with any. Both take an
+``onnx.ModelProto`` or a path and need only ``onnx``.
+"""
+from __future__ import annotations
+
+import pathlib
+
+import onnx
+from onnx import helper
+
+from cen_perception.model_card import METADATA_KEY, ModelCard, ModelCardError
+
+OPSET = 17
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+# Default-domain operators the ONNX parser of TensorRT 8.6 imports: the "Y" rows of
+# onnx-tensorrt's docs/operators.md for TensorRT 8.5 (opset 17), plus LayerNormalization and
+# IsInf, added in 8.6 (onnx-tensorrt changelog). Per-operator restrictions are the parser's
+# business, except the few in _restriction() that a segmentation export can run into.
+TENSORRT_OPS = frozenset("""
+    Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization
+    Cast Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum
+    DepthToSpace DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten
+    Floor Gather GatherElements GatherND Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool
+    Greater GreaterOrEqual GridSample GRU HardSigmoid HardSwish Identity If ImageScaler
+    InstanceNormalization IsInf IsNaN LayerNormalization LeakyRelu Less LessOrEqual Log
+    LogSoftmax Loop LRN LSTM LpNormalization LpPool MatMul Max MaxPool Mean
+    MeanVarianceNormalization Min Mod Mul Neg NonMaxSuppression NonZero Not OneHot Or Pad
+    ParametricSoftplus Pow PRelu QuantizeLinear RandomNormal RandomNormalLike RandomUniform
+    RandomUniformLike Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax
+    ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize ReverseSequence
+    RNN RoiAlign Round ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape Shrink
+    Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze
+    Sub Sum Tan Tanh ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
+""".split())
+
+_RESIZE_MODES = ("nearest", "linear")
+_RESIZE_COORDINATES = ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric",
+                       "align_corners")
+
+
+def _load(model_or_path) -> onnx.ModelProto:
+    if isinstance(model_or_path, onnx.ModelProto):
+        return model_or_path
+    # Weights are not needed for either check.
+    return onnx.load(str(pathlib.Path(model_or_path)), load_external_data=False)
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    """Every node, including those inside If/Loop/Scan bodies."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _all_nodes(g)
+
+
+def _attribute(node: onnx.NodeProto, name: str, default):
+    for attr in node.attribute:
+        if attr.name == name:
+            value = helper.get_attribute_value(attr)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+def _restriction(node: onnx.NodeProto) -> str | None:
+    """A documented TensorRT restriction this supported node breaks, as ``Op(attr=value)``."""
+    if node.op_type == "Resize":
+        mode = _attribute(node, "mode", "nearest")
+        if mode not in _RESIZE_MODES:
+            return f"Resize(mode={mode})"
+        coordinates = _attribute(node, "coordinate_transformation_mode", "half_pixel")
+        if coordinates not in _RESIZE_COORDINATES:
+            return f"Resize(coordinate_transformation_mode={coordinates})"
+    if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]:
+        return "MaxPool(Indices output)"
+    return None
+
+
+def check_tensorrt_ops(model_or_path) -> list[str]:
+    """Operators TensorRT's ONNX parser cannot import, sorted and without repeats.
+
+    Entries: ``"OpType"`` for an unsupported default-domain operator,
+    ``"domain::OpType"`` for an operator of any other domain (custom ops, ONNX-ML, local
+    functions), ``"Op(attr=value)"`` for a supported operator used in a way TensorRT is
+    documented not to support.
+    """
+    model = _load(model_or_path)
+    problems = set()
+    for node in _all_nodes(model.graph):
+        if node.domain not in DEFAULT_DOMAINS:
+            problems.add(f"{node.domain}::{node.op_type}")
+        elif node.op_type not in TENSORRT_OPS:
+            problems.add(node.op_type)
+        else:
+            broken = _restriction(node)
+            if broken:
+                problems.add(broken)
+    return sorted(problems)
+
+
+def _value_type(value: onnx.ValueInfoProto) -> tuple[str, list[int | str]]:
+    """(numpy dtype name, dims): an int per fixed dimension, else its symbol or '?'."""
+    tensor = value.type.tensor_type
+    try:
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+    except (KeyError, ValueError, TypeError):
+        dtype = f"onnx type {tensor.elem_type}"
+    dims: list[int | str] = []
+    for d in tensor.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        else:
+            dims.append(d.dim_param or "?")
+    return dtype, dims
+
+
+def check_engine_contract(model_or_path) -> list[str]:
+    """Ways the model breaks the engine contract of DESIGN.md; empty when it meets it.
+
+    Checked: default-domain opset 17; inputs exactly ``rgb`` uint8 [1,H,W,3] and ``depth``
+    float32 [1,H,W]; outputs ``labels`` uint8 [1,H,W], optionally ``confidence`` float32
+    [1,H,W] and ``logits*`` float32, nothing else; every I/O dimension static; a valid model
+    card in ``metadata_props`` that agrees with the graph's I/O.
+    """
+    model = _load(model_or_path)
+    problems = []
+
+    opsets = {o.domain: o.version for o in model.opset_import}
+    default_opset = opsets.get("", opsets.get("ai.onnx"))
+    if default_opset != OPSET:
+        problems.append(f"opset is {default_opset}, the contract needs {OPSET}")
+
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = {v.name: _value_type(v) for v in model.graph.input if v.name not in initializers}
+    outputs = {v.name: _value_type(v) for v in model.graph.output}
+    for where, values in (("input", inputs), ("output", outputs)):
+        for name, (_, dims) in values.items():
+            if not dims or any(not isinstance(d, int) for d in dims):
+                problems.append(f"{where} '{name}' has a dynamic or unknown shape {dims}")
+
+    # name -> (dtype, layout) fixed by the contract; logits* outputs only need to be float32.
+    contract = {"rgb": ("uint8", "[1,H,W,3]"), "depth": ("float32", "[1,H,W]"),
+                "labels": ("uint8", "[1,H,W]"), "confidence": ("float32", "[1,H,W]")}
+    problems += [f"input '{n}' is missing" for n in ("rgb", "depth") if n not in inputs]
+    if "labels" not in outputs:
+        problems.append("output 'labels' is missing")
+    problems += [f"unexpected input '{n}'" for n in inputs if n not in ("rgb", "depth")]
+    problems += [f"unexpected output '{n}'" for n in outputs
+                 if n not in ("labels", "confidence") and not n.startswith("logits")]
+    for name, (dtype, dims) in {**inputs, **outputs}.items():
+        want_dtype, layout = contract.get(name, ("float32", None))
+        if name not in contract and not name.startswith("logits"):
+            continue
+        if dtype != want_dtype:
+            problems.append(f"'{name}' is {dtype}, the contract needs {want_dtype}")
+        static = bool(dims) and all(isinstance(d, int) for d in dims)  # else reported above
+        rank = layout.count(",") + 1 if layout else None
+        if layout and static and (len(dims) != rank or dims[0] != 1
+                                  or (name == "rgb" and dims[-1] != 3)):
+            problems.append(f"'{name}' has shape {dims}, the contract needs {layout}")
+
+    metadata = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in metadata:
+        problems.append(f"no model card in metadata_props['{METADATA_KEY}']")
+        return problems
+    try:
+        card = ModelCard.from_metadata(metadata, source="ONNX metadata")
+    except ModelCardError as exc:
+        problems.append(str(exc))
+        return problems
+    if "logits" in card.outputs and not any(n.startswith("logits") for n in outputs):
+        problems.append("the model card lists 'logits' but the graph has no logits output")
+    if not problems:  # the graph's I/O is well formed: compare it with what the card says
+        try:
+            card.check_io(_as_card_io(inputs), _as_card_io(outputs), source="ONNX model")
+        except ModelCardError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _as_card_io(values: dict[str, tuple[str, list]]) -> dict[str, tuple[tuple, str]]:
+    """``{name: (dtype, dims)}`` in ``ModelCard.check_io``'s ``{name: (shape, dtype)}`` form."""
+    return {name: (tuple(dims), dtype) for name, (dtype, dims) in values.items()}
+
+
+__all__ = ["OPSET", "TENSORRT_OPS", "check_tensorrt_ops", "check_engine_contract"]
