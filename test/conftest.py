@@ -88,3 +88,66 @@ def toy_onnx_factory(tmp_path_factory):
         return make_toy_onnx(base / name, height, width, **kwargs)
 
     return factory
+
+
+def write_rgbd_test_bag(path, storage: str = "sqlite3", frames: int = 4, height: int = 48,
+                        width: int = 64) -> dict:
+    """A small recorded RGB-D bag with known content, written with rosbags.
+
+    Frame i (10 Hz): rgb8 colour (a gradient shifted by i) on ``/cam/color``, 16UC1 depth
+    ``300 + 700 i + 40 column`` mm on ``/cam/depth`` stamped 2 ms later. Then one colour frame
+    with no depth partner, one depth frame with no colour partner, one colour message whose
+    data is cut short (bad) beside a depth frame that loses its partner, and one message on
+    ``/chatter`` (std_msgs/String). Returns what a reader should find.
+    """
+    import numpy as np
+
+    from cen_perception.bag import BagWriter, TYPESTORE, make_header
+    from cen_perception.image_codec import encode
+
+    t0, period = 1_700_000_000 * 10**9, 100_000_000
+    rgbs, depths_mm, stamps = [], [], []
+    with BagWriter(path, storage) as writer:
+        writer.add_topic("/cam/color")
+        writer.add_topic("/cam/depth")
+        writer.add_topic("/chatter", "std_msgs/msg/String")
+        image = writer.image_class
+
+        def put(topic, stamp, array, encoding, frame_id, delay_ns):
+            msg = encode(array, encoding, make_header(stamp, frame_id), image)
+            writer.write(topic, stamp + delay_ns, msg)
+            return msg
+
+        for i in range(frames):
+            stamp = t0 + i * period
+            rgb = ((np.arange(height * width * 3).reshape(height, width, 3) + 17 * i) % 256)
+            depth_mm = (300 + 700 * i + 40 * np.arange(width)[None, :]).repeat(height, 0)
+            put("/cam/color", stamp, rgb.astype(np.uint8), "rgb8", "cam_color", 5_000_000)
+            put("/cam/depth", stamp + 2_000_000, depth_mm.astype(np.uint16), "16UC1", "cam_depth",
+                7_000_000)
+            rgbs.append(rgb.astype(np.uint8))
+            depths_mm.append(depth_mm.astype(np.uint16))
+            stamps.append(stamp)
+        blank = np.zeros((height, width, 3), np.uint8)
+        put("/cam/color", t0 + frames * period, blank, "rgb8", "cam_color", 5_000_000)
+        put("/cam/depth", t0 + (frames + 1) * period, depths_mm[0], "16UC1", "cam_depth", 7_000_000)
+        bad = encode(blank, "rgb8", make_header(t0 + (frames + 2) * period, "cam_color"), image)
+        bad.data = bad.data[:-width]  # a message cut short: its size disagrees with height * step
+        writer.write("/cam/color", t0 + (frames + 2) * period + 5_000_000, bad)
+        put("/cam/depth", t0 + (frames + 2) * period, depths_mm[0], "16UC1", "cam_depth", 7_000_000)
+        chatter = TYPESTORE.types["std_msgs/msg/String"](data="hello")
+        writer.write("/chatter", t0, chatter)
+    return dict(rgb=rgbs, depth_mm=depths_mm, stamps=stamps, pairs=frames,
+                rgb_messages=frames + 2, depth_messages=frames + 2, bad_rgb=1,
+                unmatched_rgb=1, unmatched_depth=2)
+
+
+@pytest.fixture()
+def rgbd_bag_factory(tmp_path):
+    """``factory(name, storage="sqlite3", **kwargs) -> (path, expected)``; see
+    ``write_rgbd_test_bag``."""
+    def factory(name: str = "bag", storage: str = "sqlite3", **kwargs):
+        path = tmp_path / name
+        return path, write_rgbd_test_bag(path, storage, **kwargs)
+
+    return factory

@@ -1,0 +1,142 @@
+"""`cen-perception-play` on real ROS 2: what it publishes, and the node segmenting a played bag."""
+import pathlib
+import re
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import Image
+
+from cen_perception.bag import RecordedBag, stamp_ns
+
+BIN = pathlib.Path(__file__).resolve().parents[2] / ".venv" / "bin"
+PLAY = BIN / "cen-perception-play"
+NODE = BIN / "cen_segmentation_node"
+NUM_CLASSES = 4
+RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def image_fields(msg):
+    return (stamp_ns(msg.header), msg.header.frame_id, msg.height, msg.width, msg.encoding,
+            msg.is_bigendian, msg.step, bytes(msg.data))
+
+
+class Probe:
+    """A subscriber node in its own rclpy context, collecting Image messages per topic."""
+
+    def __init__(self, topics):
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("player_test_probe", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.received = {topic: [] for topic in topics}
+        for topic in topics:
+            self.node.create_subscription(Image, topic, self.received[topic].append, RELIABLE)
+
+    def spin_until(self, done, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not done():
+            self.executor.spin_once(timeout_sec=0.05)
+        return done()
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture()
+def probe_factory():
+    probes = []
+
+    def factory(topics):
+        probes.append(Probe(topics))
+        return probes[-1]
+
+    yield factory
+    for probe in probes:
+        probe.close()
+
+
+def test_player_publishes_the_recorded_bytes(rgbd_bag_factory, probe_factory):
+    bag, expected = rgbd_bag_factory(storage="mcap")
+    probe = probe_factory(["/played/color", "/played/depth"])
+    player = subprocess.Popen(
+        [str(PLAY), str(bag), "--fast", "--reliable", "--wait-subscribers", "1",
+         "--wait-timeout", "30", "--no-progress",
+         "--remap", "/cam/color:=/played/color", "--remap", "/cam/depth:=played/depth"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        probe.spin_until(lambda: player.poll() is not None, timeout=60)
+        out, err = player.communicate(timeout=10)
+        assert player.returncode == 0, err
+        assert "published 12 messages" in out
+        probe.spin_until(lambda: sum(map(len, probe.received.values())) >= 12, timeout=10)
+    finally:
+        if player.poll() is None:
+            player.kill()
+    with RecordedBag(bag) as recorded:
+        for topic, played in (("/cam/color", "/played/color"), ("/cam/depth", "/played/depth")):
+            # Field by field: CDR alignment padding bytes are arbitrary.
+            recorded_msgs = [image_fields(deserialize_message(m.raw, Image))
+                             for m in recorded.messages([topic])]
+            assert [image_fields(m) for m in probe.received[played]] == recorded_msgs
+    assert [stamp_ns(m.header) for m in probe.received["/played/color"][:4]] == expected["stamps"]
+
+
+def test_player_errors_are_one_line(rgbd_bag_factory):
+    bag, _ = rgbd_bag_factory()
+    done = subprocess.run([str(PLAY), str(bag), "--topics", "/nope"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "no topic /nope" in done.stderr
+    assert "/cam/color (sensor_msgs/msg/Image, 6)" in done.stderr
+
+
+def test_node_segments_a_played_bag(rgbd_bag_factory, toy_onnx_factory, probe_factory):
+    bag, expected = rgbd_bag_factory(storage="sqlite3")
+    engine = toy_onnx_factory(48, 64, num_classes=NUM_CLASSES)
+    probe = probe_factory(["/segmentation/labels"])
+    node = subprocess.Popen(
+        [str(NODE), "--ros-args", "-p", f"engine_path:={engine}", "-p", "qos:=reliable",
+         "-p", "sync_slop:=0.02"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    player = None
+    try:
+        assert probe.spin_until(
+            lambda: probe.node.count_publishers("/segmentation/labels") > 0, timeout=60), \
+            "the node did not come up"
+        # The recorded pace at half speed: 200 ms between frames, far more than the toy needs.
+        player = subprocess.Popen(
+            [str(PLAY), str(bag), "--rate", "0.5", "--reliable", "--wait-subscribers", "1",
+             "--wait-timeout", "30", "--no-progress",
+             "--remap", "/cam/color:=rgb/image", "--remap", "/cam/depth:=depth/image"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        labels = probe.received["/segmentation/labels"]
+        probe.spin_until(lambda: player.poll() is not None and len(labels) >= 4, timeout=60)
+        played, err = player.communicate(timeout=10)
+        assert player.returncode == 0, err
+    finally:
+        for process in (player, node):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        node_output = node.communicate(timeout=20)[0]
+        if player is not None:
+            player.wait(timeout=10)
+    # The 12 image messages were recorded over 0.602 s: at half speed, 1.2 s.
+    seconds = float(re.search(r"published 12 messages in ([0-9.]+) s", played).group(1))
+    assert seconds >= 1.15
+    assert [stamp_ns(m.header) for m in labels] == expected["stamps"], node_output
+    for msg, depth_mm in zip(labels, expected["depth_mm"]):
+        assert msg.encoding == "mono8" and msg.header.frame_id == "cam_color"
+        got = np.frombuffer(bytes(msg.data), np.uint8).reshape(48, 64)
+        want = np.clip(np.floor(depth_mm / 1000.0), 0, NUM_CLASSES - 1).astype(np.uint8)
+        np.testing.assert_array_equal(got, want)
