@@ -1,0 +1,604 @@
+"""Recorded sequences: ROS 2 bags (sqlite3 or MCAP) in and out, and ``cen-perception-bag``.
+
+``cen-perception-bag IN_BAG OUT_BAG --engine E`` runs the segmenter over every synchronized
+RGB-D pair of a recorded bag and writes ``<ns>/labels`` (mono8), ``<ns>/color`` and
+``<ns>/overlay`` (rgb8), each with the RGB image's header, into a new bag. The input bag is
+only read. Bags are read and written with the ``rosbags`` library, so no ROS installation is
+needed.
+
+The reading side (``RecordedBag``, ``rgbd_pairs``) is shared with the player
+(``cen_perception.player``) and with ``cen-train extract-frames``.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+
+try:
+    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError("reading and writing bags needs the rosbags package: "
+                      "pip install 'cen_perception[bag]'") from exc
+
+from . import image_codec
+from .image_codec import ImageCodecError, decode_color, decode_depth, encode
+from .sync import RgbdSync
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+# sensor_msgs/Image and std_msgs/Header are the same in every ROS 2 distribution.
+TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
+Image = TYPESTORE.types[IMAGE_TYPE]
+Header = TYPESTORE.types["std_msgs/msg/Header"]
+Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
+
+STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
+BAG_VERSION = 9  # the rosbag2 metadata version ROS 2 Jazzy writes
+
+# Encodings that make a topic a plausible camera colour or depth stream when guessing topics;
+# mono8 is left out because infrared streams use it too.
+COLOR_ENCODINGS = tuple(e for e in image_codec.COLOR_ENCODINGS if e != "mono8")
+DEPTH_ENCODINGS = tuple(image_codec.DEPTH_ENCODINGS)
+
+DEFAULT_SLOP = 0.02
+DEFAULT_QUEUE_SIZE = 10
+MAX_PROBLEMS_KEPT = 5
+
+
+class BagError(Exception):
+    """A bag cannot be read or written as asked; the message is one readable line."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def stamp_ns(header: Any) -> int:
+    """A message header's stamp in nanoseconds (rosbags and rclpy headers alike)."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def make_header(stamp: int, frame_id: str) -> Header:
+    """A rosbags ``std_msgs/Header`` for a stamp in nanoseconds."""
+    return Header(stamp=Time(sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000),
+                  frame_id=frame_id)
+
+
+@dataclass(frozen=True)
+class TopicSummary:
+    name: str
+    msgtype: str
+    count: int
+
+
+@dataclass(frozen=True)
+class BagMessage:
+    """One recorded message: topic, type, log time (ns) and its serialized (CDR) bytes."""
+
+    topic: str
+    msgtype: str
+    log_time_ns: int
+    raw: bytes
+
+
+class RecordedBag:
+    """An existing ROS 2 bag (a bag directory, or a single ``.db3`` / ``.mcap`` file), read only.
+
+    Use it as a context manager. ``topics`` maps each topic name to its type and message count;
+    ``describe()`` says it in one line, for error messages.
+    """
+
+    def __init__(self, path: str | pathlib.Path) -> None:
+        self.path = pathlib.Path(path)
+        if not self.path.exists():
+            raise BagError(f"{self.path}: no such bag (expected a bag directory or a .db3 / "
+                           ".mcap file)")
+        try:
+            self._reader = Reader(self.path)
+            self._reader.open()
+            topics = self._reader.topics
+        except Exception as exc:  # rosbags, sqlite3, mcap and yaml each raise their own errors
+            hint = ""
+            if self.path.is_dir() and not (self.path / "metadata.yaml").exists() and any(
+                    self.path.glob("*.db3")) | any(self.path.glob("*.mcap")):
+                hint = "; a recording that was cut off has no metadata.yaml: give its file"
+            raise BagError(f"{self.path}: not a readable ROS 2 bag ({_one_line(exc)}){hint}"
+                           ) from None
+        self.connections = list(self._reader.connections)
+        self.topics = {name: TopicSummary(name, info.msgtype or "?", int(info.msgcount))
+                       for name, info in topics.items()}
+        self.storage = self._storage_id()
+
+    def _storage_id(self) -> str:
+        if self.path.is_dir():
+            return "mcap" if any(self.path.glob("*.mcap*")) else "sqlite3"
+        return "mcap" if self.path.suffix == ".mcap" else "sqlite3"
+
+    def close(self) -> None:
+        if self._reader.is_open:
+            self._reader.close()
+
+    def __enter__(self) -> "RecordedBag":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- what the bag holds -------------------------------------------------------------
+    def describe(self) -> str:
+        if not self.topics:
+            return "the bag holds no topics"
+        listed = ", ".join(f"{t.name} ({t.msgtype}, {t.count})" for t in self.topics.values())
+        return f"the bag holds: {listed}"
+
+    def image_topics(self) -> list[str]:
+        return [t.name for t in self.topics.values() if t.msgtype == IMAGE_TYPE]
+
+    def require_image_topic(self, topic: str, role: str) -> None:
+        """Fail with the bag's contents unless ``topic`` holds sensor_msgs/Image messages."""
+        summary = self.topics.get(topic)
+        if summary is None:
+            raise BagError(f"{self.path}: no {role} topic '{topic}'; {self.describe()}")
+        if summary.msgtype != IMAGE_TYPE:
+            raise BagError(f"{self.path}: {role} topic '{topic}' is {summary.msgtype}, not "
+                           f"{IMAGE_TYPE}; {self.describe()}")
+        if summary.count == 0:
+            raise BagError(f"{self.path}: {role} topic '{topic}' has no messages; "
+                           f"{self.describe()}")
+
+    # -- reading -------------------------------------------------------------------------
+    def messages(self, topics: Optional[list[str]] = None) -> Iterator[BagMessage]:
+        """Every message of ``topics`` (all topics when None), in log-time order."""
+        wanted = [c for c in self.connections if topics is None or c.topic in topics]
+        if not wanted:
+            return
+        count = 0
+        try:
+            for connection, log_time, raw in self._reader.messages(connections=wanted):
+                count += 1
+                yield BagMessage(connection.topic, connection.msgtype, int(log_time), bytes(raw))
+        except Exception as exc:  # a damaged storage file surfaces only while reading it
+            raise BagError(f"{self.path}: unreadable after {count} messages "
+                           f"({_one_line(exc)})") from None
+
+    def first_message(self, topic: str) -> Optional[BagMessage]:
+        return next(self.messages([topic]), None)
+
+    def first_encoding(self, topic: str) -> Optional[str]:
+        """The encoding of the first message on an Image topic (None if it cannot be read)."""
+        message = self.first_message(topic)
+        if message is None:
+            return None
+        try:
+            return str(deserialize_image(message.raw).encoding)
+        except Exception:  # a malformed first message: the topic cannot be classified
+            return None
+
+    def resolve_rgbd_topics(self, rgb_topic: Optional[str] = None,
+                            depth_topic: Optional[str] = None) -> tuple[str, str]:
+        """The colour and depth topics to use: those given, else the only plausible ones.
+
+        A topic is a plausible colour (depth) stream when it is a sensor_msgs/Image topic whose
+        first message has a colour (depth) encoding. Then checks both topics: present, Image
+        messages, and an encoding the codec decodes.
+        """
+        if rgb_topic is None or depth_topic is None:
+            encodings = {topic: self.first_encoding(topic) for topic in self.image_topics()}
+            if rgb_topic is None:
+                rgb_topic = self._only_candidate(
+                    [t for t, e in encodings.items() if e in COLOR_ENCODINGS and t != depth_topic],
+                    "colour", "--rgb-topic", encodings)
+            if depth_topic is None:
+                depth_topic = self._only_candidate(
+                    [t for t, e in encodings.items() if e in DEPTH_ENCODINGS and t != rgb_topic],
+                    "depth", "--depth-topic", encodings)
+        if rgb_topic == depth_topic:
+            raise BagError(f"colour and depth topics are both '{rgb_topic}'")
+        self.require_image_topic(rgb_topic, "colour")
+        self.require_image_topic(depth_topic, "depth")
+        for topic, decode, supported, role in (
+                (rgb_topic, decode_color, image_codec.COLOR_ENCODINGS, "colour"),
+                (depth_topic, decode_depth, image_codec.DEPTH_ENCODINGS, "depth")):
+            try:
+                msg = deserialize_image(self.first_message(topic).raw)
+                decode(msg)
+            except ImageCodecError as exc:
+                # An encoding the codec lacks stops the run; one damaged message does not.
+                if msg.encoding not in supported:
+                    raise BagError(f"{self.path}: {role} topic '{topic}': {_one_line(exc)}; "
+                                   f"{self.describe()}") from None
+            except Exception:  # malformed CDR: counted as a bad message while reading
+                pass
+        return rgb_topic, depth_topic
+
+    def _only_candidate(self, candidates: list[str], role: str, flag: str,
+                        encodings: dict[str, Optional[str]]) -> str:
+        if len(candidates) == 1:
+            return candidates[0]
+        images = ", ".join(f"{t} ({e or 'unreadable'})" for t, e in encodings.items())
+        found = "no" if not candidates else f"{len(candidates)}"
+        raise BagError(f"{self.path}: {found} plausible {role} image topics; name one with "
+                       f"{flag} (image topics: {images or 'none'}; {self.describe()})")
+
+
+def deserialize_image(raw: bytes) -> Image:
+    return TYPESTORE.deserialize_cdr(raw, IMAGE_TYPE)
+
+
+# -- synchronized pairs --------------------------------------------------------------------
+@dataclass
+class FramePair:
+    """A synchronized RGB-D frame: decoded images and the RGB message's header and log time."""
+
+    rgb: np.ndarray  # uint8 [H, W, 3] RGB
+    depth: np.ndarray  # float32 [h, w] metres (0 = invalid)
+    header: Any  # the RGB message's rosbags Header
+    rgb_stamp_ns: int
+    depth_stamp_ns: int
+    log_time_ns: int  # when the RGB message was recorded
+
+
+@dataclass
+class PairCounts:
+    """What happened to every colour and depth message read."""
+
+    rgb: int = 0
+    depth: int = 0
+    bad_rgb: int = 0
+    bad_depth: int = 0
+    pairs: int = 0
+    problems: list[str] = field(default_factory=list)  # the first few bad-message reasons
+
+    @property
+    def unmatched_rgb(self) -> int:
+        return self.rgb - self.bad_rgb - self.pairs
+
+    @property
+    def unmatched_depth(self) -> int:
+        return self.depth - self.bad_depth - self.pairs
+
+    def note_problem(self, text: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS_KEPT:
+            self.problems.append(text)
+
+
+def rgbd_pairs(bag: RecordedBag, rgb_topic: str, depth_topic: str, slop: float = DEFAULT_SLOP,
+               queue_size: int = DEFAULT_QUEUE_SIZE, counts: Optional[PairCounts] = None,
+               all_topics: bool = False,
+               on_message: Optional[Callable[[BagMessage], None]] = None) -> Iterator[FramePair]:
+    """Yield the bag's RGB-D pairs, matched by header stamp within ``slop`` seconds.
+
+    Messages are read in log-time order. A message that cannot be decoded is counted in
+    ``counts`` (bad) and skipped; every message read ends up in a pair, bad, or unmatched.
+    ``on_message`` sees every message read (all topics with ``all_topics``), before pairing.
+    """
+    counts = counts if counts is not None else PairCounts()
+    sync = RgbdSync(slop=slop, queue_size=queue_size)
+    topics = None if all_topics else [rgb_topic, depth_topic]
+    for message in bag.messages(topics):
+        if on_message is not None:
+            on_message(message)
+        is_rgb = message.topic == rgb_topic
+        if not is_rgb and message.topic != depth_topic:
+            continue
+        if is_rgb:
+            counts.rgb += 1
+        else:
+            counts.depth += 1
+        try:
+            msg = deserialize_image(message.raw)
+            image = decode_color(msg) if is_rgb else decode_depth(msg)
+            stamp = stamp_ns(msg.header)
+        except Exception as exc:  # malformed CDR raises many types; a bad message is skipped
+            if is_rgb:
+                counts.bad_rgb += 1
+            else:
+                counts.bad_depth += 1
+            counts.note_problem(f"{message.topic} at log time {message.log_time_ns}: "
+                                f"{_one_line(exc)}")
+            continue
+        if is_rgb:
+            pair = sync.push_rgb(stamp, (image, msg.header, message.log_time_ns))
+        else:
+            pair = sync.push_depth(stamp, image)
+        if pair is None:
+            continue
+        counts.pairs += 1
+        rgb, header, log_time = pair.rgb
+        yield FramePair(rgb, pair.depth, header, pair.rgb_stamp_ns, pair.depth_stamp_ns, log_time)
+
+
+# -- writing -------------------------------------------------------------------------------
+class BagWriter:
+    """A new ROS 2 bag (``sqlite3`` or ``mcap``); use it as a context manager.
+
+    ``add_topic`` declares a topic (sensor_msgs/Image unless told otherwise), ``write``
+    serializes a rosbags message, ``write_raw`` stores CDR bytes as they are (for copies).
+    Closing writes the metadata, also after an error, so what was written stays readable.
+    """
+
+    image_class = Image
+
+    def __init__(self, path: str | pathlib.Path, storage: str = "sqlite3") -> None:
+        if storage not in STORAGES:
+            raise BagError(f"unknown storage '{storage}' (choose from {', '.join(STORAGES)})")
+        self.path = pathlib.Path(path)
+        if self.path.exists():
+            raise BagError(f"{self.path} exists already; give a new path for the output bag")
+        self.storage = storage
+        try:
+            self._writer = Writer(self.path, version=BAG_VERSION,
+                                  storage_plugin=STORAGES[storage])
+            self._writer.open()
+        except Exception as exc:
+            raise BagError(f"{self.path}: cannot create the bag ({_one_line(exc)})") from None
+        self._connections: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def add_topic(self, topic: str, msgtype: str = IMAGE_TYPE, msgdef: Optional[str] = None,
+                  digest: Optional[str] = None, qos_profiles: Any = ()) -> None:
+        """Declare a topic; the type's definition comes from ``msgdef``/``digest`` or the
+        ROS 2 Jazzy type store."""
+        if topic in self._connections:
+            raise BagError(f"{self.path}: topic '{topic}' is written twice")
+        if msgdef and digest:
+            kwargs = dict(msgdef=msgdef, rihs01=digest)
+        elif msgtype in TYPESTORE.types:
+            kwargs = dict(typestore=TYPESTORE)
+        else:
+            raise BagError(f"{topic}: no definition of {msgtype} to write it with")
+        self._connections[topic] = self._writer.add_connection(
+            topic, msgtype, offered_qos_profiles=list(qos_profiles), **kwargs)
+        self.counts[topic] = 0
+
+    def write(self, topic: str, log_time_ns: int, msg: Any) -> None:
+        connection = self._connections[topic]
+        self.write_raw(topic, log_time_ns, TYPESTORE.serialize_cdr(msg, connection.msgtype))
+
+    def write_raw(self, topic: str, log_time_ns: int, raw: bytes | memoryview) -> None:
+        self._writer.write(self._connections[topic], int(log_time_ns), raw)
+        self.counts[topic] += 1
+
+    def close(self) -> None:
+        if self._writer.storage is not None:
+            self._writer.close()
+
+    def __enter__(self) -> "BagWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def copy_topics_to(writer: BagWriter, bag: RecordedBag) -> list[str]:
+    """Declare every topic of ``bag`` in ``writer`` with its recorded definition; returns the
+    topics that can be copied (those whose type definition is known)."""
+    copied = []
+    for connection in bag.connections:
+        if connection.topic in writer.counts:
+            continue  # a topic split over several connections is declared once
+        msgdef = connection.msgdef.data if connection.msgdef.data else None
+        try:
+            writer.add_topic(connection.topic, connection.msgtype, msgdef=msgdef,
+                             digest=connection.digest or None,
+                             qos_profiles=getattr(connection.ext, "offered_qos_profiles", ()))
+        except BagError:
+            continue
+        copied.append(connection.topic)
+    return copied
+
+
+# -- cen-perception-bag ----------------------------------------------------------------------
+@dataclass
+class BagRunSummary:
+    """What ``segment_bag`` did: counts, per-pair inference times (ms), topics written."""
+
+    counts: PairCounts
+    infer_ms: list[float]
+    output_topics: list[str]
+    copied_topics: list[str]
+    backend: str
+    output_path: pathlib.Path
+    storage: str
+
+    def text(self) -> str:
+        c = self.counts
+        lines = [f"{c.pairs} pairs segmented from {c.rgb} colour and {c.depth} depth messages; "
+                 f"unmatched: {c.unmatched_rgb} colour, {c.unmatched_depth} depth; "
+                 f"bad messages: {c.bad_rgb} colour, {c.bad_depth} depth"]
+        if self.infer_ms:
+            times = np.asarray(self.infer_ms)
+            lines.append(f"inference ({self.backend}): mean {times.mean():.1f} ms, "
+                         f"p95 {np.percentile(times, 95):.1f} ms")
+        lines += [f"  first bad message: {p}" for p in c.problems[:1]]
+        written = ", ".join(self.output_topics)
+        if self.copied_topics:
+            written += f" and {len(self.copied_topics)} copied input topics"
+        lines.append(f"wrote {self.output_path} ({self.storage}): {written}")
+        return "\n".join(lines)
+
+
+def output_topic_names(namespace: str, confidence: bool = False) -> dict[str, str]:
+    base = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    names = {kind: f"{base}/{kind}" for kind in ("labels", "color", "overlay")}
+    if confidence:
+        names["confidence"] = f"{base}/confidence"
+    return names
+
+
+def segment_bag(in_bag: str | pathlib.Path, out_bag: str | pathlib.Path,
+                engine_path: str | pathlib.Path, rgb_topic: Optional[str] = None,
+                depth_topic: Optional[str] = None, slop: float = DEFAULT_SLOP,
+                queue_size: int = DEFAULT_QUEUE_SIZE, storage: Optional[str] = None,
+                namespace: str = "segmentation", copy_input: bool = False,
+                backend: str = "auto", overlay_alpha: float = 0.5, min_confidence: float = 0.0,
+                confidence: bool = False, progress: bool = True) -> BagRunSummary:
+    """Segment every synchronized pair of ``in_bag`` into a new bag ``out_bag``.
+
+    Checks everything that can be checked (bag, topics, encodings, engine, output path)
+    before creating the output. Raises ``BagError`` (or the engine's error) with one line.
+    """
+    from .engines import open_engine
+    from .segmenter import Segmenter
+
+    if not 0.0 <= overlay_alpha <= 1.0:
+        raise BagError(f"overlay alpha must be in [0, 1], got {overlay_alpha}")
+    if slop <= 0 or queue_size < 1:
+        raise BagError(f"slop must be positive and queue size at least 1, got {slop} and "
+                       f"{queue_size}")
+    out_bag = pathlib.Path(out_bag)
+    with RecordedBag(in_bag) as bag:
+        rgb_topic, depth_topic = bag.resolve_rgbd_topics(rgb_topic, depth_topic)
+        storage = storage or bag.storage
+        if storage not in STORAGES:
+            raise BagError(f"unknown storage '{storage}' (choose from {', '.join(STORAGES)})")
+        if out_bag.exists():
+            raise BagError(f"{out_bag} exists already; give a new path for the output bag")
+        outputs = output_topic_names(namespace, confidence)
+        clash = sorted(set(outputs.values()) & set(bag.topics)) if copy_input else []
+        if clash:
+            raise BagError(f"the input bag already has {', '.join(clash)}; choose another "
+                           "--output-namespace")
+        engine = open_engine(engine_path, backend=backend)
+        try:
+            if confidence and not engine.has_confidence:
+                raise BagError(f"{engine_path}: the engine has no confidence output")
+            try:
+                segmenter = Segmenter(engine, min_confidence=min_confidence)
+            except ValueError as exc:
+                raise BagError(f"{engine_path}: {exc}") from None
+            job = _BagJob(bag, segmenter, rgb_topic, depth_topic, outputs, overlay_alpha,
+                          confidence)
+            return job.run(out_bag, storage, slop, queue_size, copy_input, progress)
+        finally:
+            engine.close()
+
+
+@dataclass
+class _BagJob:
+    """One ``segment_bag`` run, once everything has been checked."""
+
+    bag: RecordedBag
+    segmenter: Any
+    rgb_topic: str
+    depth_topic: str
+    outputs: dict[str, str]  # kind -> output topic
+    overlay_alpha: float
+    confidence: bool
+
+    def run(self, out_bag: pathlib.Path, storage: str, slop: float, queue_size: int,
+            copy_input: bool, progress: bool) -> BagRunSummary:
+        from tqdm import tqdm
+
+        bag = self.bag
+        counts = PairCounts()
+        infer_ms: list[float] = []
+        read_topics = list(bag.topics) if copy_input else [self.rgb_topic, self.depth_topic]
+        total = sum(bag.topics[t].count for t in read_topics)
+        with BagWriter(out_bag, storage) as writer, \
+                tqdm(total=total, unit="msg", desc="segmenting", disable=not progress,
+                     file=sys.stderr) as bar:
+            copied = set(copy_topics_to(writer, bag)) if copy_input else set()
+            for topic in self.outputs.values():
+                writer.add_topic(topic)
+
+            def on_message(message: BagMessage) -> None:
+                bar.update(1)
+                if message.topic in copied:
+                    writer.write_raw(message.topic, message.log_time_ns, message.raw)
+
+            pairs = rgbd_pairs(bag, self.rgb_topic, self.depth_topic, slop, queue_size, counts,
+                               all_topics=copy_input, on_message=on_message)
+            try:
+                for pair in pairs:
+                    infer_ms.append(self.segment(pair, writer))
+            except BagError as exc:
+                raise BagError(f"{exc}; {out_bag} holds the {counts.pairs} pairs done "
+                               "before") from None
+        return BagRunSummary(counts, infer_ms, list(self.outputs.values()), sorted(copied),
+                             self.segmenter.engine.backend, out_bag, storage)
+
+    def segment(self, pair: FramePair, writer: BagWriter) -> float:
+        """Segment one pair and write its images; returns the inference time (ms)."""
+        from .visualize import colorize, overlay
+
+        result = self.segmenter.run(pair.rgb, pair.depth)
+        palette = self.segmenter.palette
+        color = colorize(result.labels, palette)
+        images = {"labels": (result.labels, "mono8"), "color": (color, "rgb8"),
+                  "overlay": (overlay(pair.rgb, result.labels, palette, self.overlay_alpha,
+                                      color=color), "rgb8")}
+        if self.confidence and result.confidence is not None:
+            images["confidence"] = (result.confidence.astype(np.float32), "32FC1")
+        for kind, (array, encoding) in images.items():
+            msg = encode(array, encoding, header=pair.header, msg_cls=Image)
+            writer.write(self.outputs[kind], pair.log_time_ns, msg)
+        return result.timings["infer"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cen-perception-bag",
+        description="Segment every synchronized RGB-D pair of a recorded ROS 2 bag (sqlite3 or "
+                    "MCAP) and write the masks into a new bag.")
+    parser.add_argument("in_bag", type=pathlib.Path, help="recorded bag (read only)")
+    parser.add_argument("out_bag", type=pathlib.Path, help="bag to create (must not exist)")
+    parser.add_argument("--engine", required=True, type=pathlib.Path,
+                        help="ONNX model or TensorRT engine with its model card")
+    parser.add_argument("--backend", default="auto",
+                        choices=("auto", "tensorrt", "onnxruntime"))
+    parser.add_argument("--rgb-topic", help="colour Image topic (default: the only plausible one)")
+    parser.add_argument("--depth-topic", help="depth Image topic (default: the only plausible one)")
+    parser.add_argument("--slop", type=float, default=DEFAULT_SLOP,
+                        help="largest stamp difference of a pair, in seconds (default %(default)s)")
+    parser.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+                        help="messages per topic kept waiting for a partner (default %(default)s)")
+    parser.add_argument("--storage", choices=sorted(STORAGES),
+                        help="output storage format (default: that of the input bag)")
+    parser.add_argument("--output-namespace", default="segmentation",
+                        help="prefix of the output topics (default %(default)s)")
+    parser.add_argument("--copy-input", action="store_true",
+                        help="also copy every topic of the input bag into the output bag")
+    parser.add_argument("--overlay-alpha", type=float, default=0.5,
+                        help="weight of the mask colours in the overlay (default %(default)s)")
+    parser.add_argument("--min-confidence", type=float, default=0.0,
+                        help="pixels below this confidence are labelled 255 (default %(default)s)")
+    parser.add_argument("--confidence", action="store_true",
+                        help="also write <namespace>/confidence (32FC1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from .engines import EngineError
+    from .model_card import ModelCardError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        summary = segment_bag(
+            args.in_bag, args.out_bag, args.engine, rgb_topic=args.rgb_topic,
+            depth_topic=args.depth_topic, slop=args.slop, queue_size=args.queue_size,
+            storage=args.storage, namespace=args.output_namespace, copy_input=args.copy_input,
+            backend=args.backend, overlay_alpha=args.overlay_alpha,
+            min_confidence=args.min_confidence, confidence=args.confidence,
+            progress=not args.no_progress)
+    except (BagError, EngineError, ModelCardError) as exc:
+        print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; the output bag holds what was done so far",
+              file=sys.stderr)
+        return 130
+    print(summary.text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

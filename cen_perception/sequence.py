@@ -1,0 +1,259 @@
+"""A synthetic RGB-D sequence, recorded as a ROS 2 bag, for demos and tests.
+
+The scenes look like those of ``cen-train synth`` (the training package's synthetic
+dataset), so a model trained there segments this sequence too: a textured wall, possibly
+turned away from the camera, above a textured floor, with objects of three kinds on them:
+``poster`` (a flat coloured patch, visible in colour only), ``relief`` (a bump painted like
+the surface behind it, visible in depth only) and ``box`` (coloured and raised: it takes both).
+Here the objects slide sideways from frame to frame, bouncing at the image borders, in front
+of a static camera. Class ids are those of the training data: wall 0, floor 1, poster 2,
+relief 3, box 4.
+
+``write_synthetic_sequence(path)`` writes it the way a camera driver records it: ``rgb8``
+colour on ``/camera/color/image_raw`` and registered ``16UC1`` depth (millimetres, 0 = no
+reading) on ``/camera/depth/image_raw``, with matching header stamps (depth jittered by up
+to 3 ms, as two drivers' clocks would be), optionally the true labels (mono8) on
+``/camera/labels/ground_truth``. ``python -m cen_perception.sequence OUT_BAG`` does the same
+from the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+COLOR_TOPIC = "/camera/color/image_raw"
+DEPTH_TOPIC = "/camera/depth/image_raw"
+LABELS_TOPIC = "/camera/labels/ground_truth"
+COLOR_FRAME = "camera_color_optical_frame"
+DEPTH_FRAME = "camera_depth_optical_frame"
+# Nanoseconds since the epoch of the first frame: a fixed date so bags are reproducible.
+START_STAMP_NS = 1_700_000_000 * 10**9
+
+CLASS_NAMES = ("wall", "floor", "poster", "relief", "box")
+WALL, FLOOR, POSTER, RELIEF, BOX = range(5)
+MAX_RANGE_M = 6.0  # the simulated sensor returns nothing beyond this
+
+
+def smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
+    """Zero-mean smooth noise (roughly unit amplitude) varying over about ``cells`` cells."""
+    grid = rng.standard_normal((cells + 1, cells + 1)).astype(np.float32)
+    return cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def surface_texture(rng: np.random.Generator, height: int, width: int,
+                    base_rgb: np.ndarray) -> np.ndarray:
+    """A float RGB texture: a base colour modulated by two octaves of smooth noise."""
+    shade = 1.0 + 0.12 * smooth_noise(rng, height, width, 4) + 0.06 * smooth_noise(
+        rng, height, width, 16)
+    tint = 8.0 * smooth_noise(rng, height, width, 6)[..., None] * rng.uniform(-1, 1, 3)
+    return base_rgb[None, None, :] * shade[..., None] + tint
+
+
+def hsv_colour(rng: np.random.Generator, saturation: tuple[float, float],
+               value: tuple[float, float]) -> np.ndarray:
+    """An RGB colour (float, 0..255) with a random hue and the given ranges."""
+    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(*saturation) * 255,
+                      rng.uniform(*value) * 255]]], np.float32)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+@dataclass
+class SceneObject:
+    """A poster, relief or box on the wall or the floor, sliding along the image rows."""
+
+    kind: int
+    surface: int
+    half_h: float
+    half_w: float
+    ellipse: bool
+    centre_y: float
+    start_x: float
+    speed: float  # pixels per frame; the object bounces off the image borders
+    texture: Optional[np.ndarray]  # float RGB at image size (posters and boxes)
+    offset: float  # metres proud of the surface (raised objects)
+    dome: bool
+
+    def centre_x(self, frame: int, width: int) -> float:
+        lo, span = self.half_w, max(width - 2 * self.half_w, 1e-6)
+        s = (self.start_x - lo + self.speed * frame) % (2 * span)  # a triangle wave
+        return lo + (s if s <= span else 2 * span - s)
+
+
+class SyntheticScene:
+    """A static camera's view of one room; ``render(frame, rng)`` draws the objects' positions
+    at that frame."""
+
+    def __init__(self, seed: int = 0, height: int = 120, width: int = 160) -> None:
+        rng = np.random.default_rng(seed)
+        h, w = self.height, self.width = height, width
+        self.ys, self.xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        focal, cx = 0.9 * w, (w - 1) / 2
+        wall_distance = rng.uniform(2.5, 4.5)
+        yaw = np.tan(np.radians(rng.uniform(-25, 25)))
+        self.wall_depth = wall_distance / (1.0 - yaw * (self.xs - cx) / focal)
+        camera_height = rng.uniform(1.0, 1.6)
+        horizon = rng.uniform(0.15, 0.4) * h
+        below = np.maximum(self.ys - horizon, 1e-3)
+        self.floor_depth = np.where(self.ys > horizon, focal * camera_height / below, np.inf)
+        self.is_floor = self.floor_depth < self.wall_depth
+        self.wall_rgb = surface_texture(rng, h, w, hsv_colour(rng, (0.0, 0.25), (0.35, 0.9)))
+        self.floor_rgb = surface_texture(rng, h, w, hsv_colour(rng, (0.1, 0.35), (0.25, 0.75)))
+
+        # Objects stay in the rows where their surface spans the whole image width.
+        first_floor_row = np.where(self.is_floor, self.ys, h).min(axis=0)
+        wall_bottom, floor_top = int(first_floor_row.min()), int(first_floor_row.max())
+        surfaces = [(WALL, 0, wall_bottom)]
+        if h - floor_top >= 0.2 * h:
+            surfaces.append((FLOOR, floor_top, h))
+        kinds = [POSTER, RELIEF, BOX] + list(rng.choice([POSTER, RELIEF, BOX],
+                                                        size=rng.integers(1, 4)))
+        self.objects: list[SceneObject] = []
+        for kind in sorted(kinds, key=lambda k: k != POSTER):  # posters lie under the others
+            surface, top, bottom = surfaces[rng.integers(len(surfaces))]
+            if bottom - top < 8:
+                surface, top, bottom = surfaces[0]
+            half_h = min(rng.uniform(0.06, 0.18) * h, (bottom - top) / 2 - 1)
+            half_w = float(np.clip(half_h * rng.uniform(0.6, 1.8), 3, 0.3 * w))
+            texture = (surface_texture(rng, h, w, hsv_colour(rng, (0.6, 1.0), (0.45, 1.0)))
+                       if kind != RELIEF else None)
+            self.objects.append(SceneObject(
+                kind, surface, half_h, half_w, ellipse=bool(rng.random() < 0.5),
+                centre_y=float(rng.uniform(top + half_h, bottom - half_h)),
+                start_x=float(rng.uniform(half_w, w - half_w)),
+                speed=float(rng.uniform(0.6, 2.0) * w / 160 * rng.choice([-1, 1])),
+                texture=texture, offset=float(rng.uniform(0.15, 0.5)),
+                dome=bool(rng.random() < 0.5)))
+        # Lighting of the room: gain, white balance and a gradient across the image.
+        gradient = 1.0 + rng.uniform(-0.25, 0.25) * (self.xs / w - 0.5) + rng.uniform(
+            -0.25, 0.25) * (self.ys / h - 0.5)
+        self.lighting = gradient[..., None] * rng.uniform(0.6, 1.3) * rng.uniform(0.85, 1.15, 3)
+        self.noise_sigma = rng.uniform(2, 6)
+
+    def render(self, frame: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``rgb`` uint8 [H,W,3], ``depth_mm`` uint16 [H,W] (0 = invalid) and ``labels`` uint8
+        [H,W] of frame ``frame``; ``rng`` draws the sensor noise."""
+        h, w, xs, ys = self.height, self.width, self.xs, self.ys
+        depth = np.where(self.is_floor, self.floor_depth, self.wall_depth).astype(np.float32)
+        labels = np.where(self.is_floor, FLOOR, WALL).astype(np.uint8)
+        rgb = np.where(self.is_floor[..., None], self.floor_rgb, self.wall_rgb)
+        shadows = np.zeros((h, w), bool)
+        for obj in self.objects:
+            centre_x = obj.centre_x(frame, w)
+            u, v = (xs - centre_x) / obj.half_w, (ys - obj.centre_y) / obj.half_h
+            radius = np.sqrt(u * u + v * v) if obj.ellipse else np.maximum(np.abs(u), np.abs(v))
+            shape = radius <= 1.0
+            colour = None
+            if obj.texture is not None:  # the paint moves with the object
+                colour = np.roll(obj.texture, int(round(centre_x - obj.start_x)), axis=1)
+            if obj.kind == POSTER:
+                drawn = shape & (labels == obj.surface)
+                rgb[drawn] = colour[drawn]
+                labels[drawn] = POSTER
+                continue
+            if obj.surface == FLOOR:
+                row = min(int(obj.centre_y + obj.half_h), h - 1)
+                behind = float(self.floor_depth[row, int(np.clip(centre_x, 0, w - 1))])
+            else:
+                behind = self.wall_depth
+            if obj.dome:
+                bulge = np.sqrt(np.clip(1.0 - radius * radius, 0.0, 1.0))
+                object_depth = behind - (0.08 + (obj.offset - 0.08) * bulge)
+            else:
+                object_depth = behind - obj.offset + np.zeros_like(depth)
+            drawn = shape & (object_depth < depth)
+            depth[drawn] = object_depth[drawn]
+            surface_rgb = self.wall_rgb if obj.surface == WALL else self.floor_rgb
+            rgb[drawn] = (surface_rgb if obj.kind == RELIEF else colour)[drawn]
+            labels[drawn] = obj.kind
+            # The projector's shadow: a strip left of the object, as wide as it stands out.
+            shift = max(1, int(round(obj.offset * 8 * w / 160)))
+            left_edge = shape & ~np.roll(shape, 1, axis=1)
+            strip = np.zeros_like(shape)
+            for dx in range(1, shift + 1):
+                strip |= np.roll(left_edge, -dx, axis=1)
+            shadows |= strip & ~drawn & (rng.random((h, w)) < 0.7)
+
+        rgb = rgb * self.lighting + rng.normal(0, self.noise_sigma, rgb.shape)
+        rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+        # Kinect-like axial noise growing with distance, holes, then millimetres.
+        depth = depth + rng.standard_normal(depth.shape).astype(np.float32) * (
+            0.0012 + 0.0019 * (depth - 0.4) ** 2)
+        holes = shadows | (depth > MAX_RANGE_M) | (rng.random((h, w)) < 0.01)
+        depth_mm = np.where(holes, 0, np.clip(np.rint(depth * 1000), 1, 65534)).astype(np.uint16)
+        return rgb, depth_mm, labels
+
+
+def write_synthetic_sequence(path: str | pathlib.Path, frames: int = 60, height: int = 120,
+                             width: int = 160, rate_hz: float = 10.0, storage: str = "sqlite3",
+                             seed: int = 0, ground_truth: bool = False) -> pathlib.Path:
+    """Write a moving RGB-D scene as a new ROS 2 bag at ``path`` (which must not exist).
+
+    Colour and depth messages share the frame's stamp up to a jitter of at most 3 ms; each
+    is logged a few milliseconds after its stamp, as a recorder would. ``ground_truth`` adds
+    the true labels (mono8, the colour image's header) on ``LABELS_TOPIC``. Returns ``path``.
+    """
+    from .bag import BagWriter, make_header  # rosbags is only needed here, not for rendering
+    from .image_codec import encode
+
+    if frames < 1 or height < 16 or width < 16 or rate_hz <= 0:
+        raise ValueError("frames must be >= 1, height and width >= 16, rate_hz > 0")
+    scene = SyntheticScene(seed, height, width)
+    rng = np.random.default_rng([seed, 1])
+    period_ns = int(round(1e9 / rate_hz))
+    path = pathlib.Path(path)
+    with BagWriter(path, storage) as writer:
+        topics = [COLOR_TOPIC, DEPTH_TOPIC] + ([LABELS_TOPIC] if ground_truth else [])
+        for topic in topics:
+            writer.add_topic(topic)
+        for i in range(frames):
+            stamp = START_STAMP_NS + i * period_ns
+            depth_stamp = stamp + int(rng.integers(-3_000_000, 3_000_001))
+            rgb, depth_mm, labels = scene.render(i, rng)
+            color_header = make_header(stamp, COLOR_FRAME)
+            writer.write(COLOR_TOPIC, stamp + 6_000_000,
+                         encode(rgb, "rgb8", color_header, writer.image_class))
+            writer.write(DEPTH_TOPIC, depth_stamp + 4_000_000,
+                         encode(depth_mm, "16UC1", make_header(depth_stamp, DEPTH_FRAME),
+                                writer.image_class))
+            if ground_truth:
+                writer.write(LABELS_TOPIC, stamp + 6_000_000,
+                             encode(labels, "mono8", color_header, writer.image_class))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cen_perception.sequence",
+        description="Write a synthetic RGB-D sequence (posters, reliefs and boxes sliding over "
+                    "a wall and a floor) as a ROS 2 bag.")
+    parser.add_argument("out_bag", type=pathlib.Path, help="bag to create (must not exist)")
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--height", type=int, default=120)
+    parser.add_argument("--width", type=int, default=160)
+    parser.add_argument("--rate", type=float, default=10.0, help="frames per second")
+    parser.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ground-truth", action="store_true",
+                        help=f"also write the true labels on {LABELS_TOPIC}")
+    args = parser.parse_args(argv)
+    from .bag import BagError
+
+    try:
+        write_synthetic_sequence(args.out_bag, args.frames, args.height, args.width, args.rate,
+                                 args.storage, args.seed, args.ground_truth)
+    except (BagError, ValueError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.frames} RGB-D frames to {args.out_bag} ({args.storage})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
