@@ -1,0 +1,215 @@
+"""The training loop, resuming, torchrun with gloo, and the eval / bench-fusion commands."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cen_training import CliError
+from cen_training.checkpoint import load_checkpoint, load_model
+from cen_training.cli import main as cli_main
+from cen_training.data import RGBDSegmentationDataset
+from cen_training.models import ModelConfig, build_model
+from cen_training.train import TrainConfig, segmentation_loss, train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_cpu_thread():
+    """Tiny models gain nothing from more threads, and threads waiting on each other on a busy
+    machine would slow every step down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(data, out, **overrides) -> TrainConfig:
+    """CEN on resnet18 with the light decoder, 64 x 64 crops, 2 steps per epoch."""
+    settings = dict(data=str(data), out=str(out), arch="cen", backbone="resnet18",
+                    decoder="light", stages=1, epochs=[1], batch_size=4, crop=64,
+                    scale_range=(0.75, 1.25), optimizer="adam", lr_enc=[2e-3], lr_dec=[2e-3],
+                    workers=0, progress=False)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def mean_nll(model, dataset) -> float:
+    """Mean segmentation loss (no penalty) of every output over a whole dataset."""
+    model.eval()
+    with torch.no_grad():
+        batch = torch.utils.data.default_collate([dataset[i] for i in range(len(dataset))])
+        outputs = model(batch["rgb"], batch["depth"])
+        return float(segmentation_loss(outputs, batch["labels"], torch.zeros(()), 0.0))
+
+
+def penalised_and_free_gammas(model):
+    """|gamma| of the exchange BNs: the portions under the L1 penalty, and the rest."""
+    penalised, free = [], []
+    for block in model.blocks():
+        for m in range(2):
+            gamma = block.exchange_bn[m].weight.detach().abs()
+            half = gamma.numel() // 2
+            part = slice(0, half) if m == 0 else slice(half, None)
+            rest = slice(half, None) if m == 0 else slice(0, half)
+            penalised.append(gamma[part])
+            free.append(gamma[rest])
+    return torch.cat(penalised), torch.cat(free)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_dataset, tmp_path_factory):
+    """Three epochs of CEN with a strong L1 weight; returns the run folder."""
+    out = tmp_path_factory.mktemp("run") / "cen"
+    epochs = []
+    train(tiny_config(tiny_dataset, out, epochs=[3], lamda=1e-2, batch_size=2),
+          on_epoch_end=epochs.append)
+    return out, epochs
+
+
+def test_training_reduces_the_loss_and_shrinks_the_penalised_scaling_factors(
+        trained_run, tiny_dataset):
+    out, epochs = trained_run
+    assert [e["epoch"] for e in epochs] == [1, 2, 3] and epochs[-1]["step"] == 12
+    trained = load_model(out / "last.pt")
+    torch.manual_seed(0)  # the run's seed: the same initial weights
+    initial = build_model(trained.config)
+    data = RGBDSegmentationDataset(tiny_dataset, "train")
+    assert mean_nll(trained, data) < 0.9 * mean_nll(initial, data)
+    penalised, free = penalised_and_free_gammas(trained)
+    assert torch.all(penalised_and_free_gammas(initial)[0] == 1.0)
+    assert penalised.mean() < 0.985 and penalised.mean() < free.mean() - 0.01
+
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert {"loss", "lr_enc", "lr_dec", "slim_fraction", "rgb_miou", "depth_miou",
+            "ensemble_miou"} <= set(rows[0])
+    assert float(rows[0]["lr_dec"]) == 2e-3
+    card = load_checkpoint(out / "best.pt")["card"]
+    assert card["class_names"] == ["wall", "floor", "poster", "relief", "box"]
+    assert len(card["palette"]) == 5 and card["dataset"]["name"] == "synthetic-rgbd"
+    assert set(card["metrics"]) >= {"epoch", "ensemble", "rgb", "depth"}
+    assert any((out / "tensorboard").iterdir())
+
+
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_dataset, tmp_path):
+    # Two stages (2 + 1 epochs), interrupted after the first epoch, inside stage 1.
+    settings = dict(stages=2, epochs=[2, 1], lr_enc=[2e-3, 1e-3], lr_dec=[2e-3, 1e-3])
+    train(tiny_config(tiny_dataset, tmp_path / "whole", **settings))
+
+    def interrupt(state):
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tiny_dataset, tmp_path / "parts", **settings), on_epoch_end=interrupt)
+    assert load_checkpoint(tmp_path / "parts" / "last.pt")["epoch"] == 1
+    with pytest.raises(CliError, match="already holds a run"):
+        train(tiny_config(tiny_dataset, tmp_path / "parts", **settings))
+    train(tiny_config(tiny_dataset, tmp_path / "parts", resume=True, **settings))
+
+    whole = load_checkpoint(tmp_path / "whole" / "last.pt")
+    parts = load_checkpoint(tmp_path / "parts" / "last.pt")
+    assert (parts["epoch"], parts["step"], parts["stage"]) == (whole["epoch"], whole["step"], 1)
+    assert whole["model"].keys() == parts["model"].keys()
+    for key, value in whole["model"].items():
+        assert torch.equal(value, parts["model"][key]), key
+    for whole_opt, parts_opt in zip(whole["optimizers"], parts["optimizers"]):
+        assert whole_opt["param_groups"] == parts_opt["param_groups"]
+        for index, state in whole_opt["state"].items():
+            for name, value in state.items():
+                assert torch.equal(value, parts_opt["state"][index][name]), (index, name)
+    with open(tmp_path / "parts" / "metrics.csv", newline="") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
+
+
+def test_init_from_a_checkpoint_fine_tunes_its_weights(trained_run, tiny_dataset, tmp_path):
+    source, _ = trained_run
+    # Zero learning rates: the run must end with exactly the weights it started from.
+    train(tiny_config(tiny_dataset, tmp_path / "tuned", init=str(source / "last.pt"),
+                      lr_enc=[0.0], lr_dec=[0.0]))
+    start = load_checkpoint(source / "last.pt")["model"]
+    tuned = load_checkpoint(tmp_path / "tuned" / "last.pt")
+    assert tuned["train_config"]["freeze_bn"] is True  # pretrained weights: BN stats frozen
+    for key, value in start.items():
+        assert torch.equal(value, tuned["model"][key]), key
+
+
+def test_a_broken_sample_stops_training_before_it_starts(tiny_dataset_copy, tmp_path):
+    (tiny_dataset_copy / "labels" / "val_00001.png").write_bytes(b"")
+    (tiny_dataset_copy / "labels" / "val_00001.png").unlink()
+    with pytest.raises(CliError, match="sample val_00001: labels file"):
+        train(tiny_config(tiny_dataset_copy, tmp_path / "run"))
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_train_cli_reports_a_bad_option_in_one_line(tiny_dataset, tmp_path, capsys):
+    code = cli_main(["train", "--data", str(tiny_dataset), "--out", str(tmp_path / "run"),
+                     "--arch", "single", "--backbone", "resnet18", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "takes exactly one modality" in err[0]
+
+
+def test_two_gloo_processes_under_torchrun_agree(tiny_dataset, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "cen_training.cli", "train", "--data", str(tiny_dataset), "--out", str(out),
+         "--arch", "cen", "--backbone", "resnet18", "--decoder", "light", "--stages", "1",
+         "--epochs", "2", "--batch-size", "4", "--crop", "64", "--optimizer", "adam",
+         "--workers", "0", "--no-progress"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "2 process(es)" in result.stdout
+    assert "parameters identical on all 2 processes" in result.stdout
+    ckpt = load_checkpoint(out / "last.pt")
+    # 8 samples, batch 4 split over 2 processes: 2 steps per epoch.
+    assert (ckpt["epoch"], ckpt["step"]) == (2, 4)
+    assert not list(out.glob(".*.pt.*"))  # no temporary files left behind
+
+
+def test_eval_cli_writes_the_report_and_pictures(trained_run, tiny_dataset, tmp_path, capsys):
+    run, _ = trained_run
+    report_path = tmp_path / "report.json"
+    assert cli_main(["eval", str(run / "best.pt"), "--data", str(tiny_dataset), "--out",
+                     str(report_path), "--workers", "0", "--no-progress"]) == 0
+    report = json.loads(report_path.read_text())
+    assert set(report) == {"ensemble", "rgb", "depth"}
+    for output in ("ensemble", "rgb", "depth"):
+        assert set(report[output]) == {"pixel_acc", "mean_acc", "miou", "per_class_iou"}
+        assert list(report[output]["per_class_iou"]) == ["wall", "floor", "poster", "relief",
+                                                        "box"]
+        assert 0 <= report[output]["miou"] <= 100
+    # Single-scale on the val split is what training validated: the same numbers.
+    best = load_checkpoint(run / "best.pt")["card"]["metrics"]
+    assert report["ensemble"]["miou"] == pytest.approx(best["ensemble"]["miou"])
+    pictures = tmp_path / "report_pictures"
+    assert (pictures / "confusion_ensemble.png").stat().st_size > 0
+    assert len(list(pictures.glob("sample_*.png"))) == 4
+    assert "ensemble: pixel acc" in capsys.readouterr().out
+
+    flipped = tmp_path / "flipped.json"
+    assert cli_main(["eval", str(run / "best.pt"), "--data", str(tiny_dataset), "--out",
+                     str(flipped), "--scales", "0.75", "1", "--flip", "--workers", "0",
+                     "--no-progress"]) == 0
+    assert set(json.loads(flipped.read_text())) == {"ensemble", "rgb", "depth"}
+    assert "scales 0.75, 1, flipped too" in capsys.readouterr().out
+
+
+def test_bench_fusion_prints_one_table(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert cli_main(["bench-fusion", "--out", str(out), "--steps", "2", "--models", "depth",
+                     "cen", "--num-train", "4", "--num-val", "2", "--height", "64", "--width",
+                     "64", "--batch-size", "2", "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["results"]) == ["depth", "cen"]
+    assert all(r["steps"] == 2 for r in results["results"].values())
+    assert "CEN" in results["summary"] and "better single modality (depth)" in results["summary"]
+    printed = capsys.readouterr().out
+    assert "| model | val mIoU |" in printed and "| cen (CEN" in printed
+    assert (out / "results.md").read_text().count("\n| ") == 3
+    assert cli_main(["bench-fusion", "--out", str(out), "--steps", "2", "--no-progress"]) == 2

@@ -1,0 +1,192 @@
+"""``cen-train bench-fusion``: what fusion buys, on data where one modality is not enough.
+
+Trains RGB only, depth only, early fusion, shared convs without exchange, CEN and AsymFusion
+with the same recipe and the same training budget (wall-clock minutes per model, or optimiser
+steps with ``--steps``) on the synthetic dataset of ``cen-train synth`` (made in OUT/data unless
+--data names one), then validates each on the full validation images and prints one table of
+val mIoU (the model's final, ensemble, output). Each model is an ordinary ``cen-train train``
+run in OUT/runs/<model>/ (checkpoints, metrics.csv, train.log); ``--jobs`` of them run at a
+time, each on ``--threads`` CPU threads (one thread per run keeps a busy machine from stalling
+on threads that wait for each other). Results go to OUT/results.json and OUT/results.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+from .. import CliError
+from .train import HelpFormatter
+
+# name -> (arch, modalities, what it is)
+MODELS = {
+    "rgb": ("single", ["rgb"], "RGB only"),
+    "depth": ("single", ["depth"], "depth only"),
+    "early": ("early", ["rgb", "depth"], "early fusion (inputs concatenated)"),
+    "shared": ("shared", ["rgb", "depth"], "shared convs, private BNs, no exchange"),
+    "cen": ("cen", ["rgb", "depth"], "CEN (channel exchange)"),
+    "asymfusion": ("asymfusion", ["rgb", "depth"], "AsymFusion (shuffle + pixel shift)"),
+}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench-fusion", help="compare single-modality, early, shared, CEN and AsymFusion models",
+        description=__doc__.split("\n\n")[1], formatter_class=HelpFormatter)
+    p.add_argument("--data", type=pathlib.Path, default=None,
+                   help="dataset folder [default: make the synthetic set in OUT/data]")
+    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("bench_fusion"))
+    p.add_argument("--budget-minutes", type=float, default=24.0,
+                   help="training time for the whole table; each model trains for "
+                        "budget x jobs / models minutes")
+    p.add_argument("--steps", type=int, default=None,
+                   help="instead of a time budget, train every model for this many steps")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--jobs", type=int, default=2, help="models trained at the same time")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per model")
+    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--decoder", default="light")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=64)
+    p.add_argument("--scale", type=float, nargs=2, default=(0.75, 1.5), metavar=("MIN", "MAX"))
+    p.add_argument("--optimizer", default="adam", choices=["sgd", "adam"])
+    p.add_argument("--lr", type=float, default=1e-3, help="encoder and decoder learning rate")
+    p.add_argument("--lamda", type=float, default=2e-4, help="CEN's L1 weight")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-train", type=int, default=300, help="synthetic training scenes")
+    p.add_argument("--num-val", type=int, default=60, help="synthetic validation scenes")
+    p.add_argument("--height", type=int, default=96, help="synthetic image height")
+    p.add_argument("--width", type=int, default=128, help="synthetic image width")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=run)
+
+
+def train_command(args, name: str, data: pathlib.Path, run_dir: pathlib.Path,
+                  minutes: float | None) -> list[str]:
+    """The ``cen-train train`` command line of one model of the table."""
+    arch, modalities, _ = MODELS[name]
+    command = [sys.executable, "-m", "cen_training.cli", "train", "--data", str(data),
+               "--out", str(run_dir), "--arch", arch, "--modalities", *modalities,
+               "--backbone", args.backbone, "--decoder", args.decoder,
+               # One long stage, cut by the budget; validated once, at the end.
+               "--stages", "1", "--epochs", "1000000", "--val-every", "1000000",
+               "--batch-size", str(args.batch_size), "--crop", str(args.crop),
+               "--scale", str(args.scale[0]), str(args.scale[1]), "--optimizer", args.optimizer,
+               "--lr-enc", str(args.lr), "--lr-dec", str(args.lr), "--lamda", str(args.lamda),
+               "--no-freeze-bn", "--workers", "0", "--seed", str(args.seed),
+               "--skip-data-check", "--no-progress"]
+    return command + (["--max-steps", str(args.steps)] if args.steps
+                      else ["--max-minutes", f"{minutes:.4f}"])
+
+
+def run(args) -> int:
+    from ..checkpoint import load_checkpoint, load_model
+    from ..data import validate_dataset
+    from ..synth import write_dataset
+
+    runs_dir = args.out / "runs"
+    if runs_dir.exists() and any(runs_dir.iterdir()):
+        raise CliError(f"{args.out} holds an earlier benchmark; choose another --out")
+    if args.budget_minutes <= 0 or (args.steps is not None and args.steps < 1):
+        raise CliError("--budget-minutes and --steps must be positive")
+    if args.jobs < 1 or args.threads < 1:
+        raise CliError("--jobs and --threads must be >= 1")
+    data = args.data
+    if data is None:
+        data = args.out / "data"
+        if not (data / "classes.yaml").is_file():
+            write_dataset(data, args.num_train, args.num_val, args.height, args.width,
+                          seed=args.seed, progress=args.progress)
+    validate_dataset(data, ["train", "val"], progress=args.progress)
+    jobs = min(args.jobs, len(args.models))
+    minutes_each = None if args.steps else args.budget_minutes * jobs / len(args.models)
+    budget = (f"{args.steps} steps each" if args.steps
+              else f"{minutes_each:.1f} min of training each")
+    print(f"training {len(args.models)} models, {jobs} at a time on {args.threads} thread(s) "
+          f"each, {budget}; logs in {runs_dir}/<model>/train.log")
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+
+    results, waiting, running = {}, list(args.models), {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                name = waiting.pop(0)
+                run_dir = runs_dir / name
+                run_dir.mkdir(parents=True)
+                log = open(run_dir / "train.log", "w")
+                process = subprocess.Popen(train_command(args, name, data, run_dir, minutes_each),
+                                           stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[name] = (process, log, time.monotonic())
+                print(f"  {name}: {MODELS[name][2]} ...", flush=True)
+            time.sleep(0.5)
+            for name, (process, log, started) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                log.close()
+                del running[name]
+                if process.returncode != 0:
+                    tail = (runs_dir / name / "train.log").read_text().strip().splitlines()[-1:]
+                    raise CliError(f"training {name} failed (exit {process.returncode}): "
+                                   f"{tail[0] if tail else ''} (see {runs_dir / name / 'train.log'})")
+                ckpt = load_checkpoint(runs_dir / name / "last.pt")
+                final = ckpt["card"]["metrics"]["ensemble"]
+                arch, modalities, what = MODELS[name]
+                results[name] = {
+                    "arch": arch, "modalities": modalities, "description": what,
+                    "miou": final["miou"], "pixel_acc": final["pixel_acc"],
+                    "mean_acc": final["mean_acc"], "per_class_iou": final["per_class_iou"],
+                    "steps": ckpt["step"], "epochs": ckpt["epoch"],
+                    "minutes": (time.monotonic() - started) / 60}
+                if arch == "cen":
+                    results[name]["slim_fraction"] = load_model(runs_dir / name / "last.pt").slim_fraction()
+                print(f"  {name}: val mIoU {final['miou']:.1f} after {ckpt['step']} steps", flush=True)
+    finally:  # on an error or Ctrl-C, stop the runs still going
+        for process, log, _ in running.values():
+            process.terminate()
+            process.wait()
+            log.close()
+
+    results = {name: results[name] for name in args.models}
+    table = markdown_table(results)
+    summary = cen_margin(results)
+    settings = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()
+                if k != "func"}
+    (args.out / "results.json").write_text(json.dumps(
+        {"settings": {**settings, "data": str(data)}, "results": results,
+         "summary": summary}, indent=2) + "\n", encoding="utf-8")
+    text = (f"Validation mIoU (%) on {data} ({args.backbone}, {args.decoder} decoder, "
+            f"{budget}):\n\n{table}\n\n{summary}\n")
+    (args.out / "results.md").write_text(text, encoding="utf-8")
+    print("\n" + text)
+    return 0
+
+
+def markdown_table(results: dict) -> str:
+    class_names = list(next(iter(results.values()))["per_class_iou"])
+    header = (["model", "val mIoU", "pixel acc", "mean acc"] + [f"IoU {c}" for c in class_names]
+              + ["steps", "epochs", "minutes"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, r in results.items():
+        ious = [("-" if r["per_class_iou"][c] is None else f"{r['per_class_iou'][c]:.1f}")
+                for c in class_names]
+        cells = ([f"{name} ({r['description']})", f"**{r['miou']:.1f}**", f"{r['pixel_acc']:.1f}",
+                  f"{r['mean_acc']:.1f}"] + ious
+                 + [str(r["steps"]), str(r["epochs"]), f"{r['minutes']:.1f}"])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cen_margin(results: dict) -> str:
+    singles = {n: results[n]["miou"] for n in ("rgb", "depth") if n in results}
+    if "cen" not in results or not singles:
+        return ""
+    best = max(singles, key=singles.get)
+    margin = results["cen"]["miou"] - singles[best]
+    slim = results["cen"].get("slim_fraction")
+    slim_text = f"; {100 * slim:.1f}% of CEN's scaling factors below the threshold" if slim is not None else ""
+    return (f"CEN {results['cen']['miou']:.1f} vs the better single modality ({best}) "
+            f"{singles[best]:.1f}: {margin:+.1f} mIoU points{slim_text}.")

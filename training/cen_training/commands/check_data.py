@@ -1,0 +1,42 @@
+"""``cen-train check-data``: check a dataset folder and summarise it."""
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+from .train import HelpFormatter
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "check-data", help="check every sample of a dataset and print a summary",
+        description="Check that every listed sample has its RGB, depth and label files, that "
+                    "their sizes agree, that depth is 16-bit and that every label id is a "
+                    "class id or 255; then print samples per split and a class histogram.",
+        formatter_class=HelpFormatter)
+    p.add_argument("data", type=pathlib.Path, metavar="DIR")
+    p.add_argument("--splits", nargs="+", default=["train", "val"])
+    p.add_argument("--layout", default="auto", choices=["auto", "nyudv2", "sunrgbd", "generic"])
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..data import validate_dataset
+    result = validate_dataset(args.data, args.splits, layout=args.layout, progress=args.progress)
+    classes, splits = result["classes"], result["splits"]
+    print(f"{args.data}: {result['layout']} layout, {classes.num_classes} classes: OK")
+    for name, summary in splits.items():
+        sizes = ", ".join(f"{w}x{h} ({n})" for (h, w), n in summary.sizes.most_common(3))
+        more = f" and {len(summary.sizes) - 3} more sizes" if len(summary.sizes) > 3 else ""
+        print(f"  {name}: {summary.num_samples} samples; sizes {sizes}{more}")
+    rows = [(i, n) for i, n in enumerate(classes.names)] + [(255, "(ignore)")]
+    width = max(len(n) for _, n in rows)
+    print(f"  {'id':>3} {'class':<{width}}" + "".join(f"{s:>10}" for s in splits)
+          + "   (share of pixels)")
+    totals = {s: max(1, int(summary.class_pixels.sum())) for s, summary in splits.items()}
+    for index, name in rows:
+        print(f"  {index:>3} {name:<{width}}" + "".join(
+            f"{100 * summary.class_pixels[index] / totals[s]:>9.2f}%"
+            for s, summary in splits.items()))
+    return 0
