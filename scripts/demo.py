@@ -147,9 +147,13 @@ class Recorder:
                     self.diagnostics = {kv.key: kv.value for kv in status.values}
             self.raw.append(("/diagnostics", time.time_ns(), serialize_message(msg)))
 
-    def count(self, topic: str) -> int:
+    def all_handled(self, pairs: int) -> bool:
         with self.lock:
-            return len(self.messages.get(topic, []))
+            diag = self.diagnostics or {}
+            received = len(self.messages.get("/segmentation/labels", []))
+        dropped = int(diag.get("pairs_dropped", 0))
+        return received >= pairs or (int(diag.get("pairs", 0)) >= pairs
+                                     and received + dropped >= pairs)
 
     def close(self) -> None:
         import rclpy
@@ -191,8 +195,9 @@ def run_node(args, out: pathlib.Path, model: pathlib.Path, bag: pathlib.Path) ->
         time.sleep(1.0)
         run([BIN / "cen-perception-play", bag, "--reliable", "--wait-subscribers", "1",
              "--wait-timeout", "60", "--rate", "1.0", "--no-progress"])
+        # Done when every pair was segmented or skipped (the node keeps only the newest pair).
         deadline = time.monotonic() + 30
-        while recorder.count("/segmentation/labels") < pairs and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not recorder.all_handled(pairs):
             time.sleep(0.2)
         time.sleep(1.2)  # one more diagnostics period
     finally:
@@ -257,8 +262,11 @@ def summarise(out: pathlib.Path, model: pathlib.Path, result: dict) -> dict:
         "input_size": diag.get("input_size"),
         "latency_ms": {stage: {q: _float(diag.get(f"{stage}_ms_{q}")) for q in ("median", "p95", "max")}
                        for stage in ("infer", "overhead", "end_to_end")},
-        "pairs_dropped": diag.get("sync_dropped", diag.get("pairs_dropped")),
-        "bad_messages": diag.get("bad_messages"),
+        "pairs": _int(diag.get("pairs")),
+        # Pairs replaced by a newer one before inference took them (the model was busy).
+        "pairs_dropped": _int(diag.get("pairs_dropped")),
+        "unmatched": _int(diag.get("sync_dropped")),
+        "bad_messages": _int(diag.get("bad_messages")),
         "miou_vs_ground_truth": metrics.get("miou"),
         "pixel_acc_vs_ground_truth": metrics.get("pixel_acc"),
         "diagnostics": diag,
@@ -267,7 +275,8 @@ def summarise(out: pathlib.Path, model: pathlib.Path, result: dict) -> dict:
     lines = ["# cen_perception demo", "",
              f"Node (`cen_segmentation_node`, {summary['backend']}, engine input "
              f"{summary['input_size']}) over a {result['pairs']}-frame synthetic RGB-D bag "
-             f"played at 10 Hz: {len(labels_msgs)} label images back.", "",
+             f"played at 10 Hz: {summary['pairs']} RGB-D pairs, {len(labels_msgs)} label images back "
+             f"({summary['pairs_dropped']} pairs skipped while the model was busy).", "",
              "| stage | median ms | p95 ms | max ms |", "|---|---|---|---|"]
     for stage, values in summary["latency_ms"].items():
         lines.append(f"| {stage} | {values['median']} | {values['p95']} | {values['max']} |")
@@ -285,6 +294,10 @@ def _mono(msg) -> np.ndarray:
 
 def _ns(stamp) -> int:
     return stamp[0] * 10**9 + stamp[1]
+
+
+def _int(value):
+    return int(value) if value not in (None, "") else None
 
 
 def _float(value):
