@@ -12,7 +12,7 @@ from cen_training import CliError
 from cen_training.checkpoint import load_checkpoint, load_model
 from cen_training.cli import main as cli_main
 from cen_training.data import RGBDSegmentationDataset
-from cen_training.models import ModelConfig, build_model
+from cen_training.models import build_model
 from cen_training.train import TrainConfig, segmentation_loss, train
 
 
@@ -210,6 +210,6 @@ def test_bench_fusion_prints_one_table(tmp_path, capsys):
     assert all(r["steps"] == 2 for r in results["results"].values())
     assert "CEN" in results["summary"] and "better single modality (depth)" in results["summary"]
     printed = capsys.readouterr().out
-    assert "| model | val mIoU |" in printed and "| cen (CEN" in printed
+    assert "| model | what | val mIoU |" in printed and "| cen | CEN" in printed
     assert (out / "results.md").read_text().count("\n| ") == 3
     assert cli_main(["bench-fusion", "--out", str(out), "--steps", "2", "--no-progress"]) == 2

@@ -142,7 +142,9 @@ def resolve(config: TrainConfig, train_set: RGBDSegmentationDataset) -> TrainCon
 
 def make_model_config(config: TrainConfig, train_set: RGBDSegmentationDataset) -> ModelConfig:
     from cen_perception.model_card import OFFICIAL_NORMALIZATION, SUNRGBD_NORMALIZATION
-    normalization = SUNRGBD_NORMALIZATION if train_set.layout == "sunrgbd" else OFFICIAL_NORMALIZATION
+    # SUN RGB-D: the official code scales each depth image to 0..255 (min-max).
+    normalization = (SUNRGBD_NORMALIZATION if train_set.layout == "sunrgbd"
+                     else OFFICIAL_NORMALIZATION)
     try:
         return ModelConfig(arch=config.arch, backbone=config.backbone,
                            modalities=config.modalities, num_classes=train_set.num_classes,
@@ -157,7 +159,8 @@ def init_weights(model, config: TrainConfig, log) -> None:
     if config.imagenet:
         from .models import load_imagenet, read_imagenet_state_dict
         try:
-            loaded = load_imagenet(model, read_imagenet_state_dict(config.imagenet, config.backbone))
+            state = read_imagenet_state_dict(config.imagenet, config.backbone)
+            loaded = load_imagenet(model, state)
         except (OSError, ValueError, RuntimeError) as exc:
             raise CliError(f"{config.imagenet}: {str(exc).splitlines()[0]}") from None
         log(f"ImageNet weights from {config.imagenet}: {len(loaded)} tensors")
@@ -237,10 +240,6 @@ def train(config: TrainConfig, on_epoch_end=None) -> dict:
     log = print if is_main else (lambda *a, **k: None)
     out_dir = pathlib.Path(config.out)
     use_amp = config.amp and device.type == "cuda"
-    if device.type == "cpu":
-        # Scaling factors driven towards zero make tiny activations; denormal floats would
-        # slow CPU arithmetic many times over.
-        torch.set_flush_denormal(True)
     if not config.resume and (out_dir / "last.pt").exists():
         raise CliError(f"{out_dir} already holds a run (last.pt): continue it with --resume "
                        "or choose another --out")
@@ -249,7 +248,8 @@ def train(config: TrainConfig, on_epoch_end=None) -> dict:
     if config.check_data:
         validate_dataset(config.data, ["train", "val"], layout=config.layout,
                          progress=config.progress and is_main)
-    train_set = RGBDSegmentationDataset(config.data, "train", layout=config.layout, seed=config.seed)
+    train_set = RGBDSegmentationDataset(config.data, "train", layout=config.layout,
+                                        seed=config.seed)
     val_set = RGBDSegmentationDataset(config.data, "val", layout=train_set.layout)
     config = resolve(config, train_set)
     train_set.transform = TrainTransform(config.crop, tuple(config.scale_range))

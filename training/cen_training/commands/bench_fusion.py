@@ -128,11 +128,12 @@ def run(args) -> int:
                     continue
                 log.close()
                 del running[name]
+                run_dir = runs_dir / name
                 if process.returncode != 0:
-                    tail = (runs_dir / name / "train.log").read_text().strip().splitlines()[-1:]
+                    tail = (run_dir / "train.log").read_text().strip().splitlines()[-1:]
                     raise CliError(f"training {name} failed (exit {process.returncode}): "
-                                   f"{tail[0] if tail else ''} (see {runs_dir / name / 'train.log'})")
-                ckpt = load_checkpoint(runs_dir / name / "last.pt")
+                                   f"{tail[0] if tail else ''} (see {run_dir / 'train.log'})")
+                ckpt = load_checkpoint(run_dir / "last.pt")
                 final = ckpt["card"]["metrics"]["ensemble"]
                 arch, modalities, what = MODELS[name]
                 results[name] = {
@@ -142,8 +143,9 @@ def run(args) -> int:
                     "steps": ckpt["step"], "epochs": ckpt["epoch"],
                     "minutes": (time.monotonic() - started) / 60}
                 if arch == "cen":
-                    results[name]["slim_fraction"] = load_model(runs_dir / name / "last.pt").slim_fraction()
-                print(f"  {name}: val mIoU {final['miou']:.1f} after {ckpt['step']} steps", flush=True)
+                    results[name]["slim_fraction"] = load_model(run_dir / "last.pt").slim_fraction()
+                print(f"  {name}: val mIoU {final['miou']:.1f} after {ckpt['step']} steps",
+                      flush=True)
     finally:  # on an error or Ctrl-C, stop the runs still going
         for process, log, _ in running.values():
             process.terminate()
@@ -167,13 +169,13 @@ def run(args) -> int:
 
 def markdown_table(results: dict) -> str:
     class_names = list(next(iter(results.values()))["per_class_iou"])
-    header = (["model", "val mIoU", "pixel acc", "mean acc"] + [f"IoU {c}" for c in class_names]
-              + ["steps", "epochs", "minutes"])
+    header = (["model", "what", "val mIoU", "pixel acc", "mean acc"]
+              + [f"IoU {c}" for c in class_names] + ["steps", "epochs", "minutes"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, r in results.items():
         ious = [("-" if r["per_class_iou"][c] is None else f"{r['per_class_iou'][c]:.1f}")
                 for c in class_names]
-        cells = ([f"{name} ({r['description']})", f"**{r['miou']:.1f}**", f"{r['pixel_acc']:.1f}",
+        cells = ([name, r["description"], f"**{r['miou']:.1f}**", f"{r['pixel_acc']:.1f}",
                   f"{r['mean_acc']:.1f}"] + ious
                  + [str(r["steps"]), str(r["epochs"]), f"{r['minutes']:.1f}"])
         lines.append("| " + " | ".join(cells) + " |")
@@ -187,6 +189,7 @@ def cen_margin(results: dict) -> str:
     best = max(singles, key=singles.get)
     margin = results["cen"]["miou"] - singles[best]
     slim = results["cen"].get("slim_fraction")
-    slim_text = f"; {100 * slim:.1f}% of CEN's scaling factors below the threshold" if slim is not None else ""
+    slim_text = ("" if slim is None else f"; {100 * slim:.1f}% of CEN's exchange-BN scaling "
+                 "factors are below the threshold (their channels exchanged)")
     return (f"CEN {results['cen']['miou']:.1f} vs the better single modality ({best}) "
             f"{singles[best]:.1f}: {margin:+.1f} mIoU points{slim_text}.")

@@ -64,8 +64,6 @@ def run(args) -> int:
         raise CliError(f"{args.checkpoint} predicts {model.config.num_classes} classes but "
                        f"{args.data} has {dataset.num_classes}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)  # tiny activations would otherwise slow the CPU down
     model.to(device)
     loader = DataLoader(dataset, batch_size=1, num_workers=args.workers)
 

@@ -31,7 +31,8 @@ def register(subparsers) -> None:
         formatter_class=HelpFormatter)
     p.add_argument("--data", required=True, help="dataset folder (NYUDv2 / SUN RGB-D official "
                    "layout, or the generic layout; detected)")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for checkpoints and logs")
+    p.add_argument("--out", required=True, metavar="RUN_DIR",
+                   help="folder for checkpoints and logs")
     p.add_argument("--arch", default="cen", choices=ARCHS)
     p.add_argument("--backbone", default="resnet101", choices=BACKBONES)
     p.add_argument("--decoder", default="official", choices=DECODERS,
