@@ -37,13 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"cen_training.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"cen_training.commands.{name}":
-                continue  # not part of this installation
-            raise
-        module.register(sub)
+        importlib.import_module(f"cen_training.commands.{name}").register(sub)
     return parser
 
 
