@@ -27,37 +27,16 @@ import pathlib
 import cv2
 import numpy as np
 
+from cen_perception.sequence import (BOX, FLOOR, MAX_RANGE_M, POSTER, RELIEF, WALL, hsv_colour,
+                                     surface_texture)
+
 from .data.classes import ClassList
 
+# The scene vocabulary and texture helpers are shared with the runtime's synthetic sequences.
 CLASSES = ClassList(
     names=["wall", "floor", "poster", "relief", "box"],
     palette=[[128, 128, 128], [139, 90, 43], [230, 25, 200], [0, 190, 255], [255, 200, 0]],
     dataset_name="synthetic-rgbd")
-WALL, FLOOR, POSTER, RELIEF, BOX = range(5)
-MAX_RANGE_M = 6.0  # the sensor returns nothing beyond this
-
-
-def smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
-    """Zero-mean smooth noise (roughly unit amplitude) varying over about ``cells`` cells."""
-    grid = rng.standard_normal((cells + 1, cells + 1)).astype(np.float32)
-    return cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
-
-
-def surface_texture(rng: np.random.Generator, height: int, width: int,
-                    base_rgb: np.ndarray) -> np.ndarray:
-    """A float RGB texture: a base colour modulated by two octaves of smooth noise."""
-    shade = 1.0 + 0.12 * smooth_noise(rng, height, width, 4) + 0.06 * smooth_noise(
-        rng, height, width, 16)
-    tint = 8.0 * smooth_noise(rng, height, width, 6)[..., None] * rng.uniform(-1, 1, 3)
-    return base_rgb[None, None, :] * shade[..., None] + tint
-
-
-def hsv_colour(rng: np.random.Generator, saturation: tuple[float, float],
-               value: tuple[float, float]) -> np.ndarray:
-    """An RGB colour (float, 0..255) with a random hue and the given ranges."""
-    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(*saturation) * 255,
-                      rng.uniform(*value) * 255]]], np.float32)
-    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
 
 
 def render_scene(rng: np.random.Generator, height: int = 120, width: int = 160):
