@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 
 BIN = pathlib.Path(sys.executable).parent
+COLOR, DEPTH, TRUTH = ("/camera/color/image_raw", "/camera/depth/image_raw",
+                       "/camera/labels/ground_truth")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -117,8 +119,7 @@ class Recorder:
         self.writer = BagWriter(bag_path, "sqlite3")
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.topics = ["/segmentation/labels", "/segmentation/color", "/segmentation/overlay",
-                       "/camera/color/image_raw", "/camera/depth/image_raw",
-                       "/camera/labels/ground_truth"]
+                       COLOR, DEPTH]
         for topic in self.topics:
             self.writer.add_topic(topic)
             self.node.create_subscription(Image, topic, self._keep(topic), qos)
@@ -168,14 +169,19 @@ class Recorder:
 
 def run_node(args, out: pathlib.Path, model: pathlib.Path, bag: pathlib.Path) -> dict:
     """Start the node, play the bag into it, record what comes back."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import Image
+
     from cen_perception.bag import RecordedBag
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
     output_bag = out / "node_output"
     shutil.rmtree(output_bag, ignore_errors=True)
-    pairs = sum(1 for _ in RecordedBag(bag).messages(["/camera/color/image_raw"]))
+    pairs = sum(1 for _ in RecordedBag(bag).messages([COLOR]))
     recorder = Recorder(output_bag)
+    recorder.messages[TRUTH] = [deserialize_message(m.raw, Image)
+                                for m in RecordedBag(bag).messages([TRUTH])]
     node_cmd = [BIN / "cen_segmentation_node", "--ros-args",
                 "--params-file", REPO / "config" / "segmentation.yaml",
                 "-p", f"engine_path:={model}", "-p", "qos:=reliable", "-p", "num_threads:=1",
@@ -193,7 +199,9 @@ def run_node(args, out: pathlib.Path, model: pathlib.Path, bag: pathlib.Path) ->
                 and recorder.node.count_publishers("/segmentation/labels") > 0):
             time.sleep(0.1)
         time.sleep(1.0)
-        run([BIN / "cen-perception-play", bag, "--reliable", "--wait-subscribers", "1",
+        # Two subscribers per camera topic: the node and this recorder.
+        run([BIN / "cen-perception-play", bag, "--topics", COLOR, DEPTH,
+             "--reliable", "--wait-subscribers", "2",
              "--wait-timeout", "60", "--rate", "1.0", "--no-progress"])
         # Done when every pair was segmented or skipped (the node keeps only the newest pair).
         deadline = time.monotonic() + 30
