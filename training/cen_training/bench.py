@@ -389,7 +389,6 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
         real_frames = synthetic_frames((height, width), 2, seed=1)
         notes.append("No real frames given: inputs and label agreement use rendered "
                      "synthetic scenes.")
-    torch.set_num_threads(threads)
     steps = 4 + int8 + (3 + int8) * (1 + warmup + iters)
     bar = tqdm(total=steps, desc="bench", unit="step", disable=not progress)
 
@@ -398,6 +397,9 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
         bar.update()
 
     with contextlib.ExitStack() as stack:
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        stack.callback(torch.set_num_threads, previous_threads)
         if workdir is None:
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="cen_bench_"))
         workdir = pathlib.Path(workdir)
