@@ -188,6 +188,7 @@ class SegmentationNode(Node):
         self.sync = RgbdSync(self.params["sync_slop"], self.params["sync_queue_size"])
         self.mailbox: Mailbox[Pair] = Mailbox()
         self.counters = Counters()
+        self.last_bad_message = ""
         self.latency = LatencyWindow()
         self._warned_depth_size = False
         self._last_diagnostics = (time.monotonic(), self.counters.snapshot(),
@@ -301,6 +302,8 @@ class SegmentationNode(Node):
             image = decode(msg)
         except ImageCodecError as exc:
             self.counters.add("bad_messages")
+            # The log is throttled; diagnostics always carry the latest reason.
+            self.last_bad_message = f"{stream}: {exc}"
             self.get_logger().warning(
                 f"dropped a bad {stream} message ({self.counters.snapshot()['bad_messages']} so "
                 f"far): {exc}", throttle_duration_sec=BAD_MESSAGE_LOG_PERIOD_S)
@@ -423,6 +426,8 @@ class SegmentationNode(Node):
             "output_rate_hz": rate("frames_processed"),
         }
         values.update({name: str(value) for name, value in counts.items()})
+        if self.last_bad_message:
+            values["last_bad_message"] = self.last_bad_message
         values.update({f"sync_{name}": str(value) for name, value in sync_stats.items()})
         for stage, (median, p95, worst) in self.latency.summary().items():
             values[f"{stage}_ms_median"] = f"{median:.3f}"
