@@ -14,11 +14,13 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(include=[package_name, f"{package_name}.*"]),
+    package_data={package_name: ["fastdds_large_images.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
         (f"share/{package_name}/launch", glob("launch/*.launch.py")),
-        (f"share/{package_name}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{package_name}/config", glob("config/*.yaml") + glob("config/*.rviz")
+         + [f"{package_name}/fastdds_large_images.xml"]),
     ],
     install_requires=["numpy>=1.24", "opencv-python-headless>=4.8", "pyyaml>=6"],
     extras_require={

@@ -3,8 +3,9 @@
 Starts ``cen_segmentation`` as its own process on an engine, plays a synthetic RGB-D camera
 (bgr8 + 16UC1) at ``--rate`` Hz through real DDS, subscribes to the outputs, and prints:
 
-* per-stage latency inside the node (codec, resize, infer, visualize, publish, end to end
-  and overhead = end to end minus inference), as the node reports it on /diagnostics over
+* per-stage latency inside the node (codec, wait for the busy worker, resize, infer,
+  visualize, publish, end to end, and overhead = end to end minus inference minus wait, the
+  node's own work), as the node reports it on /diagnostics over
   its last 1000 frames (the five warm-up frames, the first inference among them, included);
 * camera-to-labels latency seen by a subscriber (publish to arrival, both in this process);
 * input and output rates, pairs dropped because the model was busy, frames lost;
@@ -19,7 +20,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from typing import Optional
@@ -58,26 +58,9 @@ def percentiles(values) -> tuple[float, float, float]:
     return float(np.median(values)), float(np.percentile(values, 95)), float(values.max())
 
 
-# Fast DDS (the default ROS 2 Jazzy middleware) sends messages over 64 KB in UDP fragments
-# unless its shared-memory segments are large enough for whole images.
-FASTDDS_LARGE_SHM_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
-<profiles xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
-  <transport_descriptors>
-    <transport_descriptor>
-      <transport_id>shm_large_images</transport_id>
-      <type>SHM</type>
-      <segment_size>33554432</segment_size>
-      <maxMessageSize>16777216</maxMessageSize>
-    </transport_descriptor>
-  </transport_descriptors>
-  <participant profile_name="large_images" is_default_profile="true">
-    <rtps>
-      <userTransports><transport_id>shm_large_images</transport_id></userTransports>
-      <useBuiltinTransports>false</useBuiltinTransports>
-    </rtps>
-  </participant>
-</profiles>
-"""
+# Shared memory for whole images on this host, UDP for other hosts; see the file's comment.
+FASTDDS_LARGE_IMAGES_PROFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                            "fastdds_large_images.xml")
 
 
 def rss_mb(pid: int) -> Optional[float]:
@@ -221,15 +204,11 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.engine):
         raise BenchError(f"engine file not found: {args.engine}")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    with tempfile.TemporaryDirectory(prefix="cen_bench_") as scratch:
-        if args.fastdds_shm:
-            # Both processes (this one and the node it starts) read it when rclpy starts.
-            profile = os.path.join(scratch, "fastdds_large_shm.xml")
-            with open(profile, "w", encoding="utf-8") as out:
-                out.write(FASTDDS_LARGE_SHM_PROFILE)
-            os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = profile
-            os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
-        return _run(args)
+    if args.fastdds_shm:
+        # Both processes (this one and the node it starts) read it when rclpy starts.
+        os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = FASTDDS_LARGE_IMAGES_PROFILE
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = FASTDDS_LARGE_IMAGES_PROFILE
+    return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -286,7 +265,8 @@ def _run(args: argparse.Namespace) -> int:
                 node_proc.kill()
 
     rows = []
-    for stage in ("codec", "resize", "infer", "visualize", "publish", "end_to_end", "overhead"):
+    for stage in ("codec", "wait", "resize", "infer", "visualize", "publish", "end_to_end",
+                  "overhead"):
         if f"{stage}_ms_median" in diag:
             rows.append([f"node {stage}"]
                         + [diag[f"{stage}_ms_{s}"] for s in ("median", "p95", "max")])
@@ -339,7 +319,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="rate of the small frames in Hz (default 400)")
     parser.add_argument("--fastdds-shm", action="store_true",
                         help="run both sides with a Fast DDS profile whose shared-memory "
-                             "transport carries whole images (see FASTDDS_LARGE_SHM_PROFILE)")
+                             "transport carries whole images (the shipped fastdds_large_images.xml)")
     args = parser.parse_args(argv)
     if min(args.rate, args.small_rate) <= 0 or min(args.frames, args.width, args.height) < 1:
         parser.error("rates, frames and sizes must be positive")

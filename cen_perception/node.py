@@ -46,7 +46,10 @@ DIAGNOSTICS_TOPIC = "/diagnostics"
 QOS_CHOICES = ("sensor_data", "reliable")
 # Outputs are reliable: both reliable and best-effort subscribers (RViz either way) accept them.
 OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-STAGES = ("codec", "resize", "infer", "visualize", "publish", "end_to_end", "overhead")
+# wait: a completed pair's time in the mailbox while the worker finishes the previous one
+# (up to one camera period when the model is slower than the camera). overhead: the node's own
+# work, end to end minus inference minus wait.
+STAGES = ("codec", "wait", "resize", "infer", "visualize", "publish", "end_to_end", "overhead")
 BAD_MESSAGE_LOG_PERIOD_S = 5.0
 
 
@@ -248,7 +251,9 @@ class SegmentationNode(Node):
         backend = self.params["backend"]
         resolved = backend if backend != "auto" else (
             "tensorrt" if path.suffix in TENSORRT_SUFFIXES else "onnxruntime")
-        options = {"threads": self.params["num_threads"]} if resolved == "onnxruntime" else {}
+        # Spinning ORT threads would take the cores the node needs to decode and publish.
+        options = ({"threads": self.params["num_threads"], "spin_wait": False}
+                   if resolved == "onnxruntime" else {})
         try:
             return open_engine(path, backend, **options)
         except (EngineError, ModelCardError) as exc:
@@ -337,6 +342,7 @@ class SegmentationNode(Node):
         return publisher is not None and publisher.get_subscription_count() > 0
 
     def _process(self, pair: Pair) -> None:
+        picked = time.perf_counter()
         wanted = {kind for kind in self.outputs if self._wanted(kind)}
         if not wanted:
             self.counters.add("pairs_idle")
@@ -378,10 +384,11 @@ class SegmentationNode(Node):
 
         completed = max(rgb_frame.received, depth_frame.received)
         end_to_end = (done - completed) * 1e3
-        self.latency.add({"codec": rgb_frame.codec_ms + depth_frame.codec_ms,
+        wait = (picked - completed) * 1e3
+        self.latency.add({"codec": rgb_frame.codec_ms + depth_frame.codec_ms, "wait": wait,
                           **result.timings, "visualize": visualize_ms, "publish": publish_ms,
                           "end_to_end": end_to_end,
-                          "overhead": end_to_end - result.timings["infer"]})
+                          "overhead": end_to_end - result.timings["infer"] - wait})
         self.counters.add("frames_processed")
 
     # -- diagnostics -----------------------------------------------------------------------

@@ -269,7 +269,7 @@ def summarise(out: pathlib.Path, model: pathlib.Path, result: dict) -> dict:
         "backend": diag.get("backend"),
         "input_size": diag.get("input_size"),
         "latency_ms": {stage: {q: _float(diag.get(f"{stage}_ms_{q}")) for q in ("median", "p95", "max")}
-                       for stage in ("infer", "overhead", "end_to_end")},
+                       for stage in ("infer", "wait", "overhead", "end_to_end")},
         "pairs": _int(diag.get("pairs")),
         # Pairs replaced by a newer one before inference took them (the model was busy).
         "pairs_dropped": _int(diag.get("pairs_dropped")),

@@ -17,6 +17,18 @@ def test_toy_engine_runs_with_card(toy_onnx_factory):
     assert np.allclose(conf, 0.5)
 
 
+@pytest.mark.parametrize("spin_wait", [True, False])
+def test_thread_options_reach_the_session_and_keep_results(toy_onnx_factory, spin_wait):
+    engine = open_engine(toy_onnx_factory(48, 64), threads=2, spin_wait=spin_wait)
+    options = engine.session.get_session_options()
+    assert options.intra_op_num_threads == 2
+    if not spin_wait:
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    depth = np.full((48, 64), 1.5, np.float32)
+    labels, _ = engine.infer(np.zeros((48, 64, 3), np.uint8), depth)
+    assert (labels == 1).all()
+
+
 def test_missing_file_is_clear(tmp_path):
     with pytest.raises(EngineError, match="not found"):
         open_engine(tmp_path / "nope.onnx")

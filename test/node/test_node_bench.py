@@ -1,0 +1,63 @@
+"""`cen-perception-bench` against the real node, at a small size, with the shipped DDS profile."""
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import cen_perception.bench as bench
+
+FRAMES = 20
+
+
+def table(output: str, title: str) -> dict[str, list[str]]:
+    """Rows of one printed table: first column -> the other columns."""
+    block = output.split(title, 1)[1].split("\n\n", 1)[0]
+    rows = {}
+    for line in block.splitlines()[3:]:
+        cells = re.split(r"\s{2,}", line.strip())
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_shipped_fastdds_profile_carries_images_in_shared_memory_and_keeps_udp():
+    root = ET.parse(bench.FASTDDS_LARGE_IMAGES_PROFILE).getroot()
+    ns = {"f": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
+    kinds = {d.findtext("f:transport_id", namespaces=ns): d for d in
+             root.iterfind("f:transport_descriptors/f:transport_descriptor", ns)}
+    types = sorted(d.findtext("f:type", namespaces=ns) for d in kinds.values())
+    assert types == ["SHM", "UDPv4"]
+    shm = next(d for d in kinds.values() if d.findtext("f:type", namespaces=ns) == "SHM")
+    # Whole 1920x1080 rgb8 images fit in one message.
+    assert int(shm.findtext("f:maxMessageSize", namespaces=ns)) >= 1920 * 1080 * 3
+    participant = root.find("f:participant", ns)
+    used = [t.text for t in participant.iterfind("f:rtps/f:userTransports/f:transport_id", ns)]
+    assert sorted(used) == sorted(kinds)
+
+
+def test_bench_measures_the_node_and_accounts_for_every_pair(toy_onnx_factory):
+    cmd = [sys.executable, "-m", "cen_perception.bench", "--engine", str(toy_onnx_factory(48, 64)),
+           "--frames", str(FRAMES), "--rate", "20", "--small-frames", "300",
+           "--small-rate", "200", "--fastdds-shm"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    latency = table(proc.stdout, "latency (ms), 640x480")
+    for stage in ("codec", "wait", "resize", "infer", "visualize", "publish", "end_to_end",
+                  "overhead"):
+        median, p95, worst = map(float, latency[f"node {stage}"])
+        assert 0 <= median <= p95 <= worst, stage
+    assert float(latency["camera -> labels"][0]) > 0
+    counts = {name: values[0] for name, values in table(proc.stdout, "throughput and memory").items()}
+    received = int(counts["labels received"])
+    assert received >= 1
+    assert received + int(counts["pairs dropped (model busy)"]) == FRAMES
+    assert counts["pairs lost otherwise"] == "0"
+    assert float(counts["node RSS after (MB)"]) > 0
+
+
+def test_bench_refuses_a_missing_engine_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cen_perception.bench",
+                           "--engine", str(tmp_path / "none.onnx")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"cen-perception-bench: engine file not found: {tmp_path / 'none.onnx'}"]
