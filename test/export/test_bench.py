@@ -109,6 +109,13 @@ def test_bench_runs_every_row(samples_dir, tmp_path):
     for name in names:
         assert f"| {name} |" in table
     assert "SGEMM ceiling" in table and "calibrated on 2 rendered synthetic scenes" in table
+    # The Kinect sample's depth file is not in millimetres (median far beyond any indoor
+    # camera's range): reported per frame, left out of the agreement column.
+    names = [name for name, _, _ in load_frames(samples_dir, (H, W))]
+    kinect, nyu = names.index("esanet_kinect"), names.index("nyuv2_frame0")
+    assert int8.agreement == pytest.approx(int8.frame_agreement[nyu])
+    assert len(int8.frame_agreement) == 2 and 0 <= int8.frame_agreement[kinect] <= 1
+    assert "Left out of the agreement" in table and "esanet_kinect (" in table
 
 
 def test_markdown_columns():

@@ -14,8 +14,8 @@ from cen_training.card import default_card
 from cen_training.export import export_onnx
 from cen_training.models import ModelConfig, build_model
 from cen_training.onnx_ops import check_engine_contract, check_tensorrt_ops
-from cen_training.quantize import (_data_reader, classifier_convs, float_tail, frame_batches,
-                                   quantize_int8)
+from cen_training.quantize import (_data_reader, classifier_convs, float_head, float_tail,
+                                   frame_batches, quantize_int8, stem_convs)
 
 H, W = 64, 64
 
@@ -149,6 +149,21 @@ def test_post_processing_stays_in_float(fp32_model, int8_model):
     assert producers[resize.input[0]].op_type not in ("DequantizeLinear", "QuantizeLinear")
     quantized_inputs = {n.input[0] for n in proto.graph.node if n.op_type == "QuantizeLinear"}
     assert resize.output[0] not in quantized_inputs and resize.input[0] not in quantized_inputs
+
+
+def test_input_preparation_stays_in_float(fp32_model, int8_model):
+    _, proto = int8_model
+    fp32 = onnx.load(str(fp32_model))
+    head = float_head(fp32)
+    head_ops = {n.op_type for n in fp32.graph.node if n.name in head}
+    assert {"Mul", "Add"} <= head_ops and "Conv" not in head_ops
+    assert len(stem_convs(fp32)) == 2  # one per modality
+    # The normalisation reads and writes float: the first QuantizeLinear comes after it.
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    for node in proto.graph.node:
+        if node.name in head:
+            assert all(producers[i].op_type != "DequantizeLinear"
+                       for i in node.input if i in producers), node.name
 
 
 def test_bad_calibration_input_is_refused(fp32_model, tmp_path, calib_dir):

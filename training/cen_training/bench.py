@@ -30,6 +30,10 @@ How the columns are measured:
   runs over what it was just before them (Linux ``VmHWM`` after resetting it through
   ``/proc/self/clear_refs``, freed heap returned with ``malloc_trim`` first). It covers
   activations, workspaces and arenas; the weights are loaded before and not counted.
+- Labels agree: the share of pixels with the same label as the reference row, on the real
+  frames. A frame whose median valid depth lies beyond ``MAX_PLAUSIBLE_DEPTH_M`` cannot come
+  from an indoor RGB-D camera read in millimetres (its depth file has another unit); it is
+  reported on its own and left out of the column.
 """
 from __future__ import annotations
 
@@ -61,6 +65,8 @@ DEFAULT_SAMPLES = pathlib.Path(__file__).resolve().parents[3] / "shared" / "samp
 SGEMM_SIZE = 4096
 # Share of the CPU time other processes may take during a row before the report warns.
 BUSY_MACHINE = 0.10
+# Farther than indoor RGB-D cameras measure (Kinect v2 about 4.5 m, RealSense D400 about 10 m).
+MAX_PLAUSIBLE_DEPTH_M = 10.0
 
 _ELEMENTWISE_OPS = frozenset("""
     Add Sub Mul Div Relu LeakyRelu Clip Where Max Min Sum Mean Neg Abs Sqrt Exp Log Sigmoid Tanh
@@ -362,9 +368,17 @@ def _time_runs(run: Callable[[], object], warmup: int, iters: int,
     return times
 
 
-def _agree(row: BenchRow, labels: list[np.ndarray], reference: list[np.ndarray]) -> None:
+def median_depth_m(depth: np.ndarray) -> float:
+    """Median of the valid (finite, positive) depth values, in metres; 0 when none."""
+    valid = depth[np.isfinite(depth) & (depth > 0)]
+    return float(np.median(valid)) if valid.size else 0.0
+
+
+def _agree(row: BenchRow, labels: list[np.ndarray], reference: list[np.ndarray],
+           counted: Sequence[int]) -> None:
+    """Per-frame agreement; the row's figure averages the frames in ``counted``."""
     row.frame_agreement = [float((x == y).mean()) for x, y in zip(labels, reference)]
-    row.agreement = float(np.mean(row.frame_agreement))
+    row.agreement = float(np.mean([row.frame_agreement[i] for i in counted]))
 
 
 def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmup: int = 1,
@@ -374,9 +388,9 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
               title: Optional[str] = None, sgemm_size: int = SGEMM_SIZE) -> BenchReport:
     """Benchmark ``model`` at ``height`` x ``width`` (see the module docstring).
 
-    ``real_frames`` give the input of every timed run (the first one) and the label agreement
-    (all of them); ``calib_frames`` calibrate the INT8 model (rendered synthetic scenes when
-    None). The ONNX files go to ``workdir`` (a temporary folder when None).
+    ``real_frames`` give the input of every timed run (the first with plausible depth) and
+    the label agreement; ``calib_frames`` calibrate the INT8 model (rendered synthetic scenes
+    when None). The ONNX files go to ``workdir`` (a temporary folder when None).
     """
     from tqdm import tqdm
 
@@ -389,6 +403,10 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
         real_frames = synthetic_frames((height, width), 2, seed=1)
         notes.append("No real frames given: inputs and label agreement use rendered "
                      "synthetic scenes.")
+    depth_medians = [median_depth_m(d) for _, _, d in real_frames]
+    counted = [i for i, m in enumerate(depth_medians) if m <= MAX_PLAUSIBLE_DEPTH_M]
+    implausible = [i for i in range(len(real_frames)) if i not in counted]
+    counted = counted or list(range(len(real_frames)))
     steps = 4 + int8 + (3 + int8) * (1 + warmup + iters)
     bar = tqdm(total=steps, desc="bench", unit="step", disable=not progress)
 
@@ -430,7 +448,7 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
                                                     progress=progress))
             step("INT8 calibration")
 
-        _, rgb, depth = real_frames[0]
+        _, rgb, depth = real_frames[counted[0]]
         runners: list[tuple[str, Callable[[], Callable], float]] = [
             ("PyTorch training graph", lambda: TorchRunner(model, height, width), training_gflop),
             ("PyTorch fused graph", lambda: TorchRunner(fuse(model), height, width), fused_gflop),
@@ -460,12 +478,18 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
         step("SGEMM ceiling")
         # Folded graph and fp32 export against the training graph; INT8 against fp32.
         for i in (1, 2):
-            _agree(report.rows[i], labels[i], labels[0])
+            _agree(report.rows[i], labels[i], labels[0], counted)
         if int8:
-            _agree(report.rows[3], labels[3], labels[2])
-    notes.append(f"Labels agree: fraction of pixels with the same label on {len(real_frames)} "
-                 f"frame(s) ({', '.join(n for n, _, _ in real_frames)}); the folded graph and "
-                 "the fp32 export against the training graph, INT8 against the fp32 export.")
+            _agree(report.rows[3], labels[3], labels[2], counted)
+    notes.append(f"Labels agree: fraction of pixels with the same label on {len(counted)} "
+                 f"frame(s) ({', '.join(real_frames[i][0] for i in counted)}); the folded graph "
+                 "and the fp32 export against the training graph, INT8 against the fp32 export.")
+    if implausible and len(counted) < len(real_frames):
+        listed = ", ".join(f"{real_frames[i][0]} ({depth_medians[i]:.1f} m)" for i in implausible)
+        notes.append(f"Left out of the agreement: frames whose median depth is beyond "
+                     f"{MAX_PLAUSIBLE_DEPTH_M:g} m, farther than indoor RGB-D cameras measure, "
+                     f"so their depth files are not in millimetres: {listed}. They are "
+                     "outside any calibration range; their per-frame figures follow.")
     if int8:
         per_frame = ", ".join(f"{name} {100 * a:.2f}%" for (name, _, _), a in
                               zip(real_frames, report.rows[3].frame_agreement))

@@ -10,9 +10,11 @@ QLinearConv and friends when it loads the file):
   default). The frames must look like what the model will see: inputs outside the calibrated
   ranges saturate, and labels drift;
 - quantized: the network (convolutions, residual additions, exchange, pooling, concatenation,
-  the decoder's upsampling). Kept in float: everything after the classifier convolution (the
-  ensemble weighting, the upsampling to input size, argmax and softmax), so labels come from
-  float logits at full resolution;
+  the decoder's upsampling). Kept in float: the input preparation before the first
+  convolutions (layout, normalisation: a broadcast add over the image is cheap in float and
+  slow quantized), and everything after the classifier convolution (the ensemble weighting,
+  the upsampling to input size, argmax and softmax), so labels come from float logits at full
+  resolution;
 - the engine contract is unchanged: same inputs and outputs, same model card.
 
 The result is meant for ONNX Runtime on a CPU. TensorRT builds its own INT8 engines from the
@@ -86,6 +88,28 @@ def float_tail(model: onnx.ModelProto) -> list[str]:
     return tail
 
 
+def float_head(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes that prepare the inputs before the first convolutions (layout, cast,
+    normalisation). In float they cost little; quantized, a per-channel broadcast add over the
+    whole image runs as a slow element-wise QLinearAdd."""
+    after_conv: set[str] = set()
+    head = []
+    for node in model.graph.node:  # topological order
+        if node.op_type == "Conv" or any(name in after_conv for name in node.input):
+            after_conv.update(node.output)
+        else:
+            head.append(node.name)
+    return head
+
+
+def stem_convs(model: onnx.ModelProto) -> list[str]:
+    """Names of the first convolutions, those that read the prepared inputs."""
+    head = set(float_head(model))
+    head_outputs = {out for n in model.graph.node if n.name in head for out in n.output}
+    return [n.name for n in model.graph.node
+            if n.op_type == "Conv" and any(name in head_outputs for name in n.input)]
+
+
 def classifier_convs(model: onnx.ModelProto) -> list[str]:
     """Names of the last convolutions (the classifier), whose outputs feed the float tail."""
     tail = set(float_tail(model))
@@ -97,7 +121,7 @@ def classifier_convs(model: onnx.ModelProto) -> list[str]:
 def quantize_int8(fp32_path: str | pathlib.Path, int8_path: str | pathlib.Path,
                   frames: Sequence[Frame], per_channel: bool = True,
                   calibration: str = "minmax", quantize_classifier: bool = True,
-                  progress: bool = False) -> onnx.ModelProto:
+                  quantize_stem: bool = True, progress: bool = False) -> onnx.ModelProto:
     """Write the INT8 (QDQ) version of an exported fp32 model, calibrated on ``frames``.
 
     ``frames`` should look like what the robot sees (dataset frames); their size must be the
@@ -130,9 +154,11 @@ def quantize_int8(fp32_path: str | pathlib.Path, int8_path: str | pathlib.Path,
         prepared = pathlib.Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
         prepared_model = onnx.load(str(prepared))
-        exclude = float_tail(prepared_model)
+        exclude = float_head(prepared_model) + float_tail(prepared_model)
         if not quantize_classifier:
             exclude += classifier_convs(prepared_model)
+        if not quantize_stem:
+            exclude += stem_convs(prepared_model)
         quantized = pathlib.Path(tmp) / "int8.onnx"
         quantize_static(
             str(prepared), str(quantized), _data_reader(frames, progress), quant_format=QuantFormat.QDQ,
