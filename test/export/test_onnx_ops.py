@@ -115,3 +115,45 @@ def test_contract_catches_wrong_names_and_layout(toy_model):
     assert "input 'rgb' is missing" in problems
     assert "unexpected input 'image'" in problems
     assert "'labels' has shape [2, 48, 64], the contract needs [1,H,W]" in problems
+
+
+def test_uint8_casts_only_from_and_to_float():
+    def cast_model(source, target):
+        return _model([helper.make_node("Cast", ["x"], ["y"], to=target)],
+                      [_vec("x", source)], [_vec("y", target)])
+    # ArgMax gives int64: straight to uint8 is what TensorRT refuses.
+    assert check_tensorrt_ops(cast_model(TensorProto.INT64, TensorProto.UINT8)) == [
+        "Cast(int64 to uint8)"]
+    assert check_tensorrt_ops(cast_model(TensorProto.UINT8, TensorProto.INT32)) == [
+        "Cast(uint8 to int32)"]
+    for source, target in ((TensorProto.FLOAT, TensorProto.UINT8),
+                           (TensorProto.UINT8, TensorProto.FLOAT16),
+                           (TensorProto.INT64, TensorProto.FLOAT)):
+        assert check_tensorrt_ops(cast_model(source, target)) == []
+
+
+def test_uint8_quantization_is_not_for_tensorrt():
+    def q_model(zero_type):
+        zero = helper.make_tensor("zero", zero_type, [], [0])
+        scale = helper.make_tensor("scale", TensorProto.FLOAT, [], [0.1])
+        graph = helper.make_graph(
+            [helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["y"])],
+            "g", [_vec("x")], [_vec("y")], initializer=[zero, scale])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    assert check_tensorrt_ops(q_model(TensorProto.UINT8)) == [
+        "DequantizeLinear(uint8)", "QuantizeLinear(uint8)"]
+    assert check_tensorrt_ops(q_model(TensorProto.INT8)) == []
+
+
+def test_uint8_inputs_feed_only_a_cast():
+    image = helper.make_tensor_value_info("rgb", TensorProto.UINT8, [1, 4, 4, 3])
+    transposed = helper.make_tensor_value_info("t", TensorProto.UINT8, [1, 3, 4, 4])
+    model = _model([helper.make_node("Transpose", ["rgb"], ["t"], perm=[0, 3, 1, 2])],
+                   [image], [transposed])
+    assert check_tensorrt_ops(model) == ["Transpose(uint8 input)"]
+    as_float = helper.make_tensor_value_info("f", TensorProto.FLOAT, [1, 3, 4, 4])
+    model = _model([helper.make_node("Cast", ["rgb"], ["c"], to=TensorProto.FLOAT),
+                    helper.make_node("Transpose", ["c"], ["f"], perm=[0, 3, 1, 2])],
+                   [image], [as_float])
+    assert check_tensorrt_ops(model) == []

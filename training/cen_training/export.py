@@ -55,9 +55,11 @@ class ExportGraph(nn.Module):
         for name, unused in (("rgb", rgb), ("depth", depth)):
             needed = {"rgb": ("rgb",), "depth": ("depth", "normals")}[name]
             if not any(m in needed for m in modalities):
-                ensemble = ensemble + (unused.reshape(-1)[:1].float() > 1e30).float() * 0.0
+                # Cast first: TensorRT lets a uint8 input feed only a cast to float.
+                ensemble = ensemble + (unused.float().reshape(-1)[:1] > 1e30).float() * 0.0
         full = F.interpolate(ensemble, size=self.size, mode="bilinear", align_corners=False)
-        results = [full.argmax(dim=1).to(torch.uint8)]
+        # Through float: TensorRT casts to uint8 only from float32 / float16.
+        results = [full.argmax(dim=1).float().to(torch.uint8)]
         if self.confidence:
             results.append(torch.softmax(full, dim=1).amax(dim=1))
         if self.logits:

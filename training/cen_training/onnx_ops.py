@@ -69,8 +69,45 @@ def _attribute(node: onnx.NodeProto, name: str, default):
     return default
 
 
-def _restriction(node: onnx.NodeProto) -> str | None:
+_FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor ONNX shape inference can type (weights not needed)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # an unknown operator: the op check reports it anyway
+        inferred = model
+    graph = inferred.graph
+    types = {t.name: t.data_type for t in graph.initializer}
+    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+        if value.type.HasField("tensor_type"):
+            types[value.name] = value.type.tensor_type.elem_type
+    return types
+
+
+def _type_name(elem_type: int) -> str:
+    return onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
+
+
+def _restriction(node: onnx.NodeProto, types: dict[str, int]) -> str | None:
     """A documented TensorRT restriction this supported node breaks, as ``Op(attr=value)``."""
+    if node.op_type not in ("Cast", "Identity") and any(
+            types.get(name) == onnx.TensorProto.UINT8 for name in node.input[:1]):
+        # TensorRT's uint8 tensors only convert to and from float (inputs and outputs).
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            return f"{node.op_type}(uint8 input)"
+    if node.op_type == "Cast":
+        # TensorRT converts uint8 only to and from float32 / float16.
+        source, target = types.get(node.input[0]), _attribute(node, "to", None)
+        if source is not None and target is not None:
+            pair = {source, target}
+            if onnx.TensorProto.UINT8 in pair and len(pair) == 2 and not pair & set(_FLOATS):
+                return f"Cast({_type_name(source)} to {_type_name(target)})"
+    if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+        # TensorRT quantizes to int8 with a zero point of 0 only.
+        if types.get(node.input[2]) == onnx.TensorProto.UINT8:
+            return f"{node.op_type}(uint8)"
     if node.op_type == "Resize":
         mode = _attribute(node, "mode", "nearest")
         if mode not in _RESIZE_MODES:
@@ -92,6 +129,7 @@ def check_tensorrt_ops(model_or_path) -> list[str]:
     documented not to support.
     """
     model = _load(model_or_path)
+    types = _elem_types(model)
     problems = set()
     for node in _all_nodes(model.graph):
         if node.domain not in DEFAULT_DOMAINS:
@@ -99,7 +137,7 @@ def check_tensorrt_ops(model_or_path) -> list[str]:
         elif node.op_type not in TENSORRT_OPS:
             problems.add(node.op_type)
         else:
-            broken = _restriction(node)
+            broken = _restriction(node, types)
             if broken:
                 problems.add(broken)
     return sorted(problems)

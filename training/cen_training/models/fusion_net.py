@@ -102,7 +102,8 @@ class InputNormalizer(nn.Module):
 
     def rgb(self, rgb: torch.Tensor) -> torch.Tensor:
         """uint8 [N,H,W,3] -> float [N,3,H,W]."""
-        return rgb.permute(0, 3, 1, 2).float() * self.rgb_a + self.rgb_b
+        # Cast before the permute: TensorRT lets uint8 inputs feed only a cast to float.
+        return rgb.float().permute(0, 3, 1, 2) * self.rgb_a + self.rgb_b
 
     def depth(self, depth: torch.Tensor) -> torch.Tensor:
         """float metres [N,H,W] -> float [N,channels,H,W]."""
