@@ -404,9 +404,9 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
         notes.append("No real frames given: inputs and label agreement use rendered "
                      "synthetic scenes.")
     depth_medians = [median_depth_m(d) for _, _, d in real_frames]
-    counted = [i for i, m in enumerate(depth_medians) if m <= MAX_PLAUSIBLE_DEPTH_M]
-    implausible = [i for i in range(len(real_frames)) if i not in counted]
-    counted = counted or list(range(len(real_frames)))
+    plausible = [i for i, m in enumerate(depth_medians) if m <= MAX_PLAUSIBLE_DEPTH_M]
+    counted = plausible or list(range(len(real_frames)))  # none plausible: count them all
+    left_out = [i for i in range(len(real_frames)) if i not in counted]
     steps = 4 + int8 + (3 + int8) * (1 + warmup + iters)
     bar = tqdm(total=steps, desc="bench", unit="step", disable=not progress)
 
@@ -484,12 +484,13 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
     notes.append(f"Labels agree: fraction of pixels with the same label on {len(counted)} "
                  f"frame(s) ({', '.join(real_frames[i][0] for i in counted)}); the folded graph "
                  "and the fp32 export against the training graph, INT8 against the fp32 export.")
-    if implausible and len(counted) < len(real_frames):
-        listed = ", ".join(f"{real_frames[i][0]} ({depth_medians[i]:.1f} m)" for i in implausible)
+    if left_out:
+        listed = ", ".join(f"{real_frames[i][0]} ({depth_medians[i]:.1f} m)" for i in left_out)
         notes.append(f"Left out of the agreement: frames whose median depth is beyond "
                      f"{MAX_PLAUSIBLE_DEPTH_M:g} m, farther than indoor RGB-D cameras measure, "
                      f"so their depth files are not in millimetres: {listed}. They are "
-                     "outside any calibration range; their per-frame figures follow.")
+                     "outside any calibration range"
+                     + ("; their per-frame figures follow." if int8 else "."))
     if int8:
         per_frame = ", ".join(f"{name} {100 * a:.2f}%" for (name, _, _), a in
                               zip(real_frames, report.rows[3].frame_agreement))

@@ -127,7 +127,10 @@ def quantize_int8(fp32_path: str | pathlib.Path, int8_path: str | pathlib.Path,
     ``frames`` should look like what the robot sees (dataset frames); their size must be the
     model's input size. ``calibration``: ``minmax`` (ranges seen), ``percentile`` or
     ``entropy`` (clip outliers; slower, more memory). ``quantize_classifier=False`` keeps the
-    last convolutions (the classifier) in float too. ``progress``: a bar over the frames.
+    last convolutions (the classifier) in float too; ``quantize_stem=False`` the first ones
+    (more faithful on inputs outside the calibrated range, but slower with ONNX Runtime on
+    x86: the max-pool after them then runs on uint8 in NCHW layout). ``progress``: a bar over
+    the frames.
     """
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)

@@ -9,7 +9,7 @@ from .. import CliError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..bench import DEFAULT_SAMPLES
+    from ..bench import DEFAULT_SAMPLES, MAX_PLAUSIBLE_DEPTH_M
     from ..models import ARCHS, BACKBONES, DECODERS
 
     p = sub.add_parser(
@@ -48,7 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--real-data", type=pathlib.Path, metavar="DIR",
                    help="real frames for the timed input and the label agreement: a generic-"
                         "layout dataset or sub-folders with rgb.png|jpg and depth.png "
-                        f"(default: {DEFAULT_SAMPLES} when present, else synthetic scenes)")
+                        f"(default: {DEFAULT_SAMPLES} when present, else synthetic scenes); "
+                        f"frames whose median depth is beyond {MAX_PLAUSIBLE_DEPTH_M:g} m (not "
+                        "millimetres) are left out of the agreement and named")
     p.add_argument("--real-frames", type=int, default=4,
                    help="at most this many real frames (default: 4)")
     p.add_argument("--save-models", type=pathlib.Path, metavar="DIR",
