@@ -21,26 +21,16 @@ from cen_training.onnx_ops import check_engine_contract, check_tensorrt_ops
 H, W = 64, 96
 
 
-def _trained_like(model, seed=0):
-    """Weights with BN statistics and gammas like a trained CEN model (some below threshold)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            elif name.endswith("running_mean"):
-                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
-            elif name.endswith(".weight") and t.dim() == 1:
-                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
-    return model.eval()
-
-
-def _model(arch, modalities=("rgb", "depth"), backbone="resnet18", decoder="light", classes=5):
-    torch.manual_seed(0)
-    model = _trained_like(build_model(ModelConfig(arch=arch, backbone=backbone, decoder=decoder,
-                                                  modalities=list(modalities), num_classes=classes)))
-    model.card = default_card(classes)
-    return model
+@pytest.fixture
+def make_model(trained_like):
+    def make(arch, modalities=("rgb", "depth"), backbone="resnet18", decoder="light", classes=5):
+        torch.manual_seed(0)
+        model = trained_like(build_model(ModelConfig(
+            arch=arch, backbone=backbone, decoder=decoder, modalities=list(modalities),
+            num_classes=classes)))
+        model.card = default_card(classes)
+        return model
+    return make
 
 
 def _sample_frames(samples_dir, h, w):
@@ -60,8 +50,8 @@ def _sample_frames(samples_dir, h, w):
     ("single", ("depth",)), ("early", ("rgb", "depth")), ("late", ("rgb", "depth")),
     ("cen", ("rgb", "depth", "normals")),
 ])
-def test_every_arch_exports_and_matches(arch, modalities, tmp_path, samples_dir):
-    model = _model(arch, modalities)
+def test_every_arch_exports_and_matches(arch, modalities, tmp_path, samples_dir, make_model):
+    model = make_model(arch, modalities)
     path = tmp_path / f"{arch}.onnx"
     proto, report = export_and_verify(model, path, H, W, confidence=True, logits=True,
                                       real_frames=_sample_frames(samples_dir, H, W))
@@ -75,8 +65,8 @@ def test_every_arch_exports_and_matches(arch, modalities, tmp_path, samples_dir)
     assert outputs == ["labels", "confidence"] + [f"logits_{b}" for b in branches] + ["logits_ensemble"]
 
 
-def test_fused_graph_has_no_batchnorm_and_no_mask_indexing(tmp_path):
-    model = _model("cen")
+def test_fused_graph_has_no_batchnorm_and_no_mask_indexing(tmp_path, make_model):
+    model = make_model("cen")
     proto, _ = export_and_verify(model, tmp_path / "m.onnx", H, W)
     ops = {n.op_type for n in proto.graph.node}
     assert "BatchNormalization" not in ops
@@ -86,8 +76,8 @@ def test_fused_graph_has_no_batchnorm_and_no_mask_indexing(tmp_path):
         assert all(d.dim_value > 0 for d in value.type.tensor_type.shape.dim)
 
 
-def test_model_card_round_trip_through_the_runtime(tmp_path):
-    model = _model("cen")
+def test_model_card_round_trip_through_the_runtime(tmp_path, make_model):
+    model = make_model("cen")
     model.card["class_names"] = [f"thing{i}" for i in range(5)]
     model.card["metrics"] = {"miou": 0.5}
     path = tmp_path / "m.onnx"
@@ -110,20 +100,20 @@ def test_model_card_round_trip_through_the_runtime(tmp_path):
     assert conf.shape == (H, W) and (conf > 0).all() and (conf <= 1.0 + 1e-6).all()
 
 
-def test_parity_check_catches_a_different_model(tmp_path):
-    model = _model("cen")
+def test_parity_check_catches_a_different_model(tmp_path, make_model):
+    model = make_model("cen")
     path = tmp_path / "m.onnx"
     export_and_verify(model, path, H, W, logits=True)
-    other = _model("cen")
+    other = make_model("cen")
     with torch.no_grad():
         other.clf_conv.module.bias.add_(torch.arange(5.0))  # shifts the argmax
     report = verify_parity(other, path, [("x", np.zeros((H, W, 3), np.uint8), np.ones((H, W), np.float32))])
     assert not report.ok
 
 
-def test_export_cli_and_official_import_end_to_end(tmp_path):
+def test_export_cli_and_official_import_end_to_end(tmp_path, trained_like):
     # A checkpoint in the official layout -> import-official -> export -> ONNX Runtime.
-    ref = _trained_like(build_model(ModelConfig(arch="cen", backbone="resnet50", num_classes=7)))
+    ref = trained_like(build_model(ModelConfig(arch="cen", backbone="resnet50", num_classes=7)))
     torch.save({"segmenter": {"module." + k: v for k, v in ref.state_dict().items()}},
                tmp_path / "official.pth")
     cli = [sys.executable, "-m", "cen_training.cli"]
@@ -144,7 +134,7 @@ def test_export_cli_and_official_import_end_to_end(tmp_path):
     assert np.allclose(session_out, want.numpy(), atol=1e-4 * float(want.abs().max()))
 
 
-def test_export_errors_are_one_line(tmp_path):
+def test_export_errors_are_one_line(tmp_path, make_model):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"PK\x03\x04 not really a checkpoint")
     proc = subprocess.run([sys.executable, "-m", "cen_training.cli", "export", str(bad), "-o",
@@ -153,15 +143,15 @@ def test_export_errors_are_one_line(tmp_path):
     assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
     assert "not a readable checkpoint" in proc.stderr
     assert not (tmp_path / "m.onnx").exists()
-    model = _model("cen")
+    model = make_model("cen")
     save_checkpoint(tmp_path / "ok.pt", model, model.config, model.card)
     with pytest.raises(CliError, match="multiples of 32"):
         export_and_verify(load_model(tmp_path / "ok.pt"), tmp_path / "m.onnx", 60, 64)
 
 
-def test_fused_graph_matches_training_graph_in_torch():
+def test_fused_graph_matches_training_graph_in_torch(make_model):
     for arch in ("cen", "asymfusion"):
-        model = _model(arch, backbone="resnet50", decoder="official")
+        model = make_model(arch, backbone="resnet50", decoder="official")
         rgb = torch.randint(0, 256, (1, H, W, 3), dtype=torch.uint8)
         depth = torch.rand(1, H, W) * 5
         with torch.no_grad():

@@ -20,25 +20,12 @@ from cen_training.quantize import (_data_reader, classifier_convs, float_head, f
 H, W = 64, 64
 
 
-def _trained_like(model, seed=0):
-    """BN statistics and gammas like a trained CEN model (some channels exchanged)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            elif name.endswith("running_mean"):
-                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
-            elif name.endswith(".weight") and t.dim() == 1:
-                t.copy_(torch.randn(t.shape, generator=g) * 0.5)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
-def fp32_model(tmp_path_factory):
+def fp32_model(tmp_path_factory, trained_like):
     torch.manual_seed(0)
-    model = _trained_like(build_model(ModelConfig(arch="cen", backbone="resnet18",
-                                                  decoder="light", num_classes=5)))
+    model = trained_like(build_model(ModelConfig(arch="cen", backbone="resnet18",
+                                                 decoder="light", num_classes=5)),
+                         gamma_std=0.5)
     model.card = default_card(5)
     path = tmp_path_factory.mktemp("quantize") / "fp32.onnx"
     export_onnx(model, path, H, W)
