@@ -24,6 +24,7 @@ CARD_VERSION = 1
 # Engine I/O names and element types (numpy dtype names) fixed by the contract.
 INPUTS = {"rgb": "uint8", "depth": "float32"}
 OUTPUTS = {"labels": "uint8", "confidence": "float32", "logits": "float32"}
+PRECISIONS = ("fp32", "fp16", "int8")
 
 OFFICIAL_NORMALIZATION: dict[str, Any] = {
     "rgb": {"scale": 1.0 / 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
@@ -56,6 +57,12 @@ class ModelCard:
     outputs: list[str] = field(default_factory=lambda: ["labels"])
     dataset: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Arithmetic inside the graph: fp32, fp16 (float16 inside, contract I/O types kept) or
+    # int8 (signed symmetric Q/DQ). The I/O types are the same for all three.
+    precision: str = "fp32"
+    # [low, high] metres: the 1st and 99th percentile of valid depth in the training data,
+    # where known; the node warns when a camera's depth falls far outside it.
+    depth_range_m: list[float] = field(default_factory=list)
     version: int = CARD_VERSION
 
     def __post_init__(self) -> None:
@@ -81,6 +88,14 @@ class ModelCard:
             raise ModelCardError(
                 f"model card: outputs must include 'labels' and only {sorted(OUTPUTS)}, "
                 f"got {self.outputs!r}")
+        if self.precision not in PRECISIONS:
+            raise ModelCardError(f"model card: precision must be one of {', '.join(PRECISIONS)}, "
+                                 f"got {self.precision!r}")
+        if self.depth_range_m and not (
+                len(self.depth_range_m) == 2
+                and 0 <= float(self.depth_range_m[0]) < float(self.depth_range_m[1])):
+            raise ModelCardError("model card: depth_range_m must be [low, high] metres with "
+                                 f"0 <= low < high, got {self.depth_range_m!r}")
         for key in ("rgb", "depth"):
             if key not in self.normalization:
                 raise ModelCardError(f"model card: normalization has no '{key}' entry")
