@@ -1,20 +1,46 @@
-"""``sensor_msgs/Image`` <-> numpy, without cv_bridge.
+"""``sensor_msgs/Image`` and ``sensor_msgs/CompressedImage`` <-> numpy, without cv_bridge.
 
-Works on any object with the ``sensor_msgs/Image`` fields (``header, height, width, encoding,
-is_bigendian, step, data``): rclpy messages and the messages ``rosbags`` deserializes alike.
-``data`` may be ``bytes``, ``array.array``, a list or a numpy ``uint8`` array.
+Works on any object with the message fields (Image: ``header, height, width, encoding,
+is_bigendian, step, data``; CompressedImage: ``header, format, data``): rclpy messages and the
+messages ``rosbags`` deserializes alike. ``data`` may be ``bytes``, ``array.array``, a list or
+a numpy ``uint8`` array.
 
 Colour decodes to a view of the message buffer where the layout allows (row padding from
 ``step`` is sliced off, BGR is reversed with a negative stride), so treat the result as
-read-only. Depth always decodes to a new float32 array in metres (REP 118: ``16UC1`` in
-millimetres, ``32FC1`` in metres) with every invalid pixel set to 0.
+read-only. Depth always decodes to a new float32 array in metres with every invalid pixel set
+to 0; ``scale`` (metres per stored unit) defaults to REP 118: ``16UC1`` in millimetres,
+``32FC1`` in metres.
 
-rclpy is imported only when ``encode`` needs the default message class.
+Compressed images are read as image_transport's plugins write them:
+
+- ``compressed`` (colour): ``format`` like ``"rgb8; jpeg compressed bgr8"``,
+  ``"mono8; png compressed mono8"`` or the older plain ``"jpeg"`` / ``"png"``; ``data`` is a
+  JPEG or PNG file that OpenCV decodes to BGR (grey, BGRA), whatever the original encoding.
+  A JPEG without its end-of-image marker is refused: a cut-off JPEG would otherwise decode
+  with its lower part grey (libjpeg only warns). Damage inside the entropy-coded data cannot be
+  told apart cheaply and decodes with artefacts.
+- ``compressedDepth`` (depth): ``format`` like ``"16UC1; compressedDepth png"``,
+  ``"32FC1; compressedDepth rvl"``, the older ``"16UC1; compressedDepth"`` or just
+  ``"16UC1"``; ``data`` is a 12-byte header (little-endian int32 ``format``, 0 = inverse depth,
+  and float32 ``depthParam[2]``) followed by a PNG or an RVL stream (uint32 width, height, then
+  32-bit words of 4-bit variable-length codes, Wilson 2017). 16UC1 holds millimetres as they
+  are; 32FC1 holds quantized inverse depth ``q``, with depth ``= a / (q - b)`` (``a, b`` =
+  ``depthParam``) and ``q = 0`` invalid. A 16-bit PNG sent by the plain ``compressed`` plugin
+  (``"16UC1; png compressed"``) decodes as depth too.
+
+``decode_color_message`` / ``decode_depth_message`` pick the raw or the compressed decoder by
+the message having a ``format`` field (CompressedImage) or an ``encoding`` field (Image).
+An encoding or format the codec does not handle raises ``UnsupportedImageError``; a message
+that is damaged raises ``ImageCodecError`` (its base class), so callers can tell a wrong topic
+from one bad message.
+
+rclpy is imported only when an encoder needs the default message class.
 """
 from __future__ import annotations
 
 import array
 import dataclasses
+import struct
 import sys
 from typing import Any, Optional
 
@@ -53,6 +79,10 @@ DEPTH_16U_INVALID = 65535
 
 class ImageCodecError(ValueError):
     """An image message this module cannot decode or an array it cannot encode."""
+
+
+class UnsupportedImageError(ImageCodecError):
+    """An encoding or compressed format this module does not decode (not a damaged message)."""
 
 
 def _as_bytes_array(data: Any) -> np.ndarray:
@@ -94,7 +124,7 @@ def decode_color(msg: Any, contiguous: bool = False) -> np.ndarray:
     """
     encoding = msg.encoding
     if encoding not in COLOR_ENCODINGS:
-        raise ImageCodecError(
+        raise UnsupportedImageError(
             f"unsupported colour encoding '{encoding}' "
             f"(expected one of {', '.join(COLOR_ENCODINGS)})")
     channels, reversed_order = COLOR_ENCODINGS[encoding]
@@ -111,30 +141,56 @@ def decode_color(msg: Any, contiguous: bool = False) -> np.ndarray:
     return pixels[:, :, 2::-1] if reversed_order else pixels[:, :, :3]
 
 
-def decode_depth(msg: Any) -> np.ndarray:
-    """float32 ``[H, W]`` in metres from 16UC1 (mm) or 32FC1 (m); invalid pixels are 0.
+def decode_depth(msg: Any, scale: Optional[float] = None) -> np.ndarray:
+    """float32 ``[H, W]`` in metres from 16UC1 or 32FC1; invalid pixels are 0.
 
-    Invalid: NaN, +-inf, negative, and 65535 in 16UC1 (the "no reading" value of many
-    sensors).
+    ``scale``: metres per stored unit; None = REP 118 (16UC1 millimetres: 0.001, 32FC1 metres:
+    1.0); e.g. 0.0001 for a camera writing tenths of a millimetre. Invalid: 0, NaN, +-inf,
+    negative, and 65535 in 16UC1 (the "no reading" value of many sensors).
     """
     encoding = msg.encoding
     if encoding not in DEPTH_ENCODINGS:
-        raise ImageCodecError(
+        raise UnsupportedImageError(
             f"unsupported depth encoding '{encoding}' "
             f"(expected one of {', '.join(DEPTH_ENCODINGS)})")
-    kind, _ = DEPTH_ENCODINGS[encoding]
+    kind, default_scale = DEPTH_ENCODINGS[encoding]
+    scale = _check_scale(scale, default_scale)
     dtype = np.dtype((">" if msg.is_bigendian else "<") + kind)
     rows = _rows(msg, dtype.itemsize)
     raw = rows.view(dtype)
     if encoding == "16UC1":
-        # Division (not multiplication by 0.001) keeps whole metres exact: 2000 mm -> 2.0 m.
-        depth = np.divide(raw, 1000.0, dtype=np.float32)
-        np.copyto(depth, 0.0, where=raw == DEPTH_16U_INVALID)
-        return depth
+        return _depth_from_u16(raw, scale)
     # fmax returns a new array (the message buffer stays untouched) and turns NaN, -inf and
     # negative values into 0 in one pass; only +inf is left to clear.
     depth = np.fmax(raw, np.float32(0.0), dtype=np.float32)
+    if scale != 1.0:
+        depth = _scaled(depth, scale)
     depth[depth == np.inf] = 0.0
+    return depth
+
+
+def _check_scale(scale: Optional[float], default: float) -> float:
+    if scale is None:
+        return default
+    scale = float(scale)
+    if not np.isfinite(scale) or scale <= 0:
+        raise ImageCodecError(f"depth scale must be a positive number of metres per unit, "
+                              f"got {scale}")
+    return scale
+
+
+def _scaled(values: np.ndarray, scale: float) -> np.ndarray:
+    """``values * scale`` as float32; a scale of 1/N divides by N, so that whole metres stay
+    exact (2000 mm -> 2.0 m, where multiplying by 0.001 gives 2.0000002)."""
+    inverse = 1.0 / scale
+    if abs(inverse - round(inverse)) <= 1e-9 * inverse:
+        return np.divide(values, float(round(inverse)), dtype=np.float32)
+    return np.multiply(values, scale, dtype=np.float32)
+
+
+def _depth_from_u16(raw: np.ndarray, scale: float) -> np.ndarray:
+    depth = _scaled(raw, scale)  # 0 stays 0
+    np.copyto(depth, 0.0, where=raw == DEPTH_16U_INVALID)
     return depth
 
 
@@ -196,5 +252,398 @@ def encode(image: np.ndarray, encoding: str, header: Optional[Any] = None,
     return msg
 
 
-__all__ = ["ImageCodecError", "decode_color", "decode_depth", "encode",
+# -- compressed images (image_transport's `compressed` and `compressedDepth` plugins) -----------
+COMPRESSED_CODECS = ("jpeg", "png")  # the `compressed` plugin's formats this module decodes
+DEPTH_CODECS = ("png", "rvl")  # the `compressedDepth` plugin's
+# compressedDepth's ConfigHeader: int32 format (enum compressionFormat), float32 depthParam[2];
+# little-endian, as on every machine ROS 2 runs on.
+DEPTH_HEADER = struct.Struct("<iff")
+DEPTH_HEADER_INV_DEPTH = 0  # compressionFormat::INV_DEPTH, the only value the plugin writes
+RVL_SIZE = struct.Struct("<II")  # width, height before an RVL stream
+# The compressedDepth publisher's defaults (parameters depth_max, depth_quantization, png_level).
+DEPTH_MAX_M = 10.0
+DEPTH_QUANTIZATION = 100.0
+DEPTH_PNG_LEVEL = 9
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressedFormat:
+    """What a CompressedImage ``format`` string says."""
+
+    encoding: str  # the original image's encoding; "" when the format does not name it
+    codec: str  # "jpeg", "png" or "rvl"
+    depth_header: bool  # compressedDepth: a 12-byte ConfigHeader precedes the payload
+
+
+def parse_compressed_format(fmt: str) -> CompressedFormat:
+    """Parse a CompressedImage ``format`` as image_transport's plugins write and read it.
+
+    Raises ``UnsupportedImageError`` for anything else.
+    """
+    text = str(fmt).strip()
+    encoding, sep, rest = text.partition(";")
+    encoding, words = encoding.strip(), rest.split()
+    if not sep:
+        if text.lower() in COMPRESSED_CODECS:  # the `compressed` plugin before it named encodings
+            return CompressedFormat("", text.lower(), False)
+        if text in DEPTH_ENCODINGS:  # compressedDepth before it named its codec: PNG
+            return CompressedFormat(text, "png", True)
+    elif words and words[0] == "compressedDepth":
+        # As the plugin's decoder: "compressedDepth" alone (older publishers) means PNG.
+        codec = words[1] if len(words) > 1 else "png"
+        if codec in DEPTH_CODECS:
+            return CompressedFormat(encoding, codec, True)
+    elif words and words[0] in COMPRESSED_CODECS and words[1:2] in ([], ["compressed"]):
+        return CompressedFormat(encoding, words[0], False)
+    raise UnsupportedImageError(
+        f"unsupported compressed image format '{text}' (expected image_transport's "
+        "'<encoding>; jpeg|png compressed <encoding>', '<encoding>; compressedDepth png|rvl', "
+        "'jpeg' or 'png')")
+
+
+def is_compressed(msg: Any) -> bool:
+    """Whether ``msg`` is a CompressedImage (it has ``format`` and no ``encoding``)."""
+    return hasattr(msg, "format") and not hasattr(msg, "encoding")
+
+
+def compressed_kind(fmt: str) -> Optional[str]:
+    """"color", "depth" or None (unsupported) for a CompressedImage ``format``."""
+    try:
+        parsed = parse_compressed_format(fmt)
+    except UnsupportedImageError:
+        return None
+    if parsed.depth_header or parsed.encoding in DEPTH_ENCODINGS:
+        return "depth"
+    return "color"
+
+
+def _imdecode(buf: np.ndarray, what: str) -> np.ndarray:
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # an empty buffer fails an assertion instead of returning None
+        raise ImageCodecError(f"{what} does not decode ({' '.join(str(exc).split())})") from None
+    if image is None:
+        raise ImageCodecError(f"{what} does not decode ({buf.size} bytes of damaged or "
+                              "unknown image data)")
+    return image
+
+
+def _check_jpeg_complete(buf: np.ndarray, what: str) -> None:
+    # Entropy-coded JPEG data never holds 0xFFD9 (0xFF is always stuffed), so an end-of-image
+    # marker near the end means the file is whole; some encoders pad a few bytes after it.
+    if JPEG_EOI not in bytes(buf[-32:]):
+        raise ImageCodecError(f"{what}: JPEG without its end-of-image marker (cut off after "
+                              f"{buf.size} bytes)")
+
+
+def decode_compressed_color(msg: Any, contiguous: bool = True) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` RGB from a CompressedImage written by image_transport's
+    ``compressed`` plugin (JPEG or PNG; 1, 3 or 4 channels taken as grey, BGR, BGRA).
+
+    Always a new C-contiguous array; ``contiguous`` is accepted for symmetry with
+    ``decode_color``.
+    """
+    del contiguous  # a decoded image is always a fresh contiguous array
+    fmt = parse_compressed_format(msg.format)
+    what = f"compressed image '{msg.format}'"
+    if fmt.depth_header or fmt.encoding in DEPTH_ENCODINGS:
+        raise UnsupportedImageError(f"{what} is a depth image, not colour")
+    buf = _as_bytes_array(msg.data)
+    if buf.size == 0:
+        raise ImageCodecError(f"{what} has no data")
+    if bytes(buf[:2]) == JPEG_SOI:
+        _check_jpeg_complete(buf, what)
+    image = _imdecode(buf, what)
+    if image.dtype != np.uint8:
+        raise UnsupportedImageError(f"{what} holds a {image.dtype.name} image; colour must be "
+                                    "8-bit")
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    if channels == 1:
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
+    raise UnsupportedImageError(f"{what} has {channels} channels (expected 1, 3 or 4)")
+
+
+def decode_compressed_depth(msg: Any, scale: Optional[float] = None) -> np.ndarray:
+    """float32 ``[H, W]`` metres (0 = invalid) from a CompressedImage written by
+    image_transport's ``compressedDepth`` plugin (16UC1 or 32FC1; PNG or RVL), or a 16-bit PNG
+    from the ``compressed`` plugin (``"16UC1; png compressed"``).
+
+    ``scale`` as in ``decode_depth``: metres per stored unit of the original image; None =
+    REP 118. Invalid: 0 and 65535 in 16UC1; quantized 0, non-finite or non-positive in 32FC1.
+    """
+    fmt = parse_compressed_format(msg.format)
+    what = f"compressed depth '{msg.format}'"
+    if fmt.encoding not in DEPTH_ENCODINGS:
+        raise UnsupportedImageError(
+            f"{what}: unsupported depth encoding '{fmt.encoding}' (expected "
+            f"{' or '.join(DEPTH_ENCODINGS)} with compressedDepth png or rvl)")
+    if not fmt.depth_header and (fmt.encoding != "16UC1" or fmt.codec != "png"):
+        raise UnsupportedImageError(f"{what}: a depth image must come as compressedDepth "
+                                    "(or as a 16UC1 PNG)")
+    _, default_scale = DEPTH_ENCODINGS[fmt.encoding]
+    scale = _check_scale(scale, default_scale)
+    buf = _as_bytes_array(msg.data)
+    if buf.size == 0:
+        raise ImageCodecError(f"{what} has no data")
+    quant_a = quant_b = 0.0
+    if fmt.depth_header:
+        if buf.size <= DEPTH_HEADER.size:
+            raise ImageCodecError(f"{what}: {buf.size} bytes, too short for the "
+                                  f"{DEPTH_HEADER.size}-byte compressedDepth header and an image")
+        header_format, quant_a, quant_b = DEPTH_HEADER.unpack_from(buf)
+        if header_format != DEPTH_HEADER_INV_DEPTH:
+            hint = (" (the data starts with a PNG, but compressedDepth puts a 12-byte header "
+                    "first)" if bytes(buf[:8]) == PNG_SIGNATURE else "")
+            raise ImageCodecError(f"{what}: bad compressedDepth header (format {header_format},"
+                                  f" expected {DEPTH_HEADER_INV_DEPTH}){hint}")
+        if fmt.encoding == "32FC1" and not (np.isfinite(quant_a) and np.isfinite(quant_b)
+                                            and quant_a > 0):
+            raise ImageCodecError(f"{what}: bad compressedDepth header (depth quantization "
+                                  f"a={quant_a}, b={quant_b})")
+        buf = buf[DEPTH_HEADER.size:]
+    if fmt.codec == "rvl":
+        stored = _rvl_decode_image(buf, what)
+    else:
+        if bytes(buf[:8]) != PNG_SIGNATURE:
+            raise ImageCodecError(f"{what}: the image data is not a PNG")
+        stored = _imdecode(buf, what)
+        if stored.dtype != np.uint16 or stored.ndim != 2:
+            raise ImageCodecError(f"{what}: the PNG holds a {stored.dtype.name} image with "
+                                  f"{1 if stored.ndim == 2 else stored.shape[2]} channels, "
+                                  "expected 16-bit grey")
+    if fmt.encoding == "16UC1":
+        return _depth_from_u16(stored, scale)
+    # 32FC1: quantized inverse depth, decoded in float32 as the plugin does.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = np.float32(quant_a) / (stored.astype(np.float32) - np.float32(quant_b))
+    depth[(stored == 0) | ~np.isfinite(depth) | (depth <= 0)] = 0.0
+    return depth if scale == 1.0 else _scaled(depth, scale)
+
+
+def decode_color_message(msg: Any, contiguous: bool = False) -> np.ndarray:
+    """RGB from an Image or a CompressedImage (told apart by ``is_compressed``)."""
+    if is_compressed(msg):
+        return decode_compressed_color(msg)
+    return decode_color(msg, contiguous=contiguous)
+
+
+def decode_depth_message(msg: Any, scale: Optional[float] = None) -> np.ndarray:
+    """Metres from an Image or a CompressedImage (told apart by ``is_compressed``)."""
+    if is_compressed(msg):
+        return decode_compressed_depth(msg, scale)
+    return decode_depth(msg, scale)
+
+
+# -- RVL (Wilson 2017, "Fast Lossless Depth Image Compression"), as compressedDepth writes it --
+# Values are variable-length codes of 4-bit nibbles (3 data bits, low bits first, the high bit
+# says "more follows"), packed 8 to a little-endian 32-bit word from its top nibble down. The
+# stream is (zeros, nonzeros, nonzeros zig-zag deltas to the previous nonzero pixel) repeated.
+# Written with numpy rather than a per-pixel loop: only the runs are walked in Python.
+def _rvl_decode_image(buf: np.ndarray, what: str) -> np.ndarray:
+    if buf.size < RVL_SIZE.size:
+        raise ImageCodecError(f"{what}: RVL data too short for its size header")
+    width, height = RVL_SIZE.unpack_from(buf)
+    stream = buf[RVL_SIZE.size:]
+    count = width * height
+    if count == 0 or count > 2**31 - 1:  # the plugin's bound (an int pixel count)
+        raise ImageCodecError(f"{what}: RVL data reports an impossible size {width}x{height}")
+    return _rvl_decode(stream, count, what).reshape(height, width)
+
+
+def _rvl_decode(stream: np.ndarray, count: int, what: str) -> np.ndarray:
+    words = np.frombuffer(stream[:stream.size - stream.size % 4].tobytes(), "<u4")
+    nibbles = ((words[:, None] >> np.arange(28, -4, -4, dtype=np.uint32)) & 0xF).ravel()
+    ends = np.flatnonzero((nibbles & 8) == 0)  # the last nibble of each value
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.size == 0 or lengths.max() > 11:
+        raise ImageCodecError(f"{what}: damaged RVL stream")
+    position = np.arange(ends[-1] + 1) - np.repeat(starts, lengths)
+    bits = (nibbles[:ends[-1] + 1] & 7).astype(np.int64) << (3 * position)
+    values = np.add.reduceat(bits, starts)
+    listed = values.tolist()
+    pixel_starts, value_starts, run_lengths = [], [], []
+    filled = index = 0
+    while filled < count:
+        if index + 2 > len(listed):
+            raise ImageCodecError(f"{what}: RVL stream ends after {filled} of {count} pixels")
+        zeros, nonzeros = listed[index], listed[index + 1]
+        filled, index = filled + zeros, index + 2
+        if filled + nonzeros > count:  # zeros included
+            raise ImageCodecError(f"{what}: damaged RVL stream (runs overflow {count} pixels)")
+        if index + nonzeros > len(listed):
+            raise ImageCodecError(f"{what}: RVL stream ends after {filled} of {count} pixels")
+        if nonzeros:
+            pixel_starts.append(filled)
+            value_starts.append(index)
+            run_lengths.append(nonzeros)
+        filled, index = filled + nonzeros, index + nonzeros
+    out = np.zeros(count, np.uint16)
+    if run_lengths:
+        zigzag = values[_ranges(value_starts, run_lengths)]
+        deltas = (zigzag >> 1) ^ -(zigzag & 1)
+        out[_ranges(pixel_starts, run_lengths)] = np.cumsum(deltas) & 0xFFFF
+    return out
+
+
+def _ranges(starts: list[int], lengths: list[int]) -> np.ndarray:
+    """Concatenated ``arange(start, start + length)`` for each pair."""
+    lengths_a = np.asarray(lengths, np.int64)
+    offsets = np.asarray(starts, np.int64) - np.concatenate(([0], np.cumsum(lengths_a)[:-1]))
+    return np.repeat(offsets, lengths_a) + np.arange(int(lengths_a.sum()))
+
+
+def _rvl_encode(pixels: np.ndarray) -> bytes:
+    """RVL stream of a flat uint16 array, as the plugin's CompressRVL writes it."""
+    nonzero = pixels != 0
+    if pixels.size == 0:
+        return b""
+    edges = np.flatnonzero(np.diff(nonzero.view(np.int8))) + 1
+    bounds = np.concatenate(([0], edges, [pixels.size]))
+    runs = np.diff(bounds)
+    if nonzero[0]:
+        runs = np.concatenate(([0], runs))  # every pair starts with a (maybe empty) zero run
+    if runs.size % 2:
+        runs = np.concatenate((runs, [0]))  # a trailing zero run is followed by nonzeros = 0
+    zeros, nonzeros = runs[0::2], runs[1::2]
+    current = pixels[nonzero].astype(np.int64)
+    deltas = np.diff(current, prepend=0)
+    zigzag = (deltas << 1) ^ (deltas >> 63)
+    # values: zeros_k, nonzeros_k, then the run's deltas, for each pair k
+    offsets = 2 * np.arange(zeros.size) + np.concatenate(([0], np.cumsum(nonzeros)[:-1]))
+    values = np.zeros(2 * zeros.size + int(nonzeros.sum()), np.int64)
+    values[offsets], values[offsets + 1] = zeros, nonzeros
+    keep = np.ones(values.size, bool)
+    keep[offsets] = keep[offsets + 1] = False
+    values[keep] = zigzag
+    counts = 1 + sum((values >> (3 * k) > 0).astype(np.int64) for k in range(1, 11))
+    value_index = np.repeat(np.arange(values.size), counts)
+    position = np.arange(value_index.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    nibbles = (values[value_index] >> (3 * position)) & 7
+    nibbles |= np.where(position < counts[value_index] - 1, 8, 0)
+    nibbles = np.concatenate((nibbles, np.zeros(-nibbles.size % 8, np.int64)))
+    words = (nibbles.reshape(-1, 8) << np.arange(28, -4, -4)).sum(axis=1)
+    return words.astype("<u4").tobytes()
+
+
+# -- encoders (tests, bench, player) --------------------------------------------------------
+def _default_compressed_class():
+    from sensor_msgs.msg import CompressedImage  # rclpy only when it is really needed
+    return CompressedImage
+
+
+def _compressed_message(msg_cls: Optional[type], header: Optional[Any], fmt: str,
+                        data: bytes) -> Any:
+    msg_cls = msg_cls or _default_compressed_class()
+    if dataclasses.is_dataclass(msg_cls):  # rosbags message classes
+        return msg_cls(header=header if header is not None else _rosbags_header(msg_cls),
+                       format=fmt, data=np.frombuffer(data, np.uint8).copy())
+    msg = msg_cls()
+    if header is not None:
+        msg.header = header
+    msg.format = fmt
+    buffer = array.array("B")
+    buffer.frombytes(data)
+    msg.data = buffer
+    return msg
+
+
+def _imencode(extension: str, image: np.ndarray, params: list[int]) -> bytes:
+    ok, encoded = cv2.imencode(extension, image, params)
+    if not ok:
+        raise ImageCodecError(f"OpenCV could not encode a {image.dtype.name}"
+                              f"{list(image.shape)} image as {extension[1:]}")
+    return encoded.tobytes()
+
+
+def encode_compressed_color(rgb: np.ndarray, fmt: str = "jpeg", header: Optional[Any] = None,
+                            msg_cls: Optional[type] = None, quality: int = 90,
+                            png_level: int = 1) -> Any:
+    """A CompressedImage as image_transport's ``compressed`` plugin publishes an rgb8 image.
+
+    ``rgb``: uint8 ``[H, W, 3]`` RGB (or ``[H, W]`` grey, written as mono8). Format
+    ``"rgb8; jpeg compressed bgr8"`` or ``"rgb8; png compressed bgr8"``. ``quality`` is the JPEG
+    quality, ``png_level`` the PNG compression level (the plugin's defaults: 95 and 1).
+    ``msg_cls`` as in ``encode``.
+    """
+    if fmt not in COMPRESSED_CODECS:
+        raise ImageCodecError(f"cannot compress as '{fmt}' (expected jpeg or png)")
+    image = np.asarray(rgb)
+    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3
+                                                           and image.shape[2] == 3)):
+        raise ImageCodecError(f"compressed colour needs a uint8 [H, W, 3] RGB or [H, W] array, "
+                              f"got {image.dtype.name}{list(image.shape)}")
+    if 0 in image.shape[:2]:
+        raise ImageCodecError(f"image has zero size ({image.shape[1]}x{image.shape[0]})")
+    if image.ndim == 3:
+        image, text = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR), "rgb8"
+        target = "bgr8"
+    else:
+        text = target = "mono8"
+    params = ([cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == "jpeg"
+              else [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)])
+    data = _imencode(".jpg" if fmt == "jpeg" else ".png", image, params)
+    return _compressed_message(msg_cls, header, f"{text}; {fmt} compressed {target}", data)
+
+
+def encode_compressed_depth(depth: np.ndarray, encoding: str = "16UC1",
+                            header: Optional[Any] = None, msg_cls: Optional[type] = None,
+                            depth_max: float = DEPTH_MAX_M,
+                            depth_quantization: float = DEPTH_QUANTIZATION,
+                            png_level: int = DEPTH_PNG_LEVEL, codec: str = "png") -> Any:
+    """A CompressedImage as image_transport's ``compressedDepth`` plugin publishes a depth image.
+
+    ``depth``: uint16 ``[H, W]`` millimetres for 16UC1, float32 ``[H, W]`` metres for 32FC1.
+    Format ``"<encoding>; compressedDepth png"`` (or ``rvl``), data = the 12-byte header and
+    the image, as the plugin writes them (parameters ``depth_max``, ``depth_quantization``,
+    ``png_level`` with its defaults). Like the plugin, 16UC1 values beyond ``depth_max`` become
+    0; 32FC1 is quantized to 16-bit inverse depth with ``a = z0 (z0 + 1)``,
+    ``b = 1 - a / depth_max`` (``z0 = depth_quantization``), depths at or beyond ``depth_max``,
+    NaN and non-positive ones becoming 0. Depths too near for 16 bits (below
+    ``a / (65535 - b)``, 0.15 m with the defaults) are written as 0 too, where the plugin's
+    float-to-integer conversion is undefined.
+    """
+    if encoding not in DEPTH_ENCODINGS:
+        raise ImageCodecError(f"cannot compress depth as '{encoding}' (expected 16UC1 or 32FC1)")
+    if codec not in DEPTH_CODECS:
+        raise ImageCodecError(f"cannot compress depth with '{codec}' (expected png or rvl)")
+    dtype = np.uint16 if encoding == "16UC1" else np.float32
+    image = np.asarray(depth)
+    if image.ndim != 2 or image.dtype != dtype:
+        raise ImageCodecError(f"{encoding} needs a {np.dtype(dtype).name} [H, W] array, "
+                              f"got {image.dtype.name}{list(image.shape)}")
+    if 0 in image.shape:
+        raise ImageCodecError(f"image has zero size ({image.shape[1]}x{image.shape[0]})")
+    if encoding == "16UC1":
+        stored = np.where(image > np.uint16(min(depth_max * 1000.0, 65535)), 0,
+                          image).astype(np.uint16)
+        header_bytes = DEPTH_HEADER.pack(DEPTH_HEADER_INV_DEPTH, 0.0, 0.0)
+    else:
+        z0, far = np.float32(depth_quantization), np.float32(depth_max)
+        quant_a = np.float32(z0 * (z0 + np.float32(1.0)))
+        quant_b = np.float32(np.float32(1.0) - quant_a / far)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            inverse = quant_a / image + quant_b
+        valid = (image > 0) & (image < far) & (inverse < 65536)
+        stored = np.where(valid, inverse, 0).astype(np.uint16)  # truncation, as the C++ cast
+        header_bytes = DEPTH_HEADER.pack(DEPTH_HEADER_INV_DEPTH, float(quant_a), float(quant_b))
+    if codec == "png":
+        payload = _imencode(".png", stored, [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)])
+    else:
+        height, width = stored.shape
+        payload = RVL_SIZE.pack(width, height) + _rvl_encode(stored.reshape(-1))
+    return _compressed_message(msg_cls, header, f"{encoding}; compressedDepth {codec}",
+                               header_bytes + payload)
+
+
+__all__ = ["ImageCodecError", "UnsupportedImageError", "decode_color", "decode_depth", "encode",
+           "CompressedFormat", "parse_compressed_format", "is_compressed", "compressed_kind",
+           "decode_compressed_color", "decode_compressed_depth", "decode_color_message",
+           "decode_depth_message", "encode_compressed_color", "encode_compressed_depth",
            "COLOR_ENCODINGS", "DEPTH_ENCODINGS", "ENCODE_FORMATS"]
