@@ -457,46 +457,46 @@ def _rvl_decode_image(buf: np.ndarray, what: str) -> np.ndarray:
 
 
 def _rvl_decode(stream: np.ndarray, count: int, what: str) -> np.ndarray:
-    words = np.frombuffer(stream[:stream.size - stream.size % 4].tobytes(), "<u4")
-    nibbles = ((words[:, None] >> np.arange(28, -4, -4, dtype=np.uint32)) & 0xF).ravel()
-    ends = np.flatnonzero((nibbles & 8) == 0)  # the last nibble of each value
+    # Nibbles in stream order: each little-endian word from its top byte down, high half first.
+    word_bytes = stream[:stream.size - stream.size % 4].reshape(-1, 4)[:, ::-1]
+    nibbles = np.empty(word_bytes.shape + (2,), np.uint8)
+    np.right_shift(word_bytes, 4, out=nibbles[:, :, 0])
+    np.bitwise_and(word_bytes, 0xF, out=nibbles[:, :, 1])
+    nibbles = nibbles.reshape(-1)
+    ends = np.flatnonzero(nibbles < 8)  # the last nibble of each value (no "more" bit)
+    if ends.size < 2:
+        raise ImageCodecError(f"{what}: damaged RVL stream (no complete values)")
     starts = np.concatenate(([0], ends[:-1] + 1))
     lengths = ends - starts + 1
-    if lengths.size == 0 or lengths.max() > 11:
-        raise ImageCodecError(f"{what}: damaged RVL stream")
-    position = np.arange(ends[-1] + 1) - np.repeat(starts, lengths)
-    bits = (nibbles[:ends[-1] + 1] & 7).astype(np.int64) << (3 * position)
-    values = np.add.reduceat(bits, starts)
-    listed = values.tolist()
-    pixel_starts, value_starts, run_lengths = [], [], []
+    if lengths.max() > 11:  # 33 bits: more than any count or delta needs
+        raise ImageCodecError(f"{what}: damaged RVL stream (a value of {lengths.max()} nibbles)")
+    data = nibbles & 7
+    values = data[starts].astype(np.int64)
+    longer = np.flatnonzero(lengths > 1)
+    for k in range(1, int(lengths.max())):  # most values are one or two nibbles long
+        values[longer] |= data[starts[longer] + k].astype(np.int64) << (3 * k)
+        longer = longer[lengths[longer] > k + 1]
+    # Walk the runs (zeros, nonzeros, deltas...); only the runs are visited in Python.
+    pixel_mask = np.zeros(count, bool)
+    delta_mask = np.zeros(values.size, bool)
     filled = index = 0
     while filled < count:
-        if index + 2 > len(listed):
+        if index + 2 > values.size:
             raise ImageCodecError(f"{what}: RVL stream ends after {filled} of {count} pixels")
-        zeros, nonzeros = listed[index], listed[index + 1]
-        filled, index = filled + zeros, index + 2
-        if filled + nonzeros > count:  # zeros included
+        filled += values.item(index)
+        nonzeros = values.item(index + 1)
+        index += 2
+        if filled + nonzeros > count:
             raise ImageCodecError(f"{what}: damaged RVL stream (runs overflow {count} pixels)")
-        if index + nonzeros > len(listed):
+        if index + nonzeros > values.size:
             raise ImageCodecError(f"{what}: RVL stream ends after {filled} of {count} pixels")
-        if nonzeros:
-            pixel_starts.append(filled)
-            value_starts.append(index)
-            run_lengths.append(nonzeros)
+        pixel_mask[filled:filled + nonzeros] = True
+        delta_mask[index:index + nonzeros] = True
         filled, index = filled + nonzeros, index + nonzeros
+    zigzag = values[delta_mask]
     out = np.zeros(count, np.uint16)
-    if run_lengths:
-        zigzag = values[_ranges(value_starts, run_lengths)]
-        deltas = (zigzag >> 1) ^ -(zigzag & 1)
-        out[_ranges(pixel_starts, run_lengths)] = np.cumsum(deltas) & 0xFFFF
+    out[pixel_mask] = np.cumsum((zigzag >> 1) ^ -(zigzag & 1)) & 0xFFFF
     return out
-
-
-def _ranges(starts: list[int], lengths: list[int]) -> np.ndarray:
-    """Concatenated ``arange(start, start + length)`` for each pair."""
-    lengths_a = np.asarray(lengths, np.int64)
-    offsets = np.asarray(starts, np.int64) - np.concatenate(([0], np.cumsum(lengths_a)[:-1]))
-    return np.repeat(offsets, lengths_a) + np.arange(int(lengths_a.sum()))
 
 
 def _rvl_encode(pixels: np.ndarray) -> bytes:
