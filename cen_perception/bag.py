@@ -6,6 +6,10 @@ RGB-D pair of a recorded bag and writes ``<ns>/labels`` (mono8), ``<ns>/color`` 
 only read. Bags are read and written with the ``rosbags`` library, so no ROS installation is
 needed.
 
+Colour and depth topics may hold ``sensor_msgs/Image`` or ``sensor_msgs/CompressedImage``
+(image_transport's ``compressed`` JPEG/PNG colour, ``compressedDepth`` depth); each topic is
+decoded by the message type the bag records for it.
+
 The reading side (``RecordedBag``, ``rgbd_pairs``) is shared with the player
 (``cen_perception.player``) and with ``cen-train extract-frames``.
 """
@@ -27,13 +31,18 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
                       "pip install 'cen_perception[bag]'") from exc
 
 from . import image_codec
-from .image_codec import ImageCodecError, decode_color, decode_depth, encode
+from .image_codec import (UnsupportedImageError, compressed_kind, decode_color_message,
+                          decode_depth_message, encode, parse_compressed_format)
 from .sync import RgbdSync
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
-# sensor_msgs/Image and std_msgs/Header are the same in every ROS 2 distribution.
+COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
+# sensor_msgs/Image, CompressedImage and std_msgs/Header are the same in every ROS 2
+# distribution.
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 Image = TYPESTORE.types[IMAGE_TYPE]
+CompressedImage = TYPESTORE.types[COMPRESSED_IMAGE_TYPE]
 Header = TYPESTORE.types["std_msgs/msg/Header"]
 Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
 
@@ -138,16 +147,18 @@ class RecordedBag:
         return f"the bag holds: {listed}"
 
     def image_topics(self) -> list[str]:
-        return [t.name for t in self.topics.values() if t.msgtype == IMAGE_TYPE]
+        """The topics of sensor_msgs/Image or sensor_msgs/CompressedImage messages."""
+        return [t.name for t in self.topics.values() if t.msgtype in IMAGE_TYPES]
 
     def require_image_topic(self, topic: str, role: str) -> None:
-        """Fail with the bag's contents unless ``topic`` holds sensor_msgs/Image messages."""
+        """Fail with the bag's contents unless ``topic`` holds Image or CompressedImage
+        messages."""
         summary = self.topics.get(topic)
         if summary is None:
             raise BagError(f"{self.path}: no {role} topic '{topic}'; {self.describe()}")
-        if summary.msgtype != IMAGE_TYPE:
+        if summary.msgtype not in IMAGE_TYPES:
             raise BagError(f"{self.path}: {role} topic '{topic}' is {summary.msgtype}, not "
-                           f"{IMAGE_TYPE}; {self.describe()}")
+                           f"{IMAGE_TYPE} or {COMPRESSED_IMAGE_TYPE}; {self.describe()}")
         if summary.count == 0:
             raise BagError(f"{self.path}: {role} topic '{topic}' has no messages; "
                            f"{self.describe()}")
@@ -171,12 +182,14 @@ class RecordedBag:
         return next(self.messages([topic]), None)
 
     def first_encoding(self, topic: str) -> Optional[str]:
-        """The encoding of the first message on an Image topic (None if it cannot be read)."""
+        """The encoding (Image) or format (CompressedImage) of a topic's first message; None if
+        it cannot be read."""
         message = self.first_message(topic)
         if message is None:
             return None
         try:
-            return str(deserialize_image(message.raw).encoding)
+            msg = deserialize_message(message)
+            return str(msg.format if message.msgtype == COMPRESSED_IMAGE_TYPE else msg.encoding)
         except Exception:  # a malformed first message: the topic cannot be classified
             return None
 
@@ -184,36 +197,38 @@ class RecordedBag:
                             depth_topic: Optional[str] = None) -> tuple[str, str]:
         """The colour and depth topics to use: those given, else the only plausible ones.
 
-        A topic is a plausible colour (depth) stream when it is a sensor_msgs/Image topic whose
-        first message has a colour (depth) encoding. Then checks both topics: present, Image
-        messages, and an encoding the codec decodes.
+        A topic is a plausible colour (depth) stream when it is an Image topic whose first
+        message has a colour (depth) encoding, or a CompressedImage topic whose first message
+        has a colour (depth) format (mono8 colour is left out: infrared streams use it too).
+        Then checks both topics: present, Image or CompressedImage messages, and an encoding
+        or format the codec decodes.
         """
         if rgb_topic is None or depth_topic is None:
             encodings = {topic: self.first_encoding(topic) for topic in self.image_topics()}
+            roles = {topic: _image_role(self.topics[topic].msgtype, encoding)
+                     for topic, encoding in encodings.items()}
             if rgb_topic is None:
                 rgb_topic = self._only_candidate(
-                    [t for t, e in encodings.items() if e in COLOR_ENCODINGS and t != depth_topic],
+                    [t for t, r in roles.items() if r == "colour" and t != depth_topic],
                     "colour", "--rgb-topic", encodings)
             if depth_topic is None:
                 depth_topic = self._only_candidate(
-                    [t for t, e in encodings.items() if e in DEPTH_ENCODINGS and t != rgb_topic],
+                    [t for t, r in roles.items() if r == "depth" and t != rgb_topic],
                     "depth", "--depth-topic", encodings)
         if rgb_topic == depth_topic:
             raise BagError(f"colour and depth topics are both '{rgb_topic}'")
         self.require_image_topic(rgb_topic, "colour")
         self.require_image_topic(depth_topic, "depth")
-        for topic, decode, supported, role in (
-                (rgb_topic, decode_color, image_codec.COLOR_ENCODINGS, "colour"),
-                (depth_topic, decode_depth, image_codec.DEPTH_ENCODINGS, "depth")):
+        for topic, decode, role in ((rgb_topic, decode_color_message, "colour"),
+                                    (depth_topic, decode_depth_message, "depth")):
             try:
-                msg = deserialize_image(self.first_message(topic).raw)
-                decode(msg)
-            except ImageCodecError as exc:
-                # An encoding the codec lacks stops the run; one damaged message does not.
-                if msg.encoding not in supported:
-                    raise BagError(f"{self.path}: {role} topic '{topic}': {_one_line(exc)}; "
-                                   f"{self.describe()}") from None
-            except Exception:  # malformed CDR: counted as a bad message while reading
+                decode(deserialize_message(self.first_message(topic)))
+            except UnsupportedImageError as exc:
+                # An encoding or format the codec lacks stops the run; one damaged message
+                # does not.
+                raise BagError(f"{self.path}: {role} topic '{topic}': {_one_line(exc)}; "
+                               f"{self.describe()}") from None
+            except Exception:  # damaged image or malformed CDR: counted while reading
                 pass
         return rgb_topic, depth_topic
 
@@ -227,8 +242,30 @@ class RecordedBag:
                        f"{flag} (image topics: {images or 'none'}; {self.describe()})")
 
 
-def deserialize_image(raw: bytes) -> Image:
-    return TYPESTORE.deserialize_cdr(raw, IMAGE_TYPE)
+def _image_role(msgtype: str, encoding: Optional[str]) -> Optional[str]:
+    """"colour", "depth" or None for a topic's type and first encoding or format."""
+    if encoding is None:
+        return None
+    if msgtype == COMPRESSED_IMAGE_TYPE:
+        kind = compressed_kind(encoding)
+        if kind == "depth":
+            return "depth"
+        if kind == "color" and parse_compressed_format(encoding).encoding != "mono8":
+            return "colour"
+        return None
+    if encoding in COLOR_ENCODINGS:
+        return "colour"
+    return "depth" if encoding in DEPTH_ENCODINGS else None
+
+
+def deserialize_image(raw: bytes, msgtype: str = IMAGE_TYPE) -> Any:
+    """A rosbags Image (or, with ``msgtype``, CompressedImage) from its CDR bytes."""
+    return TYPESTORE.deserialize_cdr(raw, msgtype)
+
+
+def deserialize_message(message: BagMessage) -> Any:
+    """A recorded message as the rosbags message of its recorded type."""
+    return TYPESTORE.deserialize_cdr(message.raw, message.msgtype)
 
 
 # -- synchronized pairs --------------------------------------------------------------------
@@ -271,12 +308,15 @@ class PairCounts:
 def rgbd_pairs(bag: RecordedBag, rgb_topic: str, depth_topic: str, slop: float = DEFAULT_SLOP,
                queue_size: int = DEFAULT_QUEUE_SIZE, counts: Optional[PairCounts] = None,
                all_topics: bool = False,
-               on_message: Optional[Callable[[BagMessage], None]] = None) -> Iterator[FramePair]:
+               on_message: Optional[Callable[[BagMessage], None]] = None,
+               depth_scale: Optional[float] = None) -> Iterator[FramePair]:
     """Yield the bag's RGB-D pairs, matched by header stamp within ``slop`` seconds.
 
-    Messages are read in log-time order. A message that cannot be decoded is counted in
-    ``counts`` (bad) and skipped; every message read ends up in a pair, bad, or unmatched.
-    ``on_message`` sees every message read (all topics with ``all_topics``), before pairing.
+    Messages are read in log-time order and decoded by their recorded type (Image or
+    CompressedImage); ``depth_scale`` is metres per depth unit (None = REP 118). A message that
+    cannot be decoded is counted in ``counts`` (bad) and skipped; every message read ends up in
+    a pair, bad, or unmatched. ``on_message`` sees every message read (all topics with
+    ``all_topics``), before pairing.
     """
     counts = counts if counts is not None else PairCounts()
     sync = RgbdSync(slop=slop, queue_size=queue_size)
@@ -292,8 +332,9 @@ def rgbd_pairs(bag: RecordedBag, rgb_topic: str, depth_topic: str, slop: float =
         else:
             counts.depth += 1
         try:
-            msg = deserialize_image(message.raw)
-            image = decode_color(msg) if is_rgb else decode_depth(msg)
+            msg = deserialize_message(message)
+            image = (decode_color_message(msg) if is_rgb
+                     else decode_depth_message(msg, depth_scale))
             stamp = stamp_ns(msg.header)
         except Exception as exc:  # malformed CDR raises many types; a bad message is skipped
             if is_rgb:
@@ -324,6 +365,7 @@ class BagWriter:
     """
 
     image_class = Image
+    compressed_image_class = CompressedImage
 
     def __init__(self, path: str | pathlib.Path, storage: str = "sqlite3") -> None:
         if storage not in STORAGES:
@@ -424,6 +466,13 @@ class BagRunSummary:
         return "\n".join(lines)
 
 
+def check_depth_scale(depth_scale: Optional[float]) -> None:
+    """BagError unless ``depth_scale`` is None or a positive number of metres per unit."""
+    if depth_scale is not None and not (np.isfinite(depth_scale) and depth_scale > 0):
+        raise BagError(f"depth scale must be a positive number of metres per unit, got "
+                       f"{depth_scale}")
+
+
 def output_topic_names(namespace: str, confidence: bool = False) -> dict[str, str]:
     base = "/" + namespace.strip("/") if namespace.strip("/") else ""
     names = {kind: f"{base}/{kind}" for kind in ("labels", "color", "overlay")}
@@ -438,11 +487,13 @@ def segment_bag(in_bag: str | pathlib.Path, out_bag: str | pathlib.Path,
                 queue_size: int = DEFAULT_QUEUE_SIZE, storage: Optional[str] = None,
                 namespace: str = "segmentation", copy_input: bool = False,
                 backend: str = "auto", overlay_alpha: float = 0.5, min_confidence: float = 0.0,
-                confidence: bool = False, progress: bool = True) -> BagRunSummary:
+                confidence: bool = False, progress: bool = True,
+                depth_scale: Optional[float] = None) -> BagRunSummary:
     """Segment every synchronized pair of ``in_bag`` into a new bag ``out_bag``.
 
-    Checks everything that can be checked (bag, topics, encodings, engine, output path)
-    before creating the output. Raises ``BagError`` (or the engine's error) with one line.
+    ``depth_scale``: metres per depth unit, None = REP 118 (16UC1 mm, 32FC1 m). Checks
+    everything that can be checked (bag, topics, encodings, engine, output path) before
+    creating the output. Raises ``BagError`` (or the engine's error) with one line.
     """
     from .engines import open_engine
     from .segmenter import Segmenter
@@ -452,6 +503,7 @@ def segment_bag(in_bag: str | pathlib.Path, out_bag: str | pathlib.Path,
     if slop <= 0 or queue_size < 1:
         raise BagError(f"slop must be positive and queue size at least 1, got {slop} and "
                        f"{queue_size}")
+    check_depth_scale(depth_scale)
     out_bag = pathlib.Path(out_bag)
     with RecordedBag(in_bag) as bag:
         rgb_topic, depth_topic = bag.resolve_rgbd_topics(rgb_topic, depth_topic)
@@ -474,7 +526,7 @@ def segment_bag(in_bag: str | pathlib.Path, out_bag: str | pathlib.Path,
             except ValueError as exc:
                 raise BagError(f"{engine_path}: {exc}") from None
             job = _BagJob(bag, segmenter, rgb_topic, depth_topic, outputs, overlay_alpha,
-                          confidence)
+                          confidence, depth_scale)
             return job.run(out_bag, storage, slop, queue_size, copy_input, progress)
         finally:
             engine.close()
@@ -491,6 +543,7 @@ class _BagJob:
     outputs: dict[str, str]  # kind -> output topic
     overlay_alpha: float
     confidence: bool
+    depth_scale: Optional[float] = None
 
     def run(self, out_bag: pathlib.Path, storage: str, slop: float, queue_size: int,
             copy_input: bool, progress: bool) -> BagRunSummary:
@@ -514,7 +567,8 @@ class _BagJob:
                     writer.write_raw(message.topic, message.log_time_ns, message.raw)
 
             pairs = rgbd_pairs(bag, self.rgb_topic, self.depth_topic, slop, queue_size, counts,
-                               all_topics=copy_input, on_message=on_message)
+                               all_topics=copy_input, on_message=on_message,
+                               depth_scale=self.depth_scale)
             try:
                 for pair in pairs:
                     infer_ms.append(self.segment(pair, writer))
@@ -553,8 +607,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ONNX model or TensorRT engine with its model card")
     parser.add_argument("--backend", default="auto",
                         choices=("auto", "tensorrt", "onnxruntime"))
-    parser.add_argument("--rgb-topic", help="colour Image topic (default: the only plausible one)")
-    parser.add_argument("--depth-topic", help="depth Image topic (default: the only plausible one)")
+    parser.add_argument("--rgb-topic",
+                        help="colour topic, sensor_msgs/Image or CompressedImage (JPEG/PNG) "
+                             "(default: the only plausible one)")
+    parser.add_argument("--depth-topic",
+                        help="depth topic, sensor_msgs/Image or CompressedImage "
+                             "(compressedDepth) (default: the only plausible one)")
+    parser.add_argument("--depth-scale", type=float, metavar="M",
+                        help="metres per depth unit, e.g. 0.0001 for tenths of a millimetre "
+                             "(default: REP 118, 16UC1 in mm and 32FC1 in m)")
     parser.add_argument("--slop", type=float, default=DEFAULT_SLOP,
                         help="largest stamp difference of a pair, in seconds (default %(default)s)")
     parser.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
@@ -588,7 +649,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             storage=args.storage, namespace=args.output_namespace, copy_input=args.copy_input,
             backend=args.backend, overlay_alpha=args.overlay_alpha,
             min_confidence=args.min_confidence, confidence=args.confidence,
-            progress=not args.no_progress)
+            progress=not args.no_progress, depth_scale=args.depth_scale)
     except (BagError, EngineError, ModelCardError) as exc:
         print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2

@@ -6,11 +6,12 @@ import subprocess
 import numpy as np
 import pytest
 
-from cen_perception.bag import (IMAGE_TYPE, BagError, BagWriter, PairCounts, RecordedBag,
-                                deserialize_image, main, make_header, rgbd_pairs, segment_bag,
-                                stamp_ns)
+from cen_perception.bag import (COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, BagError, BagWriter,
+                                PairCounts, RecordedBag, deserialize_image, main, make_header,
+                                rgbd_pairs, segment_bag, stamp_ns)
 from cen_perception.engines import open_engine
-from cen_perception.image_codec import decode_color, decode_depth, encode
+from cen_perception.image_codec import (ImageCodecError, decode_color, decode_depth, encode,
+                                        encode_compressed_color, encode_compressed_depth)
 from cen_perception.sequence import (COLOR_TOPIC, DEPTH_TOPIC, LABELS_TOPIC, SyntheticScene,
                                      write_synthetic_sequence)
 
@@ -275,3 +276,195 @@ def test_a_damaged_first_message_is_counted_not_fatal(tmp_path, toy_onnx_factory
     out = capsys.readouterr().out
     assert "2 pairs segmented from 3 colour and 3 depth messages" in out
     assert "unmatched: 0 colour, 1 depth; bad messages: 1 colour, 0 depth" in out
+
+
+# -- compressed topics --------------------------------------------------------------------------
+RGB_COMPRESSED = "/cam/color/compressed"
+DEPTH_COMPRESSED = "/cam/depth/compressedDepth"
+
+
+def compressed_copy(raw_bag, path, storage="sqlite3", color_format="png", depth_codec="png",
+                    depth_encoding="16UC1"):
+    """The test bag's images as image_transport's compressed and compressedDepth topics, same
+    stamps and log times. The colour message cut short in the raw bag becomes a JPEG cut short,
+    and a depth message with a garbage compressedDepth header is added at the end."""
+    with RecordedBag(raw_bag) as bag, BagWriter(path, storage) as writer:
+        cls = writer.compressed_image_class
+        writer.add_topic(RGB_COMPRESSED, COMPRESSED_IMAGE_TYPE)
+        writer.add_topic(DEPTH_COMPRESSED, COMPRESSED_IMAGE_TYPE)
+        last = None
+        for message in bag.messages(["/cam/color", "/cam/depth"]):
+            msg = deserialize_image(message.raw)
+            if message.topic == "/cam/color":
+                try:
+                    out = encode_compressed_color(decode_color(msg), color_format, msg.header, cls)
+                except ImageCodecError:  # the damaged one
+                    out = encode_compressed_color(np.zeros((48, 64, 3), np.uint8), "jpeg",
+                                                  msg.header, cls)
+                    out.data = out.data[:len(out.data) // 2]
+                writer.write(RGB_COMPRESSED, message.log_time_ns, out)
+            else:
+                mm = np.asarray(msg.data).view(np.uint16).reshape(msg.height, msg.width)
+                depth = mm if depth_encoding == "16UC1" else (mm / np.float32(1000))
+                out = encode_compressed_depth(depth, depth_encoding, msg.header, cls,
+                                              codec=depth_codec)
+                writer.write(DEPTH_COMPRESSED, message.log_time_ns, out)
+                last = message.log_time_ns
+        garbage = encode_compressed_depth(np.ones((48, 64), np.uint16), "16UC1",
+                                          make_header(last, "cam_depth"), cls)
+        garbage.data[:4] = 0xEE
+        writer.write(DEPTH_COMPRESSED, last + 1, garbage)
+    return path
+
+
+@pytest.mark.parametrize("storage,depth_codec,depth_encoding", [
+    ("sqlite3", "png", "16UC1"), ("mcap", "png", "16UC1"), ("mcap", "rvl", "16UC1"),
+    ("sqlite3", "png", "32FC1")])
+def test_pairs_from_compressed_topics(rgbd_bag_factory, tmp_path, storage, depth_codec,
+                                      depth_encoding):
+    raw, expected = rgbd_bag_factory(storage=storage)
+    path = compressed_copy(raw, tmp_path / "compressed", storage, "png", depth_codec,
+                           depth_encoding)
+    with RecordedBag(path) as bag:
+        assert {t: s.msgtype for t, s in bag.topics.items()} == {
+            RGB_COMPRESSED: COMPRESSED_IMAGE_TYPE, DEPTH_COMPRESSED: COMPRESSED_IMAGE_TYPE}
+        assert bag.resolve_rgbd_topics() == (RGB_COMPRESSED, DEPTH_COMPRESSED)
+        counts = PairCounts()
+        pairs = list(rgbd_pairs(bag, RGB_COMPRESSED, DEPTH_COMPRESSED, counts=counts))
+    assert counts.pairs == len(pairs) == expected["pairs"]
+    assert (counts.rgb, counts.depth) == (expected["rgb_messages"], expected["depth_messages"] + 1)
+    assert (counts.bad_rgb, counts.bad_depth) == (1, 1)
+    assert (counts.unmatched_rgb, counts.unmatched_depth) == (1, 2)
+    assert "end-of-image marker" in counts.problems[0]
+    assert counts.problems[0].startswith(f"{RGB_COMPRESSED} at log time ")
+    assert "bad compressedDepth header" in counts.problems[1]
+    for pair, rgb, depth_mm, stamp in zip(pairs, expected["rgb"], expected["depth_mm"],
+                                          expected["stamps"]):
+        np.testing.assert_array_equal(pair.rgb, rgb)  # PNG: lossless
+        want = depth_mm / np.float32(1000)
+        if depth_encoding == "16UC1":
+            np.testing.assert_array_equal(pair.depth, want)
+        else:  # inverse-depth quantization: within a few millimetres at these ranges
+            assert np.abs(pair.depth - want).max() < 0.003
+        assert (pair.rgb_stamp_ns, pair.depth_stamp_ns) == (stamp, stamp + 2_000_000)
+        assert pair.header.frame_id == "cam_color"
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_segment_bag_reads_compressed_topics(rgbd_bag_factory, toy_onnx_factory, tmp_path,
+                                             capsys, storage):
+    raw, expected = rgbd_bag_factory(storage=storage)
+    in_bag = compressed_copy(raw, tmp_path / "compressed", storage, color_format="jpeg")
+    before = tree_hash(in_bag)
+    engine = toy_onnx_factory(48, 64, num_classes=NUM_CLASSES)
+    out_bag = tmp_path / "out"
+    assert main([str(in_bag), str(out_bag), "--engine", str(engine), "--no-progress",
+                 "--rgb-topic", RGB_COMPRESSED, "--depth-topic", DEPTH_COMPRESSED,
+                 "--confidence"]) == 0
+    assert tree_hash(in_bag) == before
+    summary = capsys.readouterr().out
+    assert "4 pairs segmented from 6 colour and 7 depth messages" in summary
+    assert "bad messages: 1 colour, 1 depth" in summary
+    assert "first bad message: /cam/color/compressed at log time" in summary
+    assert "JPEG without its end-of-image marker" in summary
+    labels = read_images(out_bag, "/segmentation/labels")
+    confidences = read_images(out_bag, "/segmentation/confidence")
+    assert [stamp_ns(m.header) for m in labels] == expected["stamps"]
+    for lab, conf, rgb, depth_mm in zip(labels, confidences, expected["rgb"],
+                                        expected["depth_mm"]):
+        np.testing.assert_array_equal(np.asarray(lab.data).reshape(48, 64),
+                                      expected_labels(depth_mm))
+        # The engine's confidence follows the mean colour: JPEG moves it only slightly.
+        want = 0.5 + rgb.astype(np.float32).mean(axis=2) / 510
+        assert np.abs(decode_depth(conf) - want).mean() < 0.01
+
+
+def test_compressed_and_raw_topics_side_by_side(rgbd_bag_factory, tmp_path):
+    raw, _ = rgbd_bag_factory()
+    compressed = compressed_copy(raw, tmp_path / "compressed")
+    both = tmp_path / "both"
+    with RecordedBag(raw) as a, RecordedBag(compressed) as b, BagWriter(both) as writer:
+        for bag in (a, b):
+            for topic in bag.image_topics():
+                writer.add_topic(topic, bag.topics[topic].msgtype)
+        for bag in (a, b):
+            for message in bag.messages(bag.image_topics()):
+                writer.write_raw(message.topic, message.log_time_ns, message.raw)
+    with RecordedBag(both) as bag:
+        assert set(bag.image_topics()) == {"/cam/color", "/cam/depth", RGB_COMPRESSED,
+                                           DEPTH_COMPRESSED}
+        with pytest.raises(BagError, match=r"2 plausible colour image topics.*"
+                                           r"/cam/color/compressed \(rgb8; png compressed bgr8\)"):
+            bag.resolve_rgbd_topics()
+        assert bag.resolve_rgbd_topics("/cam/color", DEPTH_COMPRESSED) == (
+            "/cam/color", DEPTH_COMPRESSED)
+        assert bag.resolve_rgbd_topics(RGB_COMPRESSED, "/cam/depth") == (
+            RGB_COMPRESSED, "/cam/depth")
+        # The wrong kind of image, and a format the codec does not read, stop the run.
+        with pytest.raises(BagError, match=r"depth topic '/cam/color/compressed': .*"
+                                           r"unsupported depth encoding 'rgb8'"):
+            bag.resolve_rgbd_topics("/cam/color", RGB_COMPRESSED)
+        with pytest.raises(BagError, match=r"colour topic '/cam/depth/compressedDepth': .*"
+                                           r"is a depth image, not colour"):
+            bag.resolve_rgbd_topics(DEPTH_COMPRESSED, "/cam/depth")
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_unsupported_compressed_format_and_other_types_are_refused(tmp_path, toy_onnx_factory,
+                                                                    storage):
+    path = tmp_path / "bag"
+    with BagWriter(path, storage) as writer:
+        cls = writer.compressed_image_class
+        writer.add_topic("/c", COMPRESSED_IMAGE_TYPE)
+        writer.add_topic("/d", COMPRESSED_IMAGE_TYPE)
+        writer.add_topic("/s", "std_msgs/msg/String")
+        colour = encode_compressed_color(np.zeros((8, 8, 3), np.uint8), "png",
+                                         make_header(10**18, "c"), cls)
+        colour.format = "rgb8; theora"
+        writer.write("/c", 10**18, colour)
+        writer.write("/d", 10**18, encode_compressed_depth(np.ones((8, 8), np.uint16), "16UC1",
+                                                           make_header(10**18, "d"), cls))
+    engine = str(toy_onnx_factory(8, 8))
+    with pytest.raises(BagError, match=r"colour topic '/c': unsupported compressed image format "
+                                       r"'rgb8; theora'.*sensor_msgs/msg/CompressedImage, 1"):
+        segment_bag(path, tmp_path / "out", engine, rgb_topic="/c", depth_topic="/d",
+                    progress=False)
+    with RecordedBag(path) as bag:
+        with pytest.raises(BagError, match="no plausible colour image topics"):
+            bag.resolve_rgbd_topics()  # an unknown format is no candidate
+        with pytest.raises(BagError, match="'/s' is std_msgs/msg/String, not sensor_msgs/msg/"
+                                           "Image or sensor_msgs/msg/CompressedImage"):
+            bag.resolve_rgbd_topics("/s", "/d")
+    assert not (tmp_path / "out").exists()
+
+
+def test_depth_scale_reads_other_depth_units(tmp_path, toy_onnx_factory, capsys):
+    # A camera writing tenths of a millimetre: 25000 units = 2.5 m.
+    path = tmp_path / "bag"
+    units = np.tile(np.array([5000, 15000, 25000, 35000], np.uint16).repeat(4), (16, 1))
+    with BagWriter(path, "mcap") as writer:
+        writer.add_topic("/c")
+        writer.add_topic("/d", COMPRESSED_IMAGE_TYPE)
+        for i in range(2):
+            stamp = 10**18 + i * 10**8
+            writer.write("/c", stamp, encode(np.zeros((16, 16, 3), np.uint8), "rgb8",
+                                             make_header(stamp, "c"), writer.image_class))
+            writer.write("/d", stamp, encode_compressed_depth(
+                units, "16UC1", make_header(stamp, "d"), writer.compressed_image_class,
+                depth_max=65.0))
+    with RecordedBag(path) as bag:
+        pairs = list(rgbd_pairs(bag, "/c", "/d", depth_scale=0.0001))
+    assert len(pairs) == 2
+    np.testing.assert_array_equal(pairs[0].depth[0, ::4], np.float32([0.5, 1.5, 2.5, 3.5]))
+    engine = toy_onnx_factory(16, 16, num_classes=NUM_CLASSES)
+    out = tmp_path / "out"
+    assert main([str(path), str(out), "--engine", str(engine), "--no-progress",
+                 "--depth-scale", "0.0001"]) == 0
+    labels = read_images(out, "/segmentation/labels")
+    np.testing.assert_array_equal(np.asarray(labels[0].data).reshape(16, 16)[0, ::4],
+                                  [0, 1, 2, 3])
+    capsys.readouterr()
+    assert main([str(path), str(tmp_path / "out2"), "--engine", str(engine),
+                 "--depth-scale", "0"]) == 2
+    assert "depth scale must be a positive number" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
