@@ -6,9 +6,16 @@ callback, ``sync.RgbdSync`` pairs RGB and depth by stamp, the newest pair goes i
 publishes. Callbacks never wait for inference; a pair replaced in the mailbox before the
 worker took it is counted as dropped. Outputs nobody subscribes to are not computed.
 
-Topics: ``rgb/image``, ``depth/image`` in; ``segmentation/labels`` (mono8),
-``segmentation/color`` (rgb8), ``segmentation/overlay`` (rgb8), ``segmentation/confidence``
-(32FC1, when enabled) out, all with the RGB image's header; ``/diagnostics``.
+Topics: ``rgb/image``, ``depth/image`` in (or, with ``rgb_transport: compressed`` /
+``depth_transport: compressedDepth``, image_transport's ``rgb/image/compressed`` and
+``depth/image/compressedDepth``); ``segmentation/labels`` (mono8), ``segmentation/color``
+(rgb8), ``segmentation/overlay`` (rgb8), ``segmentation/confidence`` (32FC1, when enabled) out,
+all with the RGB image's header; ``/diagnostics``.
+
+With ``qos: auto`` (the default) each camera topic is subscribed once a publisher appears,
+reliable when every publisher offers reliable and best effort otherwise, and again whenever
+that changes (``input_health.choose_reliability``). When depth stops for ``depth_timeout``
+seconds while colour keeps coming, colour-only frames go through with depth marked invalid.
 """
 from __future__ import annotations
 
@@ -28,11 +35,15 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+from rclpy.qos import (QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind,
+                       qos_profile_sensor_data)
+from sensor_msgs.msg import CompressedImage, Image
 
 from .engines import BACKENDS, TENSORRT_SUFFIXES, EngineError, open_engine
-from .image_codec import ImageCodecError, decode_color, decode_depth, encode
+from .image_codec import (ImageCodecError, decode_color, decode_compressed_color,
+                          decode_compressed_depth, decode_depth, encode)
+from .input_health import BEST_EFFORT, RELIABLE, DepthWatch, StreamWatch, choose_reliability
 from .model_card import ModelCardError
 from .segmenter import Segmenter
 from .sync import Mailbox, Pair, RgbdSync
@@ -40,10 +51,16 @@ from .visualize import colorize, overlay, palette_lut
 
 NODE_NAME = "cen_segmentation"
 INPUT_TOPICS = {"rgb": "rgb/image", "depth": "depth/image"}
+# transport -> (topic suffix as image_transport names it, message type)
+TRANSPORTS = {"raw": ("", Image), "compressed": ("/compressed", CompressedImage),
+              "compressedDepth": ("/compressedDepth", CompressedImage)}
 OUTPUT_TOPICS = {kind: f"segmentation/{kind}"
                  for kind in ("labels", "color", "overlay", "confidence")}
 DIAGNOSTICS_TOPIC = "/diagnostics"
-QOS_CHOICES = ("sensor_data", "reliable")
+QOS_CHOICES = ("auto", "sensor_data", "reliable")
+RELIABLE_INPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# How often qos: auto looks at the camera publishers (and silent topics are checked).
+INPUT_REFRESH_PERIOD_S = 0.5
 # Outputs are reliable: both reliable and best-effort subscribers (RViz either way) accept them.
 OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 # wait: a completed pair's time in the mailbox while the worker finishes the previous one
@@ -76,8 +93,24 @@ PARAMETERS: dict[str, ParameterSpec] = {
                                minimum=0.0, exclusive_minimum=True, maximum=10.0),
     "sync_queue_size": ParameterSpec(10, "frames per stream waiting for a partner", minimum=1,
                                      maximum=1000),
-    "qos": ParameterSpec("sensor_data", "QoS of the camera subscriptions: sensor_data (best "
-                                        "effort) or reliable", choices=QOS_CHOICES),
+    "qos": ParameterSpec("auto", "QoS of the camera subscriptions: auto (follow the camera: "
+                                 "reliable when every publisher offers reliable, else best "
+                                 "effort), sensor_data (best effort) or reliable",
+                         choices=QOS_CHOICES),
+    "rgb_transport": ParameterSpec("raw", "colour input: raw (rgb/image, sensor_msgs/Image) or "
+                                          "compressed (rgb/image/compressed, JPEG or PNG)",
+                                   choices=("raw", "compressed")),
+    "depth_transport": ParameterSpec("raw", "depth input: raw (depth/image) or compressedDepth "
+                                            "(depth/image/compressedDepth, PNG or RVL)",
+                                     choices=("raw", "compressedDepth")),
+    "depth_scale": ParameterSpec(0.0, "metres per depth unit; 0 = REP 118 (16UC1 mm, 32FC1 m)",
+                                 minimum=0.0),
+    "depth_timeout": ParameterSpec(0.5, "seconds without depth after which colour-only frames "
+                                        "are published with depth invalid (0 = never)",
+                                   minimum=0.0, maximum=3600.0),
+    "stall_timeout": ParameterSpec(3.0, "seconds a camera topic with a publisher may stay "
+                                        "silent before /diagnostics warns",
+                                   minimum=0.0, exclusive_minimum=True, maximum=3600.0),
     "publish_color": ParameterSpec(True, "publish segmentation/color (palette colours)"),
     "publish_overlay": ParameterSpec(True, "publish segmentation/overlay (colours over the input)"),
     "publish_confidence": ParameterSpec(False, "publish segmentation/confidence (32FC1)"),
@@ -127,6 +160,18 @@ class Frame:
     image: np.ndarray
     received: float    # time.perf_counter() when its callback started
     codec_ms: float
+    stamp_ns: int
+
+
+@dataclass
+class _Input:
+    """One camera input: its topic, message type, subscription and what is known of it."""
+
+    topic: str
+    resolved: str
+    msg_type: type
+    watch: StreamWatch
+    subscription: Any = None
 
 
 class LatencyWindow:
@@ -153,8 +198,8 @@ class LatencyWindow:
 class Counters:
     """Event counts, shared between callbacks, the worker and the diagnostics timer."""
 
-    NAMES = ("rgb_received", "depth_received", "bad_messages", "pairs", "pairs_dropped",
-             "pairs_idle", "frames_processed", "processing_errors", "labels_published",
+    NAMES = ("rgb_received", "depth_received", "bad_messages", "pairs", "pairs_color_only",
+             "pairs_dropped", "pairs_idle", "frames_processed", "processing_errors", "labels_published",
              "color_published", "overlay_published", "confidence_published")
 
     def __init__(self) -> None:
@@ -196,15 +241,31 @@ class SegmentationNode(Node):
         self._warned_depth_size = False
         self._last_diagnostics = (time.monotonic(), self.counters.snapshot(),
                                   self.sync.stats.as_dict())
+        self._active_problems: set[str] = set()
+        self._last_stamps = {"rgb": None, "depth": None}
+        self._latest_depth: Optional[np.ndarray] = None
+        self._color_without_depth_since: Optional[float] = None
+        self._no_depth: dict[tuple, np.ndarray] = {}
+        self.depth_watch = DepthWatch(self.engine.card.depth_range_m)
+        scale = self.params["depth_scale"]
+        self._depth_scale = scale if scale > 0 else None
 
-        input_qos = (qos_profile_sensor_data if self.params["qos"] == "sensor_data"
-                     else QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self.outputs = {kind: self.create_publisher(Image, topic, OUTPUT_QOS)
                         for kind, topic in OUTPUT_TOPICS.items()
                         if kind == "labels" or self.params[f"publish_{kind}"]}
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
-        self.create_subscription(Image, INPUT_TOPICS["rgb"], self._on_rgb, input_qos)
-        self.create_subscription(Image, INPUT_TOPICS["depth"], self._on_depth, input_qos)
+        self._inputs = {}
+        now = time.monotonic()
+        for stream in ("rgb", "depth"):
+            suffix, msg_type = TRANSPORTS[self.params[f"{stream}_transport"]]
+            topic = INPUT_TOPICS[stream] + suffix
+            self._inputs[stream] = _Input(topic, self.resolve_topic_name(topic), msg_type,
+                                          StreamWatch(stream, topic, now))
+        if self.params["qos"] != "auto":
+            forced = BEST_EFFORT if self.params["qos"] == "sensor_data" else RELIABLE
+            for stream in self._inputs:
+                self._subscribe(stream, forced)
+        self.create_timer(INPUT_REFRESH_PERIOD_S, self._refresh_inputs)
         self.create_timer(self.params["diagnostics_period"], self._publish_diagnostics)
 
         self._worker = threading.Thread(target=self._work, name="segmentation_worker", daemon=True)
@@ -293,16 +354,124 @@ class SegmentationNode(Node):
                 self.segmenter.min_confidence = parameter.value
         return SetParametersResult(successful=True)
 
+    # -- camera subscriptions --------------------------------------------------------------
+    def _subscribe(self, stream: str, reliability: str) -> None:
+        """(Re)subscribe ``stream`` with ``reliability``; a previous subscription goes."""
+        entry = self._inputs[stream]
+        if entry.subscription is not None:
+            self.destroy_subscription(entry.subscription)
+        qos = qos_profile_sensor_data if reliability == BEST_EFFORT else RELIABLE_INPUT_QOS
+        callback = self._on_rgb if stream == "rgb" else self._on_depth
+        events = dict(incompatible_qos=lambda event: self._on_incompatible_qos(stream, event),
+                      incompatible_type=lambda event: self._on_incompatible_type(stream))
+        try:
+            entry.subscription = self.create_subscription(
+                entry.msg_type, entry.topic, callback, qos,
+                event_callbacks=SubscriptionEventCallbacks(
+                    message_lost=lambda event: self._on_message_lost(stream, event), **events))
+        except UnsupportedEventTypeError:  # a middleware without lost-message events
+            entry.subscription = self.create_subscription(
+                entry.msg_type, entry.topic, callback, qos,
+                event_callbacks=SubscriptionEventCallbacks(**events))
+        entry.watch.reliability = reliability
+        self.get_logger().info(f"subscribed to {entry.resolved} ({entry.msg_type.__name__}, "
+                               f"{reliability.replace('_', ' ')})")
+
+    def _refresh_inputs(self) -> None:
+        """Follow the camera publishers (qos: auto) and report topics that went silent."""
+        now = time.monotonic()
+        for stream, entry in self._inputs.items():
+            offered = [RELIABLE if info.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+                       else BEST_EFFORT
+                       for info in self.get_publishers_info_by_topic(entry.resolved)]
+            entry.watch.set_publishers(offered, now)
+            if self.params["qos"] == "auto":
+                choice = choose_reliability(offered)
+                if choice is not None and choice != entry.watch.reliability:
+                    self._subscribe(stream, choice)
+            self._report_once(f"stall:{stream}",
+                              entry.watch.stall(now, self.params["stall_timeout"]))
+
+    def _report_once(self, key: str, problem: Optional[str]) -> None:
+        """Log a problem when it starts (not on every check); forget it when it ends."""
+        if problem is None:
+            self._active_problems.discard(key)
+        elif key not in self._active_problems:
+            self._active_problems.add(key)
+            self.get_logger().warning(problem)
+
+    def _on_incompatible_qos(self, stream: str, event) -> None:
+        policy = qos_policy_name_from_kind(event.last_policy_kind)
+        self._inputs[stream].watch.incompatible(event.total_count, policy)
+        self.get_logger().warning(
+            f"{self._inputs[stream].resolved}: a publisher offers QoS incompatible with this "
+            f"subscription ({policy}); no messages come from it (qos: {self.params['qos']})")
+
+    def _on_incompatible_type(self, stream: str) -> None:
+        entry = self._inputs[stream]
+        self.get_logger().warning(
+            f"{entry.resolved}: a publisher of another message type; this subscription takes "
+            f"{entry.msg_type.__name__} (check {stream}_transport)",
+            throttle_duration_sec=BAD_MESSAGE_LOG_PERIOD_S)
+
+    def _on_message_lost(self, stream: str, event) -> None:
+        self._inputs[stream].watch.lost = int(event.total_count)
+
     # -- callbacks (never block) -----------------------------------------------------------
-    def _on_rgb(self, msg: Image) -> None:
-        self._on_image(msg, "rgb", _decode_color_contiguous, self.sync.push_rgb)
+    def _on_rgb(self, msg) -> None:
+        decode = (_decode_color_contiguous if self.params["rgb_transport"] == "raw"
+                  else decode_compressed_color)
+        frame = self._decode(msg, "rgb", decode)
+        if frame is None:
+            return
+        if self._depth_missing():
+            self._put(Pair(frame, self._invalid_depth_for(frame), *(2 * [frame.stamp_ns])),
+                      color_only=True)
+            return
+        self._put(self.sync.push_rgb(frame.stamp_ns, frame))
 
-    def _on_depth(self, msg: Image) -> None:
-        self._on_image(msg, "depth", decode_depth, self.sync.push_depth)
+    def _on_depth(self, msg) -> None:
+        decode = (decode_depth if self.params["depth_transport"] == "raw"
+                  else decode_compressed_depth)
+        frame = self._decode(msg, "depth", lambda m: decode(m, self._depth_scale))
+        if frame is None:
+            return
+        self._latest_depth = frame.image
+        self._color_without_depth_since = None
+        self._put(self.sync.push_depth(frame.stamp_ns, frame))
 
-    def _on_image(self, msg: Image, stream: str, decode, push) -> None:
+    def _depth_missing(self) -> bool:
+        """Colour has kept coming for ``depth_timeout`` s without any depth.
+
+        Measured from the first colour image after the last depth image, so a slow camera
+        (colour always a little ahead of its depth) never counts as depth missing.
+        """
+        timeout = self.params["depth_timeout"]
+        if timeout <= 0:
+            return False
+        now = time.monotonic()
+        if self._color_without_depth_since is None:
+            self._color_without_depth_since = now
+        return now - self._color_without_depth_since > timeout
+
+    def _invalid_depth_for(self, rgb: "Frame") -> "Frame":
+        """A depth frame of zeros (invalid everywhere) at the colour image's size."""
+        shape = rgb.image.shape[:2]
+        if shape not in self._no_depth:
+            self._no_depth = {shape: np.zeros(shape, np.float32)}
+        return Frame(rgb.header, self._no_depth[shape], rgb.received, 0.0, rgb.stamp_ns)
+
+    def _put(self, pair: Optional[Pair], color_only: bool = False) -> None:
+        if pair is None:
+            return
+        self.counters.add("pairs_color_only" if color_only else "pairs")
+        if self.mailbox.put(pair):
+            self.counters.add("pairs_dropped")
+
+    def _decode(self, msg, stream: str, decode) -> Optional["Frame"]:
         received = time.perf_counter()
         self.counters.add(f"{stream}_received")
+        self._inputs[stream].watch.received(time.monotonic())
         try:
             image = decode(msg)
         except ImageCodecError as exc:
@@ -312,13 +481,11 @@ class SegmentationNode(Node):
             self.get_logger().warning(
                 f"dropped a bad {stream} message ({self.counters.snapshot()['bad_messages']} so "
                 f"far): {exc}", throttle_duration_sec=BAD_MESSAGE_LOG_PERIOD_S)
-            return
-        frame = Frame(msg.header, image, received, (time.perf_counter() - received) * 1e3)
-        pair = push(stamp_to_ns(msg.header.stamp), frame)
-        if pair is not None:
-            self.counters.add("pairs")
-            if self.mailbox.put(pair):
-                self.counters.add("pairs_dropped")
+            return None
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        self._last_stamps[stream] = stamp_ns
+        return Frame(msg.header, image, received, (time.perf_counter() - received) * 1e3,
+                     stamp_ns)
 
     # -- worker ----------------------------------------------------------------------------
     def _work(self) -> None:
@@ -406,32 +573,47 @@ class SegmentationNode(Node):
 
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: segmentation",
                                   hardware_id=f"{self.engine.backend}")
-        level, message = DiagnosticStatus.OK, "running"
-        if delta["bad_messages"] or delta["processing_errors"]:
-            level, message = DiagnosticStatus.WARN, "bad input messages dropped"
-        elif delta["rgb_received"] and delta["depth_received"] and not delta["pairs"]:
-            level = DiagnosticStatus.WARN
-            message = "rgb and depth do not pair: check stamps and sync_slop"
-        elif delta["rgb_received"] and not delta["depth_received"]:
-            level, message = DiagnosticStatus.WARN, "no depth images"
-        elif delta["depth_received"] and not delta["rgb_received"]:
-            level, message = DiagnosticStatus.WARN, "no rgb images"
-        elif not delta["rgb_received"]:
-            message = "waiting for images"
-        elif not delta["frames_processed"] and delta["pairs_idle"]:
-            message = "idle: no subscribers"
-        status.level, status.message = level, message
+        if self._latest_depth is not None:
+            self.depth_watch.add(self._latest_depth)
+            self._latest_depth = None
+        problems = self._problems(delta, now)
+        if problems:
+            status.level, status.message = DiagnosticStatus.WARN, "; ".join(problems)
+        else:
+            status.level = DiagnosticStatus.OK
+            status.message = ("waiting for images" if not delta["rgb_received"] else
+                              "idle: no subscribers"
+                              if not delta["frames_processed"] and delta["pairs_idle"]
+                              else "running")
 
         h, w = self.engine.input_size
         values = {
             "backend": self.engine.backend,
             "engine": self.params["engine_path"],
             "input_size": f"{w}x{h}",
+            "qos": self.params["qos"],
             "rgb_rate_hz": rate("rgb_received"),
             "depth_rate_hz": rate("depth_received"),
             "pair_rate_hz": rate("pairs"),
             "output_rate_hz": rate("frames_processed"),
         }
+        for stream, entry in self._inputs.items():
+            watch = entry.watch
+            values[f"{stream}_topic"] = entry.resolved
+            values[f"{stream}_transport"] = self.params[f"{stream}_transport"]
+            values[f"{stream}_qos"] = (watch.reliability or "waiting for a publisher")
+            values[f"{stream}_publishers"] = ",".join(watch.offered) or "none"
+            values[f"{stream}_incompatible_qos"] = (
+                f"{watch.incompatible_events} ({watch.incompatible_policy})"
+                if watch.incompatible_events else "0")
+            values[f"{stream}_lost"] = str(watch.lost)
+        values["depth_scale"] = (f"{self._depth_scale:g}" if self._depth_scale
+                                 else "REP 118 (16UC1 mm, 32FC1 m)")
+        if self.depth_watch.medians:
+            values["depth_median_m"] = f"{self.depth_watch.medians[-1]:.3f}"
+        if self.engine.card.depth_range_m:
+            low, high = self.engine.card.depth_range_m
+            values["training_depth_range_m"] = f"{low:.2f}-{high:.2f}"
         values.update({name: str(value) for name, value in counts.items()})
         if self.last_bad_message:
             values["last_bad_message"] = self.last_bad_message
@@ -445,6 +627,37 @@ class SegmentationNode(Node):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
+
+    def _problems(self, delta: dict[str, int], now: float) -> list[str]:
+        """What is wrong with the input since the last diagnostics, in words, worst first."""
+        problems = []
+        timeout = self.params["stall_timeout"]
+        for stream, entry in self._inputs.items():
+            stall = entry.watch.stall(now, timeout)
+            if stall:
+                problems.append(stall)
+            elif entry.watch.incompatible_events:
+                problems.append(f"{entry.resolved}: a publisher offers incompatible QoS "
+                                f"({entry.watch.incompatible_policy}); no messages from it")
+        if delta["bad_messages"] or delta["processing_errors"]:
+            problems.append("bad input messages dropped")
+        if delta["pairs_color_only"]:
+            problems.append("depth missing: colour only")
+        elif delta["rgb_received"] and delta["depth_received"] and not delta["pairs"]:
+            rgb_ns, depth_ns = self._last_stamps["rgb"], self._last_stamps["depth"]
+            gap = (f" (last stamps {abs(rgb_ns - depth_ns) / 1e6:.1f} ms apart)"
+                   if rgb_ns is not None and depth_ns is not None else "")
+            problems.append(f"rgb and depth do not pair{gap}: check stamps and sync_slop "
+                            f"({self.params['sync_slop']:g} s)")
+        elif delta["rgb_received"] and not delta["depth_received"]:
+            problems.append("no depth images")
+        elif delta["depth_received"] and not delta["rgb_received"]:
+            problems.append("no rgb images")
+        depth_problem = self.depth_watch.problem()
+        self._report_once("depth_units", depth_problem)
+        if depth_problem:
+            problems.append(depth_problem)
+        return problems
 
     # -- shutdown --------------------------------------------------------------------------
     def close(self) -> None:

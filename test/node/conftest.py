@@ -67,12 +67,15 @@ class NodeProcess:
 class Harness:
     """The test side: publishes camera images to a node and collects what it publishes."""
 
-    def __init__(self, context, namespace: str) -> None:
+    def __init__(self, context, namespace: str, camera_reliable: bool = True,
+                 rgb_transport: str = "raw", depth_transport: str = "raw") -> None:
+        """A camera publishing like a driver: reliable (the ROS default) or best effort, raw
+        images or image_transport's compressed / compressedDepth topics."""
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CompressedImage, Image
 
         self._Image = Image
         self.namespace = namespace
@@ -81,8 +84,14 @@ class Harness:
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self.qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        self.rgb_pub = self.node.create_publisher(Image, "rgb/image", self.qos)
-        self.depth_pub = self.node.create_publisher(Image, "depth/image", self.qos)
+        camera_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE
+                                if camera_reliable else ReliabilityPolicy.BEST_EFFORT)
+        self.rgb_pub = (self.node.create_publisher(Image, "rgb/image", camera_qos)
+                        if rgb_transport == "raw" else self.node.create_publisher(
+                            CompressedImage, "rgb/image/compressed", camera_qos))
+        self.depth_pub = (self.node.create_publisher(Image, "depth/image", camera_qos)
+                          if depth_transport == "raw" else self.node.create_publisher(
+                              CompressedImage, "depth/image/compressedDepth", camera_qos))
         self.received: dict[str, dict[tuple[int, int], list]] = {k: {} for k in OUTPUT_KINDS}
         self._subscriptions = {}
         self.diagnostics = []  # DiagnosticStatus of our node, oldest first
@@ -220,14 +229,15 @@ def ros_context():
 
 @pytest.fixture(scope="module")
 def start_node(ros_context, tmp_path_factory):
-    """``start_node(*ros_args) -> (NodeProcess, Harness)``; both stopped after the module."""
+    """``start_node(*ros_args, **camera) -> (NodeProcess, Harness)``; both stopped after the
+    module. ``camera`` goes to ``Harness`` (reliability and transports of the camera)."""
     started = []
 
-    def start(*ros_args: str) -> tuple[NodeProcess, Harness]:
+    def start(*ros_args: str, **camera) -> tuple[NodeProcess, Harness]:
         namespace = f"/t{uuid.uuid4().hex[:10]}"
         log = tmp_path_factory.mktemp("node") / "node.log"
         node = NodeProcess(log, list(ros_args), namespace)
-        harness = Harness(ros_context, namespace)
+        harness = Harness(ros_context, namespace, **camera)
         started.append((node, harness))
         return node, harness
 

@@ -15,7 +15,9 @@ RNG = np.random.default_rng(7)
 def node(start_node, config_file, toy_onnx_factory):
     proc, harness = start_node("--params-file", str(config_file),
                                "-p", f"engine_path:={toy_onnx_factory(H, W, num_classes=3)}",
-                               "-p", "qos:=reliable", "-p", "diagnostics_period:=0.2")
+                               "-p", "qos:=reliable", "-p", "diagnostics_period:=0.2",
+                               # colour waits for depth here (no colour-only frames)
+                               "-p", "depth_timeout:=0.0")
     harness.subscribe("labels")
     harness.wait_connected(proc)
     return proc, harness
