@@ -86,6 +86,73 @@ def test_errors_are_one_line(rgbd_bag_factory, tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
+def compressed_bag(raw_bag, path, storage, color_format):
+    """The test bag's images on image_transport's compressed topics (same stamps, log times);
+    the damaged colour message stays damaged (a JPEG cut short)."""
+    from cen_perception.bag import (COMPRESSED_IMAGE_TYPE, BagWriter, RecordedBag,
+                                    deserialize_image)
+    from cen_perception.image_codec import (ImageCodecError, decode_color,
+                                            encode_compressed_color, encode_compressed_depth)
+
+    with RecordedBag(raw_bag) as bag, BagWriter(path, storage) as writer:
+        cls = writer.compressed_image_class
+        topics = {"/cam/color": "/cam/color/compressed", "/cam/depth": "/cam/depth/compressedDepth"}
+        for topic in topics.values():
+            writer.add_topic(topic, COMPRESSED_IMAGE_TYPE)
+        for message in bag.messages(list(topics)):
+            msg = deserialize_image(message.raw)
+            if message.topic == "/cam/color":
+                try:
+                    out = encode_compressed_color(decode_color(msg), color_format, msg.header, cls)
+                except ImageCodecError:
+                    out = encode_compressed_color(np.zeros((48, 64, 3), np.uint8), "jpeg",
+                                                  msg.header, cls)
+                    out.data = out.data[:-20]
+            else:
+                mm = np.asarray(msg.data).view(np.uint16).reshape(msg.height, msg.width)
+                out = encode_compressed_depth(mm, "16UC1", msg.header, cls)
+            writer.write(topics[message.topic], message.log_time_ns, out)
+    return path
+
+
+@pytest.mark.parametrize("storage,color_format", [("sqlite3", "png"), ("mcap", "jpeg")])
+def test_extract_frames_from_compressed_topics(rgbd_bag_factory, tmp_path, capsys, storage,
+                                               color_format):
+    raw, expected = rgbd_bag_factory("run2", storage=storage)
+    bag = compressed_bag(raw, tmp_path / "run2c", storage, color_format)
+    before = tree_hash(bag)
+    out = tmp_path / "dataset"
+    assert main(["extract-frames", str(bag), str(out), "--rgb-topic", "/cam/color/compressed",
+                 "--depth-topic", "/cam/depth/compressedDepth"]) == 0
+    assert tree_hash(bag) == before
+    report = capsys.readouterr().out
+    assert ("4 pairs from 6 colour (/cam/color/compressed) and 6 depth "
+            "(/cam/depth/compressedDepth) messages; unmatched: 1 colour, 2 depth; "
+            "bad messages: 1 colour, 0 depth") in report
+    assert "first bad message: /cam/color/compressed" in report
+    assert "JPEG without its end-of-image marker" in report
+    for i, (rgb, depth_mm) in enumerate(zip(expected["rgb"], expected["depth_mm"])):
+        written_rgb = cv2.cvtColor(cv2.imread(str(out / "rgb" / f"run2c_{i:06d}.png")),
+                                   cv2.COLOR_BGR2RGB)
+        if color_format == "png":
+            np.testing.assert_array_equal(written_rgb, rgb)
+        else:
+            assert written_rgb.shape == rgb.shape
+        written_depth = cv2.imread(str(out / "depth" / f"run2c_{i:06d}.png"),
+                                   cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(written_depth, depth_mm)  # compressedDepth: lossless
+    # Guessed topics, and a depth scale: the same units read as tenths of a millimetre.
+    scaled = tmp_path / "scaled"
+    assert main(["extract-frames", str(bag), str(scaled), "--depth-scale", "0.0001"]) == 0
+    np.testing.assert_array_equal(
+        cv2.imread(str(scaled / "depth" / "run2c_000000.png"), cv2.IMREAD_UNCHANGED),
+        np.rint(expected["depth_mm"][0] / 10.0).astype(np.uint16))
+    capsys.readouterr()
+    assert main(["extract-frames", str(bag), str(tmp_path / "bad"), "--depth-scale", "-1"]) == 2
+    assert "depth scale must be a positive number" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def extracted(tmp_path, rgbd_bag_factory):
     bag, expected = rgbd_bag_factory("run")
     out = tmp_path / "ds"

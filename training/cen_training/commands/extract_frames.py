@@ -12,6 +12,9 @@ Writes the generic dataset layout (see ``cen_training.data.datasets``)::
 
 Stems are ``<bag name>_<pair index>``, the index counting every synchronized pair of the bag,
 so the same frame gets the same stem whatever ``--every`` is.
+
+Colour and depth topics may be ``sensor_msgs/Image`` or image_transport's compressed topics
+(``CompressedImage``: JPEG/PNG colour, ``compressedDepth`` depth), read by their recorded type.
 """
 from __future__ import annotations
 
@@ -35,11 +38,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write a recorded bag's synchronized RGB-D frames as a dataset to label",
         description="Read a ROS 2 bag (sqlite3 or MCAP), pair colour and depth images by "
                     "header stamp, and write every N-th pair in the generic dataset layout "
-                    "(rgb/, depth/ in 16-bit mm, empty labels/, train.txt, val.txt).")
+                    "(rgb/, depth/ in 16-bit mm, empty labels/, train.txt, val.txt). Topics "
+                    "may hold sensor_msgs/Image or CompressedImage (JPEG/PNG colour, "
+                    "compressedDepth depth).")
     p.add_argument("bag", type=pathlib.Path, metavar="BAG")
     p.add_argument("out_dir", type=pathlib.Path, metavar="OUT_DIR")
-    p.add_argument("--rgb-topic", help="colour Image topic (default: the only plausible one)")
-    p.add_argument("--depth-topic", help="depth Image topic (default: the only plausible one)")
+    p.add_argument("--rgb-topic",
+                   help="colour topic, Image or CompressedImage (default: the only plausible "
+                        "one)")
+    p.add_argument("--depth-topic",
+                   help="depth topic, Image or compressedDepth CompressedImage (default: the "
+                        "only plausible one)")
+    p.add_argument("--depth-scale", type=float, metavar="M",
+                   help="metres per depth unit in the bag, e.g. 0.0001 for tenths of a "
+                        "millimetre (default: REP 118, 16UC1 in mm and 32FC1 in m)")
     p.add_argument("--every", type=int, default=1, help="keep every N-th pair (default 1)")
     p.add_argument("--slop", type=float, default=0.02,
                    help="largest stamp difference of a pair, in seconds (default %(default)s)")
@@ -91,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
         from ..data.classes import load_class_list
         classes = load_class_list(args.classes)  # checked before any file is written
     bag = bag_module()
+    try:
+        bag.check_depth_scale(args.depth_scale)
+    except bag.BagError as exc:
+        raise CliError(str(exc)) from None
     out_dir: pathlib.Path = args.out_dir
     _check_out_dir(out_dir)
 
@@ -108,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
             total = recorded.topics[rgb_topic].count + recorded.topics[depth_topic].count
             with tqdm(total=total, unit="msg", desc="extracting") as bar:
                 pairs = bag.rgbd_pairs(recorded, rgb_topic, depth_topic, slop=args.slop,
-                                       counts=counts, on_message=lambda _: bar.update(1))
+                                       counts=counts, on_message=lambda _: bar.update(1),
+                                       depth_scale=args.depth_scale)
                 for index, pair in enumerate(pairs):
                     if index % args.every:
                         continue
