@@ -157,3 +157,56 @@ def test_uint8_inputs_feed_only_a_cast():
                     helper.make_node("Transpose", ["c"], ["f"], perm=[0, 3, 1, 2])],
                    [image], [as_float])
     assert check_tensorrt_ops(model) == []
+
+
+def test_uint8_made_inside_the_graph_must_be_a_graph_output():
+    """TensorRT's parser rejects a node whose uint8 output is not a network output: here the
+    labels are cast to uint8 and then resized (nearest), as an export might do."""
+    scores = helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 4, 4])
+    labels = helper.make_tensor_value_info("labels", TensorProto.UINT8, [1, 1, 8, 8])
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 2, 2])
+
+    def model(nodes):
+        graph = helper.make_graph(nodes, "g", [scores], [labels], initializer=[scales])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+    rejected = model([helper.make_node("Cast", ["scores"], ["small"], to=TensorProto.UINT8),
+                      helper.make_node("Resize", ["small", "", "scales"], ["labels"],
+                                       mode="nearest")])
+    assert check_tensorrt_ops(rejected) == ["Cast(uint8 output)", "Resize(uint8 input)"]
+    accepted = model([helper.make_node("Resize", ["scores", "", "scales"], ["big"],
+                                       mode="nearest"),
+                      helper.make_node("Cast", ["big"], ["labels"], to=TensorProto.UINT8)])
+    assert check_tensorrt_ops(accepted) == []
+
+
+def test_uint8_output_of_any_op_inside_the_graph_is_reported():
+    """A uint8 tensor between two casts is still one TensorRT cannot hold."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    round_trip = _model([helper.make_node("Cast", ["x"], ["u"], to=TensorProto.UINT8),
+                         helper.make_node("Cast", ["u"], ["y"], to=TensorProto.FLOAT)], [x], [y])
+    assert check_tensorrt_ops(round_trip) == ["Cast(uint8 output)"]
+
+
+def test_graph_precision(toy_model):
+    from cen_training.onnx_ops import graph_precision
+
+    assert graph_precision(toy_model) == "fp32"
+    x, y = _vec("x"), _vec("y")
+    half = _model([helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16),
+                   helper.make_node("Cast", ["h"], ["y"], to=TensorProto.FLOAT)], [x], [y])
+    assert graph_precision(half) == "fp16"
+    scale = helper.make_tensor("s", TensorProto.FLOAT, [], [0.1])
+    zero = helper.make_tensor("z", TensorProto.INT8, [], [0])
+    graph = helper.make_graph([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                               helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
+                              "g", [x], [y], initializer=[scale, zero])
+    qdq = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    assert graph_precision(qdq) == "int8"
+    weights = helper.make_tensor("w", TensorProto.FLOAT16, [4], [1, 2, 3, 4])
+    graph = helper.make_graph([helper.make_node("Cast", ["w"], ["wf"], to=TensorProto.FLOAT),
+                               helper.make_node("Add", ["x", "wf"], ["y"])], "g", [x], [y],
+                              initializer=[weights])
+    assert graph_precision(helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)])) == "fp16"

@@ -1,8 +1,9 @@
 """Checks an exported ONNX model against the engine contract (DESIGN.md) and TensorRT's parser.
 
 ``check_engine_contract(model)`` and ``check_tensorrt_ops(model)`` return lists of problems
-(empty when the model is fine); export refuses a model with any. Both take an
-``onnx.ModelProto`` or a path and need only ``onnx``.
+(empty when the model is fine); export refuses a model with any. ``graph_precision(model)``
+says which arithmetic (fp32, fp16, int8) the graph holds. All take an ``onnx.ModelProto`` or a
+path and need only ``onnx``.
 """
 from __future__ import annotations
 
@@ -90,13 +91,22 @@ def _type_name(elem_type: int) -> str:
     return onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
 
 
-def _restriction(node: onnx.NodeProto, types: dict[str, int]) -> str | None:
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
+def _restriction(node: onnx.NodeProto, types: dict[str, int],
+                 graph_outputs: frozenset[str]) -> str | None:
     """A documented TensorRT restriction this supported node breaks, as ``Op(attr=value)``."""
-    if node.op_type not in ("Cast", "Identity") and any(
-            types.get(name) == onnx.TensorProto.UINT8 for name in node.input[:1]):
-        # TensorRT's uint8 tensors only convert to and from float (inputs and outputs).
-        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+    # TensorRT's uint8 tensors exist only at the network's edges: a uint8 input may only be
+    # cast to float, and a uint8 tensor a layer produces must be a network output (made by a
+    # cast from float); the ONNX parser rejects any other node that reads or writes uint8.
+    if node.op_type not in _QDQ:
+        if node.op_type not in ("Cast", "Identity") and any(
+                types.get(name) == onnx.TensorProto.UINT8 for name in node.input if name):
             return f"{node.op_type}(uint8 input)"
+        if any(types.get(name) == onnx.TensorProto.UINT8 and name not in graph_outputs
+               for name in node.output if name):
+            return f"{node.op_type}(uint8 output)"
     if node.op_type == "Cast":
         # TensorRT converts uint8 only to and from float32 / float16.
         source, target = types.get(node.input[0]), _attribute(node, "to", None)
@@ -104,7 +114,7 @@ def _restriction(node: onnx.NodeProto, types: dict[str, int]) -> str | None:
             pair = {source, target}
             if onnx.TensorProto.UINT8 in pair and len(pair) == 2 and not pair & set(_FLOATS):
                 return f"Cast({_type_name(source)} to {_type_name(target)})"
-    if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+    if node.op_type in _QDQ and len(node.input) > 2:
         # TensorRT quantizes to int8 with a zero point of 0 only.
         if types.get(node.input[2]) == onnx.TensorProto.UINT8:
             return f"{node.op_type}(uint8)"
@@ -130,6 +140,7 @@ def check_tensorrt_ops(model_or_path) -> list[str]:
     """
     model = _load(model_or_path)
     types = _elem_types(model)
+    graph_outputs = frozenset(v.name for v in model.graph.output)
     problems = set()
     for node in _all_nodes(model.graph):
         if node.domain not in DEFAULT_DOMAINS:
@@ -137,10 +148,26 @@ def check_tensorrt_ops(model_or_path) -> list[str]:
         elif node.op_type not in TENSORRT_OPS:
             problems.add(node.op_type)
         else:
-            broken = _restriction(node, types)
+            broken = _restriction(node, types, graph_outputs)
             if broken:
                 problems.add(broken)
     return sorted(problems)
+
+
+def graph_precision(model_or_path) -> str:
+    """The arithmetic an exported graph asks for: ``int8`` (it holds Q/DQ nodes), ``fp16`` (it
+    holds float16 tensors or casts to float16) or ``fp32``. TensorRT >= 10 builds exactly this
+    (strong typing); the model card's ``precision`` must agree."""
+    model = _load(model_or_path)
+    nodes = list(_all_nodes(model.graph))
+    if any(n.op_type in _QDQ and n.domain in DEFAULT_DOMAINS for n in nodes):
+        return "int8"
+    half = onnx.TensorProto.FLOAT16
+    if (any(t.data_type == half for t in model.graph.initializer)
+            or any(n.op_type == "Cast" and _attribute(n, "to", None) == half for n in nodes)
+            or any(v == half for v in _elem_types(model).values())):
+        return "fp16"
+    return "fp32"
 
 
 def _value_type(value: onnx.ValueInfoProto) -> tuple[str, list[int | str]]:
@@ -228,4 +255,5 @@ def _as_card_io(values: dict[str, tuple[str, list]]) -> dict[str, tuple[tuple, s
     return {name: (tuple(dims), dtype) for name, (dtype, dims) in values.items()}
 
 
-__all__ = ["OPSET", "TENSORRT_OPS", "check_tensorrt_ops", "check_engine_contract"]
+__all__ = ["OPSET", "TENSORRT_OPS", "check_tensorrt_ops", "check_engine_contract",
+           "graph_precision"]
