@@ -1,15 +1,25 @@
 """TensorRT backend: an engine from ``cen-train build-engine`` with its ``<engine>.json`` card.
 
-Uses TensorRT's name-based I/O API (TensorRT 8.6 or newer) and cuda-python for pinned host
-buffers, device buffers and one CUDA stream. The CUDA device is checked before TensorRT is
+Uses TensorRT's name-based I/O API (TensorRT 8.6, 10.x and 11.x) and cuda-python for pinned
+host buffers, device buffers and one CUDA stream. The CUDA device is checked before TensorRT is
 imported: on a machine without a driver, creating a TensorRT runtime can crash the process
-at exit, so such machines get a clean ``EngineError`` instead.
+at exit, so such machines get a clean ``EngineError`` instead, one that says what is missing
+(no driver, a driver too old for the installed cuda-python, no GPU).
+
+cuda-python must match the driver: cuda-python 13 needs a CUDA 13 driver (580 or newer), so
+JetPack 6 and other CUDA 12 machines need ``cuda-python>=12,<13`` (the ``tensorrt`` extra).
+Both of its module layouts work: ``cuda.bindings.runtime`` (12.6 and newer, 13) and
+``cuda.cudart`` (before 13).
 """
 from __future__ import annotations
 
 import ctypes
+import importlib
 import math
 import pathlib
+import re
+import warnings
+from importlib import metadata
 from typing import Optional
 
 import numpy as np
@@ -22,21 +32,43 @@ MIN_TENSORRT = (8, 6)
 _TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32",
                "INT64": "int64", "BOOL": "bool", "UINT8": "uint8"}
 # Options of the ONNX Runtime backend: accepted and ignored, so one call site can open either.
-_ONNXRUNTIME_OPTIONS = ("threads", "providers")
+_ONNXRUNTIME_OPTIONS = ("threads", "providers", "spin_wait")
+USE_ONNX_RUNTIME = "use the ONNX model with ONNX Runtime instead"
 
 
-# -- cuda-python helpers (also used by the engine builder) ---------------------------------
-def import_cudart():
-    """The CUDA runtime module of cuda-python, in its new (``cuda.bindings``) or old layout."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
+# -- cuda-python helpers (also used by the engine builder and gpu-check) -------------------
+# cuda-python's runtime module: the layout of 12.6 and newer (the only one in 13), then the
+# layout before 13 (12.x keeps it, with a FutureWarning).
+CUDART_MODULES = ("cuda.bindings.runtime", "cuda.cudart")
+
+
+def import_cudart(modules: tuple[str, ...] = CUDART_MODULES):
+    """The CUDA runtime module of cuda-python, the first of ``modules`` that imports."""
+    for name in modules:
         try:
-            from cuda import cudart
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                return importlib.import_module(name)
         except ImportError:
-            raise EngineError("cuda-python is not installed (pip install cuda-python); "
-                              "the TensorRT backend needs it for GPU buffers") from None
-    return cudart
+            continue
+    raise EngineError("cuda-python is not installed (pip install 'cuda-python>=12,<13' for a "
+                      "CUDA 12 driver, 'cuda-python>=13,<14' for CUDA 13); the TensorRT backend "
+                      "needs it for GPU buffers")
+
+
+def bindings_version() -> str:
+    """The installed cuda-python bindings' version, e.g. ``12.9.10``."""
+    for distribution in ("cuda-bindings", "cuda-python"):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def cuda_version_text(version: int) -> str:
+    """A CUDA version number as the runtime reports it (12020) as text ("12.2")."""
+    return f"{version // 1000}.{version % 1000 // 10}"
 
 
 def cuda_error_name(cudart, error) -> str:
@@ -56,18 +88,64 @@ def cuda_call(cudart, result, what: str):
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def cuda_environment_error(error_name: str, driver_version: int, runtime_version: int,
+                           bindings: str) -> str:
+    """The one line for a machine whose CUDA devices cannot be used.
+
+    ``error_name``: what ``cudaGetDeviceCount`` returned (``cudaSuccess`` with a count of 0
+    means no GPU); ``driver_version``: ``cudaDriverGetVersion`` (0 = no driver);
+    ``runtime_version``: ``cudaRuntimeGetVersion`` (the CUDA version cuda-python is built for);
+    ``bindings``: cuda-python's version.
+    """
+    python = f"cuda-python {bindings}, CUDA {cuda_version_text(runtime_version)} runtime"
+    if error_name == "cudaErrorInsufficientDriver" and driver_version == 0:
+        return (f"no NVIDIA driver found (cudaGetDeviceCount: {error_name}, driver version 0; "
+                f"{python}): TensorRT needs an NVIDIA GPU and its driver; {USE_ONNX_RUNTIME}")
+    driver = f"driver for CUDA {cuda_version_text(driver_version)}"
+    if error_name == "cudaErrorInsufficientDriver":
+        major = driver_version // 1000
+        return (f"the NVIDIA {driver} is older than {python} ({error_name}): install the "
+                f"bindings for this driver (pip install 'cuda-python>={major},<{major + 1}'; "
+                "JetPack 6 has CUDA 12) or update the driver")
+    if error_name in ("cudaErrorNoDevice", "cudaSuccess"):
+        return (f"no CUDA GPU found ({error_name}; NVIDIA {driver}, {python}): TensorRT needs "
+                f"an NVIDIA GPU; {USE_ONNX_RUNTIME}")
+    return (f"no usable CUDA GPU (cudaGetDeviceCount: {error_name}; NVIDIA {driver}, {python}): "
+            f"TensorRT needs a working NVIDIA GPU and driver; {USE_ONNX_RUNTIME}")
+
+
 def require_cuda_device(cudart, device: int = 0) -> None:
     """Make ``device`` current; one clear line where there is no driver or no such GPU."""
     error, count = cudart.cudaGetDeviceCount()
-    if error != cudart.cudaError_t.cudaSuccess:
-        raise EngineError(f"no usable CUDA GPU ({cuda_error_name(cudart, error)}): TensorRT needs "
-                          "an NVIDIA GPU and driver; use the ONNX model with ONNX Runtime instead")
-    if count == 0:
-        raise EngineError("no CUDA GPU found: TensorRT needs an NVIDIA GPU; "
-                          "use the ONNX model with ONNX Runtime instead")
+    if error != cudart.cudaError_t.cudaSuccess or count == 0:
+        _, driver = cudart.cudaDriverGetVersion()
+        _, runtime = cudart.cudaRuntimeGetVersion()
+        raise EngineError(cuda_environment_error(cuda_error_name(cudart, error), int(driver or 0),
+                                                 int(runtime or 0), bindings_version()))
     if not 0 <= device < count:
         raise EngineError(f"CUDA device {device} does not exist ({count} GPU(s) found)")
     cuda_call(cudart, cudart.cudaSetDevice(device), f"cudaSetDevice({device})")
+
+
+def stream_handle(stream) -> int:
+    """The address of a cuda-python stream, as TensorRT's ``execute_async_v3`` takes it.
+
+    ``int(stream)`` is deprecated in cuda-python; ``get_cuda_native_handle`` replaces it
+    (12.9.1 and newer, 13.x).
+    """
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+    except ImportError:
+        return int(stream)
+    return int(get_cuda_native_handle(stream))
+
+
+def tensorrt_version(text: str) -> tuple[int, int, int]:
+    """(major, minor, patch) of a TensorRT version string ("10.3.0.26", "8.6.1.post1")."""
+    match = re.match(r"\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?", str(text))
+    if not match:
+        raise EngineError(f"cannot read the TensorRT version {text!r}")
+    return tuple(int(part or 0) for part in match.groups())  # type: ignore[return-value]
 
 
 def import_tensorrt():
@@ -76,10 +154,8 @@ def import_tensorrt():
         import tensorrt as trt
     except ImportError:
         raise EngineError("TensorRT is not installed (its Python package `tensorrt` comes with "
-                          "JetPack or NVIDIA's pip index); use the ONNX model with ONNX Runtime "
-                          "instead") from None
-    version = tuple(int(p) for p in trt.__version__.split(".")[:2] if p.isdigit())
-    if version < MIN_TENSORRT:
+                          f"JetPack or NVIDIA's pip index); {USE_ONNX_RUNTIME}") from None
+    if tensorrt_version(trt.__version__)[:2] < MIN_TENSORRT:
         raise EngineError(f"TensorRT {trt.__version__} is too old; "
                           f"{'.'.join(map(str, MIN_TENSORRT))} or newer is needed")
     return trt
@@ -90,11 +166,83 @@ def tensorrt_dtype_name(dtype) -> str:
     return _TRT_DTYPES.get(name, name.lower())
 
 
+class CudaBuffers:
+    """Pinned host arrays and device buffers of fixed shapes, copied on one CUDA stream.
+
+    ``host[name]`` is a numpy view of page-locked memory (fast, asynchronous copies);
+    ``device[name]`` the device address. The calling thread's current device must be the one
+    the buffers live on.
+    """
+
+    def __init__(self, cudart, tensors: dict[str, tuple[tuple[int, ...], str]]) -> None:
+        self._cudart = cudart
+        self.host: dict[str, np.ndarray] = {}
+        self.device: dict[str, int] = {}
+        self._host_ptrs: list[int] = []
+        self.stream = None
+        try:
+            self.stream = cuda_call(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
+            for name, (shape, dtype) in tensors.items():
+                nbytes = max(1, math.prod(shape) * np.dtype(dtype).itemsize)
+                host_ptr = cuda_call(cudart, cudart.cudaMallocHost(nbytes), "cudaMallocHost")
+                self._host_ptrs.append(host_ptr)
+                raw = (ctypes.c_uint8 * nbytes).from_address(host_ptr)
+                self.host[name] = np.frombuffer(raw, dtype=dtype,
+                                                count=math.prod(shape)).reshape(shape)
+                self.device[name] = cuda_call(cudart, cudart.cudaMalloc(nbytes), "cudaMalloc")
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def stream_handle(self) -> int:
+        return stream_handle(self.stream)
+
+    def _copy(self, name: str, to_device: bool) -> None:
+        cudart, host = self._cudart, self.host[name]
+        kinds = cudart.cudaMemcpyKind
+        if to_device:
+            args = (self.device[name], host.ctypes.data, host.nbytes,
+                    kinds.cudaMemcpyHostToDevice, self.stream)
+        else:
+            args = (host.ctypes.data, self.device[name], host.nbytes,
+                    kinds.cudaMemcpyDeviceToHost, self.stream)
+        cuda_call(cudart, cudart.cudaMemcpyAsync(*args),
+                  f"copying '{name}' {'to' if to_device else 'from'} the GPU")
+
+    def to_device(self, name: str) -> None:
+        """Queue a copy of ``host[name]`` to the GPU on the stream."""
+        self._copy(name, True)
+
+    def to_host(self, name: str) -> None:
+        """Queue a copy of the GPU buffer into ``host[name]`` on the stream."""
+        self._copy(name, False)
+
+    def synchronize(self) -> None:
+        cuda_call(self._cudart, self._cudart.cudaStreamSynchronize(self.stream),
+                  "cudaStreamSynchronize")
+
+    def close(self) -> None:
+        """Wait for the stream, free everything. Safe to call twice."""
+        cudart = self._cudart
+        self.host = {}
+        if self.stream is not None:
+            cudart.cudaStreamSynchronize(self.stream)
+        for ptr in self.device.values():
+            cudart.cudaFree(ptr)
+        for ptr in self._host_ptrs:
+            cudart.cudaFreeHost(ptr)
+        if self.stream is not None:
+            cudart.cudaStreamDestroy(self.stream)
+        self.device, self._host_ptrs, self.stream = {}, [], None
+
+
 class TensorRTEngine(Engine):
     """A serialized TensorRT engine with its sidecar model card.
 
-    ``device``: the CUDA device index. ``threads``/``providers`` (ONNX Runtime options) are
-    accepted and ignored.
+    ``device``: the CUDA device index; every call makes it current in the calling thread, so
+    ``infer`` may run on any thread (the node runs it on its worker). ``threads``,
+    ``providers`` and ``spin_wait`` (ONNX Runtime options) are accepted and ignored.
     """
 
     backend = "tensorrt"
@@ -102,11 +250,9 @@ class TensorRTEngine(Engine):
     def __init__(self, path: str | pathlib.Path, device: int = 0, **options) -> None:
         # Everything close() touches exists from the start, so a half-built engine closes cleanly.
         self._cudart = None
+        self._device = int(device)
         self._runtime = self._engine = self._context = None
-        self._stream = None
-        self._host: dict[str, np.ndarray] = {}
-        self._host_ptrs: list[int] = []
-        self._device_ptrs: dict[str, int] = {}
+        self._buffers: Optional[CudaBuffers] = None
         unknown = sorted(set(options) - set(_ONNXRUNTIME_OPTIONS))
         if unknown:
             raise EngineError(f"unknown TensorRT backend option(s): {', '.join(unknown)}")
@@ -116,7 +262,7 @@ class TensorRTEngine(Engine):
             raise EngineError(f"engine file not found: {path}")
         super().__init__(ModelCard.load_sidecar(path))
         cudart = import_cudart()
-        require_cuda_device(cudart, int(device))
+        require_cuda_device(cudart, self._device)
         self._cudart = cudart
         try:
             self._load(path, import_tensorrt())
@@ -124,8 +270,12 @@ class TensorRTEngine(Engine):
             self.close()
             raise
 
+    def _use_device(self) -> None:
+        # The current device is per thread: set it wherever the engine is touched (~1 us).
+        cuda_call(self._cudart, self._cudart.cudaSetDevice(self._device),
+                  f"cudaSetDevice({self._device})")
+
     def _load(self, path: pathlib.Path, trt) -> None:
-        cudart = self._cudart
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         try:
@@ -149,52 +299,32 @@ class TensorRTEngine(Engine):
         if self._context is None:
             raise EngineError(f"{path}: TensorRT could not create an execution context "
                               "(out of GPU memory?)")
-        self._stream = cuda_call(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
         # Every I/O tensor needs a device address, including outputs nobody reads (logits).
-        for name, (shape, dtype) in {**inputs, **outputs}.items():
-            nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-            host_ptr = cuda_call(cudart, cudart.cudaMallocHost(nbytes), "cudaMallocHost")
-            self._host_ptrs.append(host_ptr)
-            raw = (ctypes.c_uint8 * nbytes).from_address(host_ptr)
-            self._host[name] = np.frombuffer(raw, dtype=dtype).reshape(shape)
-            self._device_ptrs[name] = cuda_call(cudart, cudart.cudaMalloc(nbytes), "cudaMalloc")
+        self._buffers = CudaBuffers(self._cudart, {**inputs, **outputs})
+        for name, address in self._buffers.device.items():
             # Addresses stay valid for the engine's life, so they are set once.
-            if not self._context.set_tensor_address(name, self._device_ptrs[name]):
+            if not self._context.set_tensor_address(name, address):
                 raise EngineError(f"{path}: TensorRT refused the buffer for tensor '{name}'")
-        self._inputs = ("rgb", "depth")
         self._outputs = ("labels",) + (("confidence",) if self.has_confidence else ())
-
-    def _to_device(self, name: str) -> None:
-        cudart, host = self._cudart, self._host[name]
-        kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        cuda_call(cudart, cudart.cudaMemcpyAsync(self._device_ptrs[name], host.ctypes.data,
-                                                 host.nbytes, kind, self._stream),
-                  f"copying '{name}' to the GPU")
-
-    def _to_host(self, name: str) -> None:
-        cudart, host = self._cudart, self._host[name]
-        kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        cuda_call(cudart, cudart.cudaMemcpyAsync(host.ctypes.data, self._device_ptrs[name],
-                                                 host.nbytes, kind, self._stream),
-                  f"copying '{name}' from the GPU")
 
     def infer(self, rgb: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
         if self._context is None:
             raise EngineError("TensorRT engine is closed")
         self.check_inputs(rgb, depth)
-        cudart = self._cudart
-        np.copyto(self._host["rgb"][0], rgb)
-        np.copyto(self._host["depth"][0], depth)
-        for name in self._inputs:
-            self._to_device(name)
-        if not self._context.execute_async_v3(int(self._stream)):
+        self._use_device()
+        buffers = self._buffers
+        np.copyto(buffers.host["rgb"][0], rgb)
+        np.copyto(buffers.host["depth"][0], depth)
+        buffers.to_device("rgb")
+        buffers.to_device("depth")
+        if not self._context.execute_async_v3(buffers.stream_handle):
             raise EngineError("TensorRT inference failed (see the TensorRT log above)")
         for name in self._outputs:
-            self._to_host(name)
-        cuda_call(cudart, cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+            buffers.to_host(name)
+        buffers.synchronize()
         # Copies: the pinned buffers are overwritten by the next call.
-        labels = self._host["labels"][0].copy()
-        confidence = self._host["confidence"][0].copy() if self.has_confidence else None
+        labels = buffers.host["labels"][0].copy()
+        confidence = buffers.host["confidence"][0].copy() if self.has_confidence else None
         return labels, confidence
 
     def close(self) -> None:
@@ -203,19 +333,14 @@ class TensorRTEngine(Engine):
         self._context = None
         self._engine = None
         self._runtime = None
-        self._host = {}
-        cudart = self._cudart
-        if cudart is None:
+        if self._cudart is None or self._buffers is None:
             return
-        if self._stream is not None:
-            cudart.cudaStreamSynchronize(self._stream)
-        for ptr in self._device_ptrs.values():
-            cudart.cudaFree(ptr)
-        for ptr in self._host_ptrs:
-            cudart.cudaFreeHost(ptr)
-        if self._stream is not None:
-            cudart.cudaStreamDestroy(self._stream)
-        self._device_ptrs, self._host_ptrs, self._stream = {}, [], None
+        try:
+            self._use_device()
+        except EngineError:
+            pass  # free what can be freed
+        self._buffers.close()
+        self._buffers = None
 
     def __del__(self) -> None:
         try:
@@ -224,5 +349,6 @@ class TensorRTEngine(Engine):
             pass
 
 
-__all__ = ["TensorRTEngine", "import_cudart", "import_tensorrt", "require_cuda_device",
-           "cuda_call", "cuda_error_name", "tensorrt_dtype_name"]
+__all__ = ["TensorRTEngine", "CudaBuffers", "import_cudart", "import_tensorrt",
+           "require_cuda_device", "cuda_call", "cuda_error_name", "cuda_environment_error",
+           "bindings_version", "stream_handle", "tensorrt_version", "tensorrt_dtype_name"]

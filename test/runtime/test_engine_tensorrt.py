@@ -1,24 +1,48 @@
-"""TensorRT backend: everything up to the GPU, on any machine.
+"""TensorRT backend: everything up to the GPU, on any machine; the engine itself where a GPU
+and TensorRT are present (skipped elsewhere, with the reason).
 
-Running an engine needs an NVIDIA GPU and TensorRT; here the tests check the refusals that
-come before (file, sidecar card, options, routing) and that a machine without a GPU, driver
-or TensorRT gets one clean error line instead of a crash.
+The refusals that come before the GPU (file, sidecar card, options, routing), the one-line
+messages for a machine without a driver, GPU or TensorRT (exactly, for the machine the tests
+run on), and cuda-python's two module layouts and stream handles.
 """
 import subprocess
 import sys
 import textwrap
+import threading
+import warnings
+from importlib import metadata
 
 import onnx
 import pytest
 
 from cen_perception.engines import EngineError, open_engine
-from cen_perception.engines.tensorrt import TensorRTEngine, cuda_call, import_cudart
+from cen_perception.engines.tensorrt import (CudaBuffers, TensorRTEngine, bindings_version,
+                                             cuda_call, cuda_environment_error, import_cudart,
+                                             require_cuda_device, stream_handle)
 from cen_perception.model_card import METADATA_KEY, ModelCard, ModelCardError, sidecar_path
 
 # The clean refusals a machine may give, depending on what it lacks.
-ENVIRONMENT_ERRORS = ("cuda-python is not installed", "no usable CUDA GPU", "no CUDA GPU found",
+ENVIRONMENT_ERRORS = ("cuda-python is not installed", "no NVIDIA driver found",
+                      "is older than cuda-python", "no CUDA GPU found", "no usable CUDA GPU",
                       "TensorRT is not installed", "is too old",
                       "not an engine TensorRT")  # the last: GPU and TensorRT present
+
+
+def _runtime():
+    cudart = import_cudart()
+    return cudart, cudart.cudaRuntimeGetVersion()[1]
+
+
+def no_driver_here() -> bool:
+    cudart = import_cudart()
+    return (cudart.cudaGetDeviceCount()[0] == cudart.cudaError_t.cudaErrorInsufficientDriver
+            and cudart.cudaDriverGetVersion()[1] == 0)
+
+
+def gpu_here() -> bool:
+    cudart = import_cudart()
+    error, count = cudart.cudaGetDeviceCount()
+    return error == cudart.cudaError_t.cudaSuccess and count > 0
 
 
 @pytest.fixture
@@ -91,10 +115,14 @@ def test_machine_without_gpu_or_tensorrt_gets_one_clean_line(engine_with_card):
     assert result.returncode == 3, (result.returncode, result.stderr[-2000:])
     lines = result.stderr.strip().splitlines()
     assert len(lines) >= 1 and any(e in lines[-1] for e in ENVIRONMENT_ERRORS), result.stderr
-    if "GPU" in lines[-1] or "cuda-python" in lines[-1]:
+    if "TensorRT" not in lines[-1].split(":")[0]:
         # The device check comes before TensorRT is touched.
         assert "tensorrt imported: False" in result.stdout
         assert len(lines) == 1
+    if no_driver_here():
+        cudart, runtime = _runtime()
+        assert lines == [cuda_environment_error("cudaErrorInsufficientDriver", 0, runtime,
+                                                bindings_version())]
 
 
 @pytest.mark.parametrize("suffix", [".engine", ".plan", ".trt"])
@@ -124,3 +152,104 @@ def test_cuda_errors_become_engine_errors_naming_the_error():
     assert cuda_call(cudart, (errors.cudaSuccess,), "x") is None
     with pytest.raises(EngineError, match="cudaMalloc failed: cudaErrorMemoryAllocation"):
         cuda_call(cudart, (errors.cudaErrorMemoryAllocation, None), "cudaMalloc")
+
+
+# -- the environment, exactly ----------------------------------------------------------------
+def test_environment_messages_per_cuda_error():
+    assert cuda_environment_error("cudaErrorInsufficientDriver", 0, 12090, "12.9.10") == (
+        "no NVIDIA driver found (cudaGetDeviceCount: cudaErrorInsufficientDriver, driver "
+        "version 0; cuda-python 12.9.10, CUDA 12.9 runtime): TensorRT needs an NVIDIA GPU and its "
+        "driver; use the ONNX model with ONNX Runtime instead")
+    # cuda-python 13 on JetPack 6 (a CUDA 12.2 driver): not "no GPU", but the bindings to pin.
+    assert cuda_environment_error("cudaErrorInsufficientDriver", 12020, 13000, "13.0.1") == (
+        "the NVIDIA driver for CUDA 12.2 is older than cuda-python 13.0.1, CUDA 13.0 runtime "
+        "(cudaErrorInsufficientDriver): install the bindings for this driver (pip install "
+        "'cuda-python>=12,<13'; JetPack 6 has CUDA 12) or update the driver")
+    assert cuda_environment_error("cudaErrorNoDevice", 12040, 12090, "12.9.10") == (
+        "no CUDA GPU found (cudaErrorNoDevice; NVIDIA driver for CUDA 12.4, cuda-python 12.9.10, "
+        "CUDA 12.9 runtime): TensorRT needs an NVIDIA GPU; use the ONNX model with ONNX Runtime "
+        "instead")
+    assert cuda_environment_error("cudaErrorDevicesUnavailable", 12080, 12090, "12.9.10") == (
+        "no usable CUDA GPU (cudaGetDeviceCount: cudaErrorDevicesUnavailable; NVIDIA driver for "
+        "CUDA 12.8, cuda-python 12.9.10, CUDA 12.9 runtime): TensorRT needs a working NVIDIA GPU "
+        "and driver; use the ONNX model with ONNX Runtime instead")
+
+
+@pytest.mark.skipif(not no_driver_here(), reason="this machine has an NVIDIA driver")
+def test_machine_without_driver_gets_the_no_driver_line():
+    """The real CUDA call here (cuda-python installed, no NVIDIA driver) gives
+    cudaErrorInsufficientDriver with driver version 0: the message says so, exactly."""
+    cudart, runtime = _runtime()
+    with pytest.raises(EngineError) as info:
+        require_cuda_device(cudart, 0)
+    assert str(info.value) == (
+        "no NVIDIA driver found (cudaGetDeviceCount: cudaErrorInsufficientDriver, driver version "
+        f"0; cuda-python {metadata.version('cuda-bindings')}, CUDA {runtime // 1000}."
+        f"{runtime % 1000 // 10} runtime): TensorRT needs an NVIDIA GPU and its driver; use the "
+        "ONNX model with ONNX Runtime instead")
+    # Buffers fail with the CUDA error by name, and closing what was made is safe.
+    with pytest.raises(EngineError) as info:
+        CudaBuffers(cudart, {"x": ((4,), "uint8")})
+    assert str(info.value) == "cudaStreamCreate failed: cudaErrorInsufficientDriver"
+
+
+def test_bindings_are_for_cuda_12_drivers():
+    """The project pins cuda-python 12 (JetPack 6 and CUDA 12 TensorRT machines)."""
+    assert bindings_version().split(".")[0] == "12"
+    assert _runtime()[1] // 1000 == 12
+
+
+def test_both_cuda_python_layouts_import():
+    """``cuda.bindings.runtime`` (12.6+, 13) first; else ``cuda.cudart`` (before 13), which
+    12.x keeps beside the new one, without the FutureWarning it gives."""
+    assert import_cudart().__name__ == "cuda.bindings.runtime"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        old = import_cudart(("cuda.no_such_layout", "cuda.cudart"))
+    assert old.__name__ == "cuda.cudart"
+    assert old.cudaGetDeviceCount()[0] == import_cudart().cudaGetDeviceCount()[0]
+    with pytest.raises(EngineError, match=r"cuda-python is not installed \(pip install "
+                                          r"'cuda-python>=12,<13' for a CUDA 12 driver"):
+        import_cudart(("cuda.no_such_layout",))
+
+
+def test_stream_handle_without_the_deprecated_int():
+    cudart = import_cudart()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert stream_handle(cudart.cudaStream_t(0x7F00)) == 0x7F00
+        assert stream_handle(cudart.cudaStream_t(0)) == 0
+
+
+# -- on a GPU with TensorRT ----------------------------------------------------------------
+def _tensorrt_missing() -> str | None:
+    if not gpu_here():
+        return "needs an NVIDIA GPU (none usable here)"
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "needs TensorRT (not installed here)"
+    return None
+
+
+@pytest.mark.skipif(_tensorrt_missing() is not None, reason=str(_tensorrt_missing()))
+def test_engine_runs_from_another_thread(tmp_path, toy_onnx_factory):
+    """The node calls infer on its worker thread: the engine sets its device there."""
+    import numpy as np
+
+    from cen_training.tensorrt_build import build_engine
+
+    engine_path = build_engine(toy_onnx_factory(48, 64), tmp_path / "toy.engine",
+                               cache_dir=tmp_path / "cache", progress=False, log=lambda _: None)
+    engine = TensorRTEngine(engine_path)
+    depth = np.tile(np.linspace(0, 3.5, 64, dtype=np.float32), (48, 1))
+    rgb = np.full((48, 64, 3), 102, np.uint8)
+    results = {}
+    worker = threading.Thread(target=lambda: results.update(out=engine.infer(rgb, depth)))
+    worker.start()
+    worker.join(60)
+    labels, confidence = results["out"]
+    assert np.array_equal(labels, np.clip(np.floor(depth), 0, 2).astype(np.uint8))
+    assert np.allclose(confidence, 0.5 + 102 / 510, atol=1e-6)
+    engine.close()
+    engine.close()
