@@ -27,7 +27,10 @@ setup(
         # CPU default backend.
         "onnxruntime": ["onnxruntime>=1.17"],
         # TensorRT itself comes from JetPack or NVIDIA's index; cuda-python gives the buffers.
-        "tensorrt": ["cuda-python>=12"],
+        # cuda-python 13 needs a CUDA 13 driver (580+): JetPack 6 and CUDA 12 TensorRT
+        # machines take 12.x; `tensorrt-cu13` for TensorRT built for CUDA 13.
+        "tensorrt": ["cuda-python>=12,<13"],
+        "tensorrt-cu13": ["cuda-python>=13,<14"],
         "bag": ["rosbags>=0.10", "tqdm>=4.60"],
     },
     zip_safe=True,
