@@ -2,20 +2,26 @@
 and the command's refusals. Building itself needs a GPU and TensorRT."""
 import dataclasses
 import hashlib
+import json
 import shlex
 import subprocess
+from importlib import metadata
 
 import cv2
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper
 
-from cen_perception.model_card import ModelCard
+from cen_perception.engines.base import EngineError
+from cen_perception.model_card import METADATA_KEY, ModelCard
 from cen_training import CliError
-from cen_training.tensorrt_build import (BuildFacts, cached_paths, calibration_batches,
-                                         calibration_sha256, card_from_onnx, file_sha256,
+from cen_training.tensorrt_build import (BuildFacts, build_plan, cached_paths,
+                                         calibration_batches, calibration_sha256,
+                                         calibrator_class, card_from_onnx,
+                                         check_calibration_frames, discard_cached, file_sha256,
                                          find_calibration_pairs, load_calibration_frame,
-                                         trtexec_command, write_engine)
+                                         load_engine_model, trtexec_command, write_engine)
 
 FACTS = BuildFacts(onnx_sha256="ab" * 32, tensorrt_version="10.3.0", gpu_name="NVIDIA Orin",
                    compute_capability=(8, 7), precision="fp16", input_size=(480, 640))
@@ -50,19 +56,109 @@ def test_file_sha256_and_cache_paths(tmp_path):
     assert len({p.parent for p in paths.values()}) == 1 and len(set(paths.values())) == 3
 
 
-# -- trtexec ----------------------------------------------------------------------------
-def test_trtexec_command_per_precision(tmp_path):
-    onnx_path, engine = tmp_path / "my model.onnx", tmp_path / "m.engine"
-    fp32 = shlex.split(trtexec_command(onnx_path, engine, "fp32", 4))
-    assert fp32 == ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine}",
-                    "--memPoolSize=workspace:4096M"]
-    assert "--fp16" in shlex.split(trtexec_command(onnx_path, engine, "fp16", 0.5))
-    assert "--memPoolSize=workspace:512M" in trtexec_command(onnx_path, engine, "fp16", 0.5)
-    int8 = shlex.split(trtexec_command(onnx_path, engine, "int8", 2, tmp_path / "c.calib"))
-    assert "--int8" in int8 and f"--calib={tmp_path / 'c.calib'}" in int8
-    assert "--fp16" not in int8
+# -- build plan per TensorRT version ------------------------------------------------------
+def _plan(version, precision, **legacy):
+    plan = build_plan(version, precision, **legacy)
+    return (plan.precision, plan.strongly_typed, plan.explicit_batch, plan.builder_flags,
+            plan.calibrator)
+
+
+@pytest.mark.parametrize("version", ["10.0.1", "10.3.0.26", "11.4.0"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_tensorrt_10_and_11_build_the_onnx_precision_strongly_typed(version, precision):
+    assert _plan(version, precision) == (precision, True, False, (), False)
+
+
+def test_tensorrt_8_6_allows_what_the_onnx_graph_holds():
+    assert _plan("8.6.1.6", "fp32") == ("fp32", False, True, (), False)
+    assert _plan("8.6.1.post1", "fp16") == ("fp16", False, True, ("FP16",), False)
+    assert _plan("8.6.1", "int8") == ("int8", False, True, ("INT8",), False)  # explicit Q/DQ
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.0.1", "10.3.0"])
+def test_legacy_weak_typing_up_to_tensorrt_10(version):
+    explicit_batch = version.startswith("8.")
+    assert _plan(version, "fp32", fp16=True) == ("fp16", False, explicit_batch, ("FP16",), False)
+    assert _plan(version, "fp32", legacy_int8=True) == (
+        "int8", False, explicit_batch, ("INT8",), True)
+
+
+def test_legacy_notes_follow_nvidia_deprecations():
+    assert build_plan("10.0.1", "fp32", legacy_int8=True).notes == ()
+    assert build_plan("8.6.1", "fp32", fp16=True).notes == ()
+    assert build_plan("10.3.0", "fp32", legacy_int8=True).notes == (
+        "note: INT8 calibration is deprecated since TensorRT 10.1 and removed in 11; the lasting "
+        "route is cen-train export CKPT -o model_int8.onnx --height H --width W --precision int8 "
+        "--calib-data DIR",)
+    assert build_plan("10.3.0", "fp32", fp16=True).notes == ()
+    assert build_plan("10.13.2", "fp32", fp16=True).notes == (
+        "note: weak typing (--fp16) is deprecated since TensorRT 10.12 and removed in 11; the "
+        "lasting route is cen-train export CKPT -o model_fp16.onnx --height H --width W "
+        "--precision fp16",)
+
+
+def test_tensorrt_11_refuses_weak_typing_naming_the_onnx_route():
+    with pytest.raises(CliError) as info:
+        build_plan("11.4.0", "fp32", fp16=True)
+    assert str(info.value) == (
+        "TensorRT 11.4.0 has no weak typing (--fp16 needs BuilderFlag.FP16, removed in TensorRT "
+        "11): put the precision in the ONNX model instead (cen-train export CKPT -o "
+        "model_fp16.onnx --height H --width W --precision fp16) and build that without --fp16")
+    with pytest.raises(CliError) as info:
+        build_plan("11.4.0", "fp32", legacy_int8=True)
+    assert str(info.value) == (
+        "TensorRT 11.4.0 has no weak typing (--legacy-int8 needs BuilderFlag.INT8 and the INT8 "
+        "calibrator, removed in TensorRT 11): put the precision in the ONNX model instead "
+        "(cen-train export CKPT -o model_int8.onnx --height H --width W --precision int8 "
+        "--calib-data DIR) and build that without --legacy-int8")
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0", "11.4.0"])
+def test_legacy_flags_need_an_fp32_graph(version):
+    with pytest.raises(CliError, match="--fp16 lowers an fp32 model's precision, but this "
+                                       "model is already int8: build it without --fp16"):
+        build_plan(version, "int8", fp16=True)
+    with pytest.raises(CliError, match="already fp16: build it without --legacy-int8"):
+        build_plan(version, "fp16", legacy_int8=True)
+    with pytest.raises(CliError, match="exclude each other"):
+        build_plan(version, "fp32", fp16=True, legacy_int8=True)
+
+
+def test_unsupported_tensorrt_versions_are_refused():
+    with pytest.raises(CliError, match="TensorRT 8.5.3 is too old; 8.6, 10.x or 11.x is needed"):
+        build_plan("8.5.3", "fp32")
+    with pytest.raises(CliError, match="9.2.0 .* is not supported"):
+        build_plan("9.2.0", "fp32")
+    with pytest.raises(CliError, match="cannot read the TensorRT version"):
+        build_plan("unknown", "fp32")
     with pytest.raises(ValueError):
-        trtexec_command(onnx_path, engine, "int4")
+        build_plan("10.3.0", "bf16")
+
+
+# -- trtexec ----------------------------------------------------------------------------
+def test_trtexec_command_per_plan(tmp_path):
+    onnx_path, engine = tmp_path / "my model.onnx", tmp_path / "m.engine"
+    strong = shlex.split(trtexec_command(onnx_path, engine, build_plan("10.3.0", "int8"), 4))
+    assert strong == ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine}",
+                      "--stronglyTyped", "--memPoolSize=workspace:4096M"]
+    old = trtexec_command(onnx_path, engine, build_plan("8.6.1", "fp16"), 0.5)
+    assert "--fp16" in shlex.split(old) and "--stronglyTyped" not in old
+    assert "--memPoolSize=workspace:512M" in old
+    legacy = shlex.split(trtexec_command(onnx_path, engine,
+                                         build_plan("10.3.0", "fp32", legacy_int8=True), 2,
+                                         tmp_path / "c.calib"))
+    assert "--int8" in legacy and f"--calib={tmp_path / 'c.calib'}" in legacy
+    assert "--fp16" not in legacy and "--stronglyTyped" not in legacy
+
+
+def test_discard_cached_removes_engine_calibration_and_facts(tmp_path):
+    paths = cached_paths(tmp_path, FACTS.key())
+    paths["engine"].write_bytes(b"engine")
+    paths["calibration"].write_bytes(b"partial calibration")
+    assert sorted(p.name for p in discard_cached(paths)) == sorted(
+        [paths["engine"].name, paths["calibration"].name])
+    assert list(tmp_path.iterdir()) == []
+    assert discard_cached(paths) == []
 
 
 # -- calibration data -------------------------------------------------------------------
@@ -120,6 +216,105 @@ def test_bad_calibration_folders_are_refused(tmp_path, calib_dir):
     cv2.imwrite(str(depth_path), np.zeros((40, 60), np.uint8))  # 8-bit depth
     with pytest.raises(CliError, match="16-bit PNG in millimetres"):
         load_calibration_frame(rgb_path, depth_path, (24, 32))
+
+
+def test_every_calibration_frame_is_checked_before_the_build(calib_dir):
+    pairs = find_calibration_pairs(calib_dir)
+    check_calibration_frames(pairs, (24, 32), progress=False)
+    cv2.imwrite(str(pairs[3][1]), np.zeros((40, 60), np.uint8))  # 8-bit depth
+    with pytest.raises(CliError) as info:
+        check_calibration_frames(pairs, (24, 32), progress=False)
+    assert str(info.value) == (f"{pairs[3][1]}: depth must be a single-channel 16-bit PNG in "
+                               "millimetres")
+
+
+# -- the INT8 calibrator's own logic (TensorRT's base class stood in for) ---------------------
+class StandInCalibratorBase:
+    """Takes the place of ``tensorrt.IInt8EntropyCalibrator2``, which is not installed here;
+    the code under test is our subclass's Python logic, which TensorRT calls back."""
+
+    def __init__(self):
+        self.base_initialised = True
+
+
+class RecordingUpload:
+    """Stands in for the device copy: keeps what it was given, returns made-up addresses."""
+
+    def __init__(self, fail_at=None):
+        self.frames, self.fail_at = [], fail_at
+
+    def __call__(self, batch, names):
+        if self.fail_at is not None and len(self.frames) == self.fail_at:
+            raise EngineError("copying 'rgb' to the GPU failed: cudaErrorIllegalAddress")
+        self.frames.append({name: batch[name].copy() for name in names})
+        return [0x1000 * (len(self.frames)) + i for i in range(len(names))]
+
+
+def _calibrator(pairs, cache_file, upload, size=(24, 32)):
+    cls = calibrator_class(StandInCalibratorBase)
+    calibrator = cls(calibration_batches(pairs, size), len(pairs), cache_file, upload,
+                     progress=False)
+    assert calibrator.base_initialised and calibrator.get_batch_size() == 1
+    return calibrator
+
+
+def test_calibrator_feeds_every_frame_then_caches(calib_dir, tmp_path):
+    pairs = find_calibration_pairs(calib_dir)
+    upload, cache = RecordingUpload(), tmp_path / "c.calib"
+    calibrator = _calibrator(pairs, cache, upload)
+    assert calibrator.read_calibration_cache() is None
+    pointers = [calibrator.get_batch(["rgb", "depth"]) for _ in range(len(pairs))]
+    assert pointers == [[0x1000 * i, 0x1000 * i + 1] for i in range(1, 6)]
+    assert calibrator.get_batch(["rgb", "depth"]) is None  # no more frames
+    expected = load_calibration_frame(*pairs[2], (24, 32))
+    assert all(np.array_equal(upload.frames[2][k], expected[k]) for k in ("rgb", "depth"))
+    calibrator.write_calibration_cache(b"scales")
+    calibrator.raise_if_failed()
+    assert cache.read_bytes() == b"scales"
+    assert _calibrator(pairs, cache, RecordingUpload()).read_calibration_cache() == b"scales"
+
+
+def test_frame_unreadable_during_calibration_is_raised_after_the_build(calib_dir, tmp_path):
+    pairs = find_calibration_pairs(calib_dir)
+    upload, cache = RecordingUpload(), tmp_path / "c.calib"
+    calibrator = _calibrator(pairs, cache, upload)
+    cv2.imwrite(str(pairs[2][1]), np.zeros((40, 60), np.uint8))  # changed after the check
+    assert calibrator.get_batch(["rgb", "depth"]) is not None
+    assert calibrator.get_batch(["rgb", "depth"]) is not None
+    # What TensorRT sees: "no more frames", not an exception it would print and swallow.
+    assert calibrator.get_batch(["rgb", "depth"]) is None
+    assert calibrator.get_batch(["rgb", "depth"]) is None  # and nothing after the error
+    assert len(upload.frames) == 2
+    calibrator.write_calibration_cache(b"scales from two frames")
+    assert not cache.exists()  # a cut-short calibration is never cached
+    with pytest.raises(CliError) as info:
+        calibrator.raise_if_failed()
+    assert str(info.value) == (f"INT8 calibration failed after 2 of 5 frames: {pairs[2][1]}: "
+                               "depth must be a single-channel 16-bit PNG in millimetres")
+
+
+def test_device_copy_failure_is_kept_and_raised(calib_dir, tmp_path):
+    pairs = find_calibration_pairs(calib_dir)
+    calibrator = _calibrator(pairs, tmp_path / "c.calib", RecordingUpload(fail_at=1))
+    assert calibrator.get_batch(["rgb", "depth"]) is not None
+    assert calibrator.get_batch(["rgb", "depth"]) is None
+    with pytest.raises(CliError, match=r"after 1 of 5 frames: copying 'rgb' to the GPU failed: "
+                                       r"cudaErrorIllegalAddress$"):
+        calibrator.raise_if_failed()
+
+
+def test_unknown_input_name_and_short_calibration_are_not_cached(calib_dir, tmp_path):
+    pairs = find_calibration_pairs(calib_dir)
+    cache = tmp_path / "c.calib"
+    calibrator = _calibrator(pairs, cache, RecordingUpload())
+    assert calibrator.get_batch(["rgb", "depth", "normals"]) is None
+    with pytest.raises(CliError, match="frame 1 has no input 'normals'"):
+        calibrator.raise_if_failed()
+    short = _calibrator(pairs, cache, RecordingUpload())
+    short.get_batch(["rgb", "depth"])
+    short.write_calibration_cache(b"one frame")  # TensorRT stopped after 1 of 5
+    short.raise_if_failed()
+    assert not cache.exists()
 
 
 def test_calibration_digest_follows_the_images(calib_dir):
@@ -183,25 +378,101 @@ def test_cli_refuses_bad_options(tmp_path, toy_onnx_factory, capsys):
         return capsys.readouterr().err.strip()
 
     onnx_path = toy_onnx_factory(48, 64)
-    assert "--int8 needs --calib-data" in refused(onnx_path, "--int8")
-    assert "only used with --int8" in refused(onnx_path, "--calib-data", tmp_path)
-    assert "rgb/ and depth/" in refused(onnx_path, "--int8", "--calib-data", tmp_path)
+    assert "--legacy-int8 needs --calib-data" in refused(onnx_path, "--legacy-int8")
+    assert "only used with --legacy-int8" in refused(onnx_path, "--calib-data", tmp_path)
+    assert "rgb/ and depth/" in refused(onnx_path, "--legacy-int8", "--calib-data", tmp_path)
     assert "must be positive" in refused(onnx_path, "--workspace-gb", "0")
     assert "file not found" in refused(tmp_path / "missing.onnx")
+    assert refused(onnx_path, "--int8") == (
+        "cen-train build-engine: error: --int8 is gone: an int8 ONNX model carries its precision "
+        "(cen-train export CKPT -o model_int8.onnx --height H --width W --precision int8 "
+        "--calib-data DIR); --legacy-int8 keeps TensorRT's calibrator on TensorRT 8.6-10.x")
     (tmp_path / "junk.onnx").write_bytes(b"\xff\x00 not protobuf")
     message = refused(tmp_path / "junk.onnx")
     assert "not an ONNX model" in message and len(message.splitlines()) == 1
 
 
+# -- precision from the ONNX graph --------------------------------------------------------
+def _toy_variant(path, toy, kind, card_precision, zero_type=TensorProto.INT8):
+    """The toy model with its depth input through Q/DQ (``int8``) or float16 (``fp16``)."""
+    model = onnx.load(str(toy))
+    graph = model.graph
+    if kind == "int8":
+        graph.initializer.extend([helper.make_tensor("scale", TensorProto.FLOAT, [], [0.05]),
+                                  helper.make_tensor("zero", zero_type, [], [0])])
+        extra = [helper.make_node("QuantizeLinear", ["depth", "scale", "zero"], ["depth_q"]),
+                 helper.make_node("DequantizeLinear", ["depth_q", "scale", "zero"], ["depth_x"])]
+    else:
+        extra = [helper.make_node("Cast", ["depth"], ["depth_h"], to=TensorProto.FLOAT16),
+                 helper.make_node("Cast", ["depth_h"], ["depth_x"], to=TensorProto.FLOAT)]
+    graph.node[0].input[0] = "depth_x"  # the Floor
+    for i, node in enumerate(extra):
+        graph.node.insert(i, node)
+    card = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    card["precision"] = card_precision
+    del model.metadata_props[:]
+    helper.set_model_props(model, {METADATA_KEY: json.dumps(card)})
+    onnx.save(model, str(path))
+    return path
+
+
+def test_precision_comes_from_the_graph_and_must_match_the_card(tmp_path, toy_onnx_factory):
+    toy = toy_onnx_factory(48, 64)
+    assert load_engine_model(toy)[1] == "fp32"
+    for kind in ("fp16", "int8"):
+        card, precision = load_engine_model(_toy_variant(tmp_path / f"{kind}.onnx", toy, kind,
+                                                         kind))
+        assert precision == kind == card.precision
+    wrong = _toy_variant(tmp_path / "wrong.onnx", toy, "int8", "fp32")
+    with pytest.raises(CliError) as info:
+        load_engine_model(wrong)
+    assert str(info.value) == (f"{wrong}: the model card says precision fp32 but the graph is "
+                               "int8")
+
+
+def test_onnx_runtime_uint8_int8_model_names_the_export_route(tmp_path, toy_onnx_factory):
+    path = _toy_variant(tmp_path / "ort_int8.onnx", toy_onnx_factory(48, 64), "int8", "int8",
+                        zero_type=TensorProto.UINT8)
+    with pytest.raises(CliError) as info:
+        load_engine_model(path)
+    assert str(info.value) == (
+        f"{path}: not a valid engine model: TensorRT cannot parse DequantizeLinear(uint8); "
+        "TensorRT cannot parse QuantizeLinear(uint8) (uint8 Q/DQ is ONNX Runtime's INT8 for "
+        "CPUs; one INT8 model for both backends comes from cen-train export CKPT -o "
+        "model_int8.onnx --height H --width W --precision int8 --calib-data DIR)")
+
+
 def test_cli_builds_or_names_what_the_machine_lacks(repo_root, tmp_path, toy_onnx_factory):
-    """With a GPU and TensorRT this builds the toy engine; without, one clean line."""
+    """With a GPU and TensorRT this builds the toy engine; without, one clean line (exactly
+    the no-driver line on a machine with cuda-python but no NVIDIA driver, like CI)."""
     out = tmp_path / "toy.engine"
     result = _cli(repo_root, toy_onnx_factory(48, 64), "-o", out, "--cache-dir", tmp_path / "c")
-    assert "trtexec --onnx=" in result.stdout  # printed before the GPU is needed
     if result.returncode == 0:
+        assert "trtexec --onnx=" in result.stdout
         assert out.stat().st_size > 0 and ModelCard.load_sidecar(out).input_size == [48, 64]
-    else:
-        assert result.returncode > 0  # an error exit, not a crash by signal
-        _assert_one_line_error(result, "no usable CUDA GPU", "no CUDA GPU found",
-                               "cuda-python is not installed", "TensorRT is not installed")
-        assert not out.exists()
+        return
+    assert result.returncode == 2, result.stderr  # an error exit, not a crash by signal
+    _assert_one_line_error(result, "no NVIDIA driver found", "no CUDA GPU found",
+                           "cuda-python is not installed", "TensorRT is not installed",
+                           "is older than cuda-python")
+    assert not out.exists()
+    expected = no_driver_message()
+    if expected is not None:
+        assert result.stderr.strip() == f"cen-train build-engine: error: {expected}"
+
+
+def no_driver_message():
+    """The exact refusal on a machine with cuda-python and no NVIDIA driver; None elsewhere."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        return None
+    error, _ = cudart.cudaGetDeviceCount()
+    if (error != cudart.cudaError_t.cudaErrorInsufficientDriver
+            or cudart.cudaDriverGetVersion()[1] != 0):
+        return None
+    runtime = cudart.cudaRuntimeGetVersion()[1]
+    return ("no NVIDIA driver found (cudaGetDeviceCount: cudaErrorInsufficientDriver, driver "
+            f"version 0; cuda-python {metadata.version('cuda-bindings')}, CUDA "
+            f"{runtime // 1000}.{runtime % 1000 // 10} runtime): TensorRT needs an NVIDIA GPU "
+            "and its driver; use the ONNX model with ONNX Runtime instead")

@@ -1,17 +1,37 @@
-"""Build TensorRT engines from exported ONNX models, with a cache and INT8 calibration.
+"""Build TensorRT engines from exported ONNX models, with a cache.
+
+Precision comes from the ONNX file (``cen-train export --precision fp32|fp16|int8``; int8 is
+signed symmetric Q/DQ). What the builder is asked for depends on the installed TensorRT
+(``build_plan``):
+
+* 10.x and 11.x: a strongly typed network (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``):
+  every layer runs in the type the ONNX graph gives it, no precision flags;
+* 8.6 (no strong typing): explicit batch, with ``BuilderFlag.FP16`` for an fp16 graph and
+  ``BuilderFlag.INT8`` for a Q/DQ graph (explicit quantization needs it there);
+* legacy weak typing, 8.6 to 10.x only, on an fp32 graph: ``--fp16`` (TensorRT picks FP16
+  kernels where it likes) and ``--legacy-int8`` (implicit INT8 with an entropy calibrator on
+  ``--calib-data``; the calibrator is deprecated since 10.1, weak typing since 10.12).
+  TensorRT 11 removed both; asking for them there is an error that names the ONNX route.
 
 An engine is tied to the TensorRT version and the GPU that built it, so built engines are
 cached under a key of the ONNX file's sha256, the TensorRT version, the GPU name and compute
-capability, the precision and the input shape (plus the calibration images for INT8);
-building again with the same facts reuses the cached engine. Each engine gets the model card
-from the ONNX metadata as its ``<engine>.json`` sidecar.
+capability, the precision and the input shape (plus the calibration images for
+``--legacy-int8``); building again with the same facts reuses the cached engine, ``force``
+discards it and its calibration cache. Each engine gets the model card from the ONNX metadata,
+with the engine's precision, as its ``<engine>.json`` sidecar.
 
-The parts that need neither a GPU nor TensorRT (cache key, ``trtexec`` command, calibration
-images, writing the engine and its card) are plain functions; ``build_engine`` ties them to
-TensorRT's builder.
+Calibration frames are all read and checked before the build starts. TensorRT calls the
+calibrator from C++ and, where a Python callback raises, only prints the error and takes it for
+"no more frames"; the calibrator therefore keeps the first error, hands TensorRT nothing more,
+writes no calibration cache, and ``build_engine`` raises it after the build.
+
+The parts that need neither a GPU nor TensorRT (build plan, cache key, ``trtexec`` command,
+calibration frames and the calibrator's logic, writing the engine and its card) are plain
+functions; ``build_engine`` ties them to TensorRT's builder.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,7 +40,7 @@ import shlex
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -31,17 +51,107 @@ from cen_perception.engines.base import EngineError
 from cen_perception.model_card import ModelCard, ModelCardError
 
 from . import CliError
-from .onnx_ops import check_engine_contract, check_tensorrt_ops
+from .onnx_ops import check_engine_contract, check_tensorrt_ops, graph_precision
 
 PRECISIONS = ("fp32", "fp16", "int8")
 RGB_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Kinect-style sensors mark invalid depth with the largest 16-bit value; the contract uses 0.
 DEPTH_INVALID_MM = 65535
+STRONG_TYPING_FROM = 10  # TensorRT major version: strongly typed networks
+WEAK_TYPING_REMOVED_IN = 11  # BuilderFlag.FP16/INT8 and the INT8 calibrator are gone
+CALIBRATOR_DEPRECATED_FROM = (10, 1)
+WEAK_TYPING_DEPRECATED_FROM = (10, 12)
 
 
 def default_cache_dir() -> pathlib.Path:
     base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
     return pathlib.Path(base) / "cen_perception" / "engines"
+
+
+# -- what to ask the builder for ------------------------------------------------------------
+@dataclass(frozen=True)
+class BuildPlan:
+    """How TensorRT builds one engine: network flags, builder flags, calibrator."""
+
+    tensorrt_version: str
+    precision: str  # the engine's arithmetic: fp32 | fp16 | int8
+    strongly_typed: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED
+    explicit_batch: bool  # NetworkDefinitionCreationFlag.EXPLICIT_BATCH (8.6)
+    builder_flags: tuple[str, ...] = ()  # BuilderFlag member names
+    calibrator: bool = False  # implicit INT8 calibrated on --calib-data
+    notes: tuple[str, ...] = ()  # lines worth printing (deprecations)
+
+    def describe(self) -> str:
+        typing = "strongly typed" if self.strongly_typed else "weakly typed"
+        flags = f", BuilderFlag {'+'.join(self.builder_flags)}" if self.builder_flags else ""
+        calibration = ", entropy calibrator" if self.calibrator else ""
+        return f"{self.precision}, {typing}{flags}{calibration}"
+
+    def trtexec_flags(self, calibration_cache: Optional[str | pathlib.Path] = None) -> list[str]:
+        flags = ["--stronglyTyped"] if self.strongly_typed else []
+        flags += [f"--{name.lower()}" for name in self.builder_flags]
+        if self.calibrator and calibration_cache is not None:
+            flags.append(f"--calib={calibration_cache}")
+        return flags
+
+
+def onnx_route(precision: str) -> str:
+    calibration = " --calib-data DIR" if precision == "int8" else ""
+    return (f"cen-train export CKPT -o model_{precision}.onnx --height H --width W "
+            f"--precision {precision}{calibration}")
+
+
+def build_plan(tensorrt_version: str, onnx_precision: str, legacy_int8: bool = False,
+               fp16: bool = False) -> BuildPlan:
+    """What to ask TensorRT ``tensorrt_version`` for to build a graph of ``onnx_precision``.
+
+    ``fp16`` / ``legacy_int8``: the legacy weak-typing requests (an fp32 graph only; TensorRT
+    8.6 to 10.x). Raises ``CliError`` (one line) for a combination TensorRT cannot build.
+    """
+    if onnx_precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {onnx_precision!r}")
+    try:
+        major, minor, _ = trt_runtime.tensorrt_version(tensorrt_version)
+    except EngineError as exc:
+        raise CliError(str(exc)) from None
+    if (major, minor) < trt_runtime.MIN_TENSORRT:
+        raise CliError(f"TensorRT {tensorrt_version} is too old; 8.6, 10.x or 11.x is needed")
+    if major == 9:
+        raise CliError(f"TensorRT {tensorrt_version} (a 9.x release for large language models) "
+                       "is not supported; use 8.6, 10.x or 11.x")
+    if fp16 and legacy_int8:
+        raise CliError("--fp16 and --legacy-int8 exclude each other")
+    legacy = "--legacy-int8" if legacy_int8 else "--fp16" if fp16 else None
+    wanted = "int8" if legacy_int8 else "fp16"
+    if legacy and onnx_precision != "fp32":
+        raise CliError(f"{legacy} lowers an fp32 model's precision, but this model is already "
+                       f"{onnx_precision}: build it without {legacy}")
+    if legacy and major >= WEAK_TYPING_REMOVED_IN:
+        removed = ("BuilderFlag.INT8 and the INT8 calibrator" if legacy_int8
+                   else "BuilderFlag.FP16")
+        raise CliError(f"TensorRT {tensorrt_version} has no weak typing ({legacy} needs "
+                       f"{removed}, removed in TensorRT 11): put the precision in the ONNX "
+                       f"model instead ({onnx_route(wanted)}) and build that without {legacy}")
+    if legacy:
+        notes = []
+        if legacy_int8 and (major, minor) >= CALIBRATOR_DEPRECATED_FROM:
+            notes.append(f"note: INT8 calibration is deprecated since TensorRT 10.1 and removed "
+                         f"in 11; the lasting route is {onnx_route('int8')}")
+        elif (major, minor) >= WEAK_TYPING_DEPRECATED_FROM:
+            notes.append(f"note: weak typing ({legacy}) is deprecated since TensorRT 10.12 and "
+                         f"removed in 11; the lasting route is {onnx_route(wanted)}")
+        return BuildPlan(tensorrt_version, wanted, strongly_typed=False,
+                         explicit_batch=major < STRONG_TYPING_FROM,
+                         builder_flags=("INT8",) if legacy_int8 else ("FP16",),
+                         calibrator=legacy_int8, notes=tuple(notes))
+    if major >= STRONG_TYPING_FROM:
+        return BuildPlan(tensorrt_version, onnx_precision, strongly_typed=True,
+                         explicit_batch=False)
+    # 8.6 has no strong typing: the graph's float16 tensors need FP16 allowed, and its Q/DQ
+    # layers (explicit quantization) need INT8 allowed.
+    flags = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",)}[onnx_precision]
+    return BuildPlan(tensorrt_version, onnx_precision, strongly_typed=False,
+                     explicit_batch=True, builder_flags=flags)
 
 
 # -- cache key ---------------------------------------------------------------------------
@@ -55,7 +165,7 @@ class BuildFacts:
     compute_capability: tuple[int, int]
     precision: str
     input_size: tuple[int, int]  # (H, W)
-    calibration_sha256: str = ""  # INT8 only: the calibration images
+    calibration_sha256: str = ""  # --legacy-int8 only: the calibration images
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -84,18 +194,21 @@ def cached_paths(cache_dir: str | pathlib.Path, key: str) -> dict[str, pathlib.P
             "facts": base.with_suffix(".json")}
 
 
+def discard_cached(cached: dict[str, pathlib.Path]) -> list[pathlib.Path]:
+    """Remove a key's engine, calibration cache and facts (``--force``); returns what was there."""
+    removed = [path for path in cached.values() if path.exists()]
+    for path in removed:
+        path.unlink()
+    return removed
+
+
 # -- trtexec ----------------------------------------------------------------------------
 def trtexec_command(onnx_path: str | pathlib.Path, engine_path: str | pathlib.Path,
-                    precision: str = "fp32", workspace_gb: float = 4.0,
+                    plan: BuildPlan, workspace_gb: float = 4.0,
                     calibration_cache: Optional[str | pathlib.Path] = None) -> str:
     """The ``trtexec`` command line that builds the same engine (for people who use trtexec)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     args = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}"]
-    if precision != "fp32":
-        args.append(f"--{precision}")
-    if precision == "int8" and calibration_cache is not None:
-        args.append(f"--calib={calibration_cache}")
+    args += plan.trtexec_flags(calibration_cache)
     args.append(f"--memPoolSize=workspace:{int(round(workspace_gb * 1024))}M")
     return shlex.join(args)
 
@@ -157,6 +270,121 @@ def calibration_sha256(pairs: Sequence[tuple[pathlib.Path, pathlib.Path]]) -> st
     return digest.hexdigest()
 
 
+def check_calibration_frames(pairs: Sequence[tuple[pathlib.Path, pathlib.Path]],
+                             input_size: Sequence[int], progress: bool = True) -> None:
+    """Read every calibration frame once before a build, so an unreadable one stops it early
+    with its name (a ``CliError``) instead of surfacing inside TensorRT's callback."""
+    from tqdm import tqdm
+
+    for rgb_path, depth_path in tqdm(pairs, desc="checking calibration frames", unit="frame",
+                                     disable=not progress, leave=False):
+        load_calibration_frame(rgb_path, depth_path, input_size)
+
+
+def calibrator_class(base: type) -> type:
+    """An INT8 calibrator class on ``base`` (``tensorrt.IInt8EntropyCalibrator2``).
+
+    ``cls(batches, count, cache_file, upload)``: ``batches`` yields one frame at a time
+    (``{"rgb": [1,H,W,3] uint8, "depth": [1,H,W] float32}``); ``upload(batch, names)`` puts a
+    frame's inputs on the GPU and returns their device addresses in ``names``' order; the
+    calibration cache is read from and written to ``cache_file``.
+
+    TensorRT calls these methods from C++; where one raises, TensorRT's Python binding prints
+    the error and carries on as if calibration had ended, so a bad frame would silently shorten
+    calibration. Each method here therefore keeps the first error in ``error``, after which
+    ``get_batch`` reports no more frames and no cache is written (nor one that saw fewer than
+    ``count`` frames); ``raise_if_failed()`` raises it once the build returns.
+    """
+
+    class EntropyCalibrator(base):
+        def __init__(self, batches: Iterable[dict[str, np.ndarray]], count: int,
+                     cache_file: pathlib.Path,
+                     upload: Callable[[dict[str, np.ndarray], list[str]], list[int]],
+                     progress: bool = True) -> None:
+            base.__init__(self)
+            from tqdm import tqdm
+
+            self.error: Optional[BaseException] = None
+            self.delivered = 0
+            self.count = int(count)
+            self.cache_file = pathlib.Path(cache_file)
+            self._batches = iter(batches)
+            self._upload = upload
+            self._progress = tqdm(total=count, desc="INT8 calibration", unit="frame",
+                                  disable=not progress, leave=False)
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names, *args):
+            if self.error is not None:
+                return None
+            try:
+                batch = next(self._batches, None)
+                if batch is None:
+                    self._progress.close()
+                    return None
+                missing = [name for name in names if name not in batch]
+                if missing:
+                    raise CliError(f"calibration frame {self.delivered + 1} has no input "
+                                   f"{', '.join(map(repr, missing))}")
+                pointers = [int(p) for p in self._upload(batch, list(names))]
+                self.delivered += 1
+                self._progress.update(1)
+                return pointers
+            except BaseException as exc:  # noqa: BLE001 - kept and raised after the build
+                self.error = exc
+                self._progress.close()
+                return None
+
+        def read_calibration_cache(self, *args):
+            try:
+                return self.cache_file.read_bytes() if self.cache_file.is_file() else None
+            except BaseException as exc:  # noqa: BLE001
+                self.error = self.error or exc
+                return None
+
+        def write_calibration_cache(self, cache, *args) -> None:
+            if self.error is not None or self.delivered < self.count:
+                return  # a failed or shortened calibration must not be reused
+            try:
+                _write_atomically(self.cache_file, lambda tmp: tmp.write_bytes(bytes(cache)))
+            except BaseException as exc:  # noqa: BLE001
+                self.error = exc
+
+        def raise_if_failed(self) -> None:
+            """Raise the first error a callback kept, as a ``CliError`` naming the frame."""
+            if self.error is None:
+                return
+            error = self.error
+            message = str(error) if isinstance(error, (CliError, EngineError)) else (
+                f"{type(error).__name__}: {error}")
+            raise CliError(f"INT8 calibration failed after {self.delivered} of {self.count} "
+                           f"frames: {message}") from error
+
+    return EntropyCalibrator
+
+
+class CalibrationUploader:
+    """Device buffers for one calibration frame; ``upload(batch, names)`` for the calibrator."""
+
+    def __init__(self, input_size: Sequence[int]) -> None:
+        h, w = int(input_size[0]), int(input_size[1])
+        cudart = trt_runtime.import_cudart()
+        self.buffers = trt_runtime.CudaBuffers(
+            cudart, {"rgb": ((1, h, w, 3), "uint8"), "depth": ((1, h, w), "float32")})
+
+    def __call__(self, batch: dict[str, np.ndarray], names: list[str]) -> list[int]:
+        for name in names:
+            np.copyto(self.buffers.host[name], batch[name])
+            self.buffers.to_device(name)
+        self.buffers.synchronize()
+        return [self.buffers.device[name] for name in names]
+
+    def close(self) -> None:
+        self.buffers.close()
+
+
 # -- the model card and writing files -----------------------------------------------------
 def card_from_onnx(model) -> ModelCard:
     """The model card stored in an ``onnx.ModelProto``'s ``metadata_props``."""
@@ -194,10 +422,8 @@ def write_engine(engine: bytes | memoryview | str | pathlib.Path, output: str | 
 
 # -- GPU and TensorRT -----------------------------------------------------------------------
 def gpu_facts(device: int = 0) -> tuple[str, tuple[int, int]]:
-    """(name, compute capability) of a CUDA device; ``CliError`` where there is none.
-
-    Checked before TensorRT is imported: without a driver TensorRT can crash at exit.
-    """
+    """(name, compute capability) of a CUDA device, made current; ``CliError`` where there is
+    none. Checked before TensorRT is imported: without a driver TensorRT can crash at exit."""
     try:
         cudart = trt_runtime.import_cudart()
         trt_runtime.require_cuda_device(cudart, device)
@@ -218,67 +444,39 @@ def import_tensorrt():
         raise CliError(str(exc)) from None
 
 
-def make_calibrator(trt, batches: Sequence[dict[str, np.ndarray]] | Iterator,
-                    count: int, cache_file: pathlib.Path):
-    """An ``IInt8EntropyCalibrator2`` feeding ``batches`` (one frame each, N=1) from device
-    buffers; it reads and writes TensorRT's calibration cache at ``cache_file``."""
-    from tqdm import tqdm
-
-    if not hasattr(trt, "IInt8EntropyCalibrator2"):
-        raise CliError(f"TensorRT {trt.__version__} has no INT8 calibrator; use --fp16, or "
-                       "quantize the ONNX model explicitly")
-    cudart = trt_runtime.import_cudart()
-    cuda_call = trt_runtime.cuda_call
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.batches = iter(batches)
-            self.device_ptrs: dict[str, int] = {}
-            self.progress = tqdm(total=count, desc="INT8 calibration", unit="frame")
-
-        def get_batch_size(self) -> int:
-            return 1
-
-        def get_batch(self, names, *args):
-            batch = next(self.batches, None)
-            if batch is None:
-                self.progress.close()
-                return []  # no more batches
-            for name in names:
-                array = batch[name]
-                if name not in self.device_ptrs:
-                    self.device_ptrs[name] = cuda_call(
-                        cudart, cudart.cudaMalloc(array.nbytes), "cudaMalloc")
-                cuda_call(cudart, cudart.cudaMemcpy(
-                    self.device_ptrs[name], array.ctypes.data, array.nbytes,
-                    cudart.cudaMemcpyKind.cudaMemcpyHostToDevice), f"copying '{name}'")
-            self.progress.update(1)
-            return [self.device_ptrs[name] for name in names]
-
-        def read_calibration_cache(self):
-            return cache_file.read_bytes() if cache_file.is_file() else None
-
-        def write_calibration_cache(self, cache) -> None:
-            _write_atomically(cache_file, lambda tmp: tmp.write_bytes(bytes(cache)))
-
-        def free(self) -> None:
-            for ptr in self.device_ptrs.values():
-                cudart.cudaFree(ptr)
-            self.device_ptrs = {}
-
-    return EntropyCalibrator()
+def _member(owner, name: str, what: str, plan: BuildPlan):
+    value = getattr(owner, name, None)
+    if value is None:
+        raise CliError(f"TensorRT {plan.tensorrt_version} has no {what}.{name}; put the "
+                       f"precision in the ONNX model instead ({onnx_route(plan.precision)})")
+    return value
 
 
-def build_serialized(trt, onnx_path: pathlib.Path, precision: str, workspace_gb: float,
+def network_flags(trt, plan: BuildPlan) -> int:
+    """The ``create_network`` flags of a plan, as this TensorRT spells them."""
+    creation, flags = trt.NetworkDefinitionCreationFlag, 0
+    if plan.explicit_batch:
+        flags |= 1 << int(_member(creation, "EXPLICIT_BATCH", "NetworkDefinitionCreationFlag",
+                                  plan))
+    if plan.strongly_typed:
+        strongly_typed = getattr(creation, "STRONGLY_TYPED", None)
+        # TensorRT 11 networks are always strongly typed; the flag is kept there, but a build
+        # without it would be too.
+        if strongly_typed is None and trt_runtime.tensorrt_version(
+                plan.tensorrt_version)[0] < WEAK_TYPING_REMOVED_IN:
+            raise CliError(f"TensorRT {plan.tensorrt_version} has no "
+                           "NetworkDefinitionCreationFlag.STRONGLY_TYPED")
+        if strongly_typed is not None:
+            flags |= 1 << int(strongly_typed)
+    return flags
+
+
+def build_serialized(trt, onnx_path: pathlib.Path, plan: BuildPlan, workspace_gb: float,
                      calibrator=None) -> bytes:
-    """Parse the ONNX file and build a serialized engine with TensorRT's builder."""
+    """Parse the ONNX file and build a serialized engine as ``plan`` says."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    major = int(trt.__version__.split(".")[0])
-    # TensorRT 10 networks are always explicit-batch; earlier versions need the flag.
-    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
+    network = builder.create_network(network_flags(trt, plan))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(" ".join(str(parser.get_error(i)).split())
@@ -286,92 +484,124 @@ def build_serialized(trt, onnx_path: pathlib.Path, precision: str, workspace_gb:
         raise CliError(f"{onnx_path}: TensorRT's ONNX parser failed: {errors or 'no details'}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    if precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    elif precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
+    for name in plan.builder_flags:
+        config.set_flag(_member(trt.BuilderFlag, name, "BuilderFlag", plan))
+    if plan.calibrator:
         config.int8_calibrator = calibrator
     serialized = builder.build_serialized_network(network, config)
+    if calibrator is not None:
+        calibrator.raise_if_failed()  # an engine from a cut-short calibration is not kept
     if serialized is None:
         raise CliError(f"{onnx_path}: TensorRT could not build an engine (see its log above)")
     return bytes(serialized)
 
 
-def build_engine(onnx_path: str | pathlib.Path, output: str | pathlib.Path,
-                 precision: str = "fp32", workspace_gb: float = 4.0,
-                 calib_data: Optional[str | pathlib.Path] = None, calib_limit: int = 500,
-                 cache_dir: Optional[str | pathlib.Path] = None, force: bool = False,
-                 device: int = 0, log: Callable[[str], None] = print) -> pathlib.Path:
-    """Build (or take from the cache) the engine for ``onnx_path`` and write it to ``output``
-    with its ``<output>.json`` card. Raises ``CliError`` with one line on any failure."""
-    onnx_path, output = pathlib.Path(onnx_path), pathlib.Path(output)
-    if precision not in PRECISIONS:
-        raise CliError(f"precision must be one of {', '.join(PRECISIONS)}")
-    if not onnx_path.is_file():
-        raise CliError(f"{onnx_path}: file not found")
-    if precision == "int8" and calib_data is None:
-        raise CliError("--int8 needs --calib-data DIR (a dataset folder with rgb/ and depth/)")
-    if workspace_gb <= 0:
-        raise CliError(f"--workspace-gb must be positive, got {workspace_gb}")
+def load_engine_model(onnx_path: pathlib.Path) -> tuple[ModelCard, str]:
+    """The model card and graph precision of an ONNX file, after the engine contract and the
+    TensorRT operator checks; ``CliError`` naming every problem."""
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends for non-ONNX files
         raise CliError(f"{onnx_path}: not an ONNX model ({type(exc).__name__})") from None
     problems = check_engine_contract(model)
-    problems += [f"TensorRT cannot parse {op}" for op in check_tensorrt_ops(model)]
+    unsupported = check_tensorrt_ops(model)
+    problems += [f"TensorRT cannot parse {op}" for op in unsupported]
     if problems:
-        raise CliError(f"{onnx_path}: not a valid engine model: " + "; ".join(problems))
+        hint = ""
+        if any(op.endswith("Linear(uint8)") for op in unsupported):
+            hint = (" (uint8 Q/DQ is ONNX Runtime's INT8 for CPUs; one INT8 model for both "
+                    f"backends comes from {onnx_route('int8')})")
+        raise CliError(f"{onnx_path}: not a valid engine model: " + "; ".join(problems) + hint)
     card = card_from_onnx(model)
-    del model  # the builder reads the file itself
-    pairs = find_calibration_pairs(calib_data, calib_limit) if precision == "int8" else []
+    precision = graph_precision(model)
+    if card.precision != precision:
+        raise CliError(f"{onnx_path}: the model card says precision {card.precision} but the "
+                       f"graph is {precision}")
+    return card, precision
+
+
+def build_engine(onnx_path: str | pathlib.Path, output: str | pathlib.Path,
+                 fp16: bool = False, legacy_int8: bool = False, workspace_gb: float = 4.0,
+                 calib_data: Optional[str | pathlib.Path] = None, calib_limit: int = 500,
+                 cache_dir: Optional[str | pathlib.Path] = None, force: bool = False,
+                 device: int = 0, progress: bool = True,
+                 log: Callable[[str], None] = print) -> pathlib.Path:
+    """Build (or take from the cache) the engine for ``onnx_path`` and write it to ``output``
+    with its ``<output>.json`` card. The precision is the ONNX graph's; ``fp16`` and
+    ``legacy_int8`` are the legacy weak-typing requests (see ``build_plan``). Raises
+    ``CliError`` with one line on any failure."""
+    onnx_path, output = pathlib.Path(onnx_path), pathlib.Path(output)
+    if not onnx_path.is_file():
+        raise CliError(f"{onnx_path}: file not found")
+    if legacy_int8 and calib_data is None:
+        raise CliError("--legacy-int8 needs --calib-data DIR (a dataset folder with rgb/ and "
+                       "depth/)")
+    if calib_data is not None and not legacy_int8:
+        raise CliError("--calib-data is only used with --legacy-int8 (an int8 ONNX model "
+                       "carries its own scales)")
+    if workspace_gb <= 0:
+        raise CliError(f"--workspace-gb must be positive, got {workspace_gb}")
+    card, onnx_precision = load_engine_model(onnx_path)
+    pairs = find_calibration_pairs(calib_data, calib_limit) if legacy_int8 else []
     cache_dir = pathlib.Path(cache_dir) if cache_dir else default_cache_dir()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CliError(f"{cache_dir}: cannot create the engine cache ({exc.strerror})") from None
-    if precision != "int8":  # the INT8 command needs the calibration cache, known later
-        log("equivalent trtexec command: "
-            + trtexec_command(onnx_path, output, precision, workspace_gb))
 
     gpu_name, capability = gpu_facts(device)
     trt = import_tensorrt()
+    plan = build_plan(trt.__version__, onnx_precision, legacy_int8=legacy_int8, fp16=fp16)
+    for note in plan.notes:
+        log(note)
+    if pairs:
+        check_calibration_frames(pairs, card.input_size, progress=progress)
     facts = BuildFacts(onnx_sha256=file_sha256(onnx_path), tensorrt_version=trt.__version__,
-                       gpu_name=gpu_name, compute_capability=capability, precision=precision,
-                       input_size=(card.height, card.width),
+                       gpu_name=gpu_name, compute_capability=capability,
+                       precision=plan.precision, input_size=(card.height, card.width),
                        calibration_sha256=calibration_sha256(pairs) if pairs else "")
     cached = cached_paths(cache_dir, facts.key())
-    if cached["engine"].is_file() and not force:
-        log(f"using the cached engine {cached['engine']} "
-            f"(TensorRT {facts.tensorrt_version}, {gpu_name}, {precision}); --force rebuilds")
+    if force:
+        discard_cached(cached)
+    if cached["engine"].is_file():
+        log(f"using the cached engine {cached['engine']} (TensorRT {facts.tensorrt_version}, "
+            f"{gpu_name}, {plan.precision}); --force rebuilds")
     else:
-        _build_into_cache(trt, onnx_path, facts, card, cached, workspace_gb, pairs, log)
-    if precision == "int8":
-        log("equivalent trtexec command: " + trtexec_command(
-            onnx_path, output, precision, workspace_gb, cached["calibration"]))
-    return write_engine(cached["engine"], output, card)
+        _build_into_cache(trt, onnx_path, facts, plan, card, cached, workspace_gb, pairs,
+                          progress, log)
+    log("equivalent trtexec command: " + trtexec_command(
+        onnx_path, output, plan, workspace_gb, cached["calibration"] if pairs else None))
+    return write_engine(cached["engine"], output, dataclasses.replace(card,
+                                                                      precision=plan.precision))
 
 
-def _build_into_cache(trt, onnx_path: pathlib.Path, facts: BuildFacts, card: ModelCard,
-                      cached: dict[str, pathlib.Path], workspace_gb: float,
-                      pairs: Sequence[tuple[pathlib.Path, pathlib.Path]],
+def _build_into_cache(trt, onnx_path: pathlib.Path, facts: BuildFacts, plan: BuildPlan,
+                      card: ModelCard, cached: dict[str, pathlib.Path], workspace_gb: float,
+                      pairs: Sequence[tuple[pathlib.Path, pathlib.Path]], progress: bool,
                       log: Callable[[str], None]) -> None:
-    precision, (major, minor) = facts.precision, facts.compute_capability
-    log(f"building a {precision} engine for {facts.gpu_name} (sm_{major}{minor}) "
-        f"with TensorRT {facts.tensorrt_version}; this takes minutes")
-    calibrator = None
-    if precision == "int8":
-        calibrator = make_calibrator(trt, calibration_batches(pairs, card.input_size),
-                                     len(pairs), cached["calibration"])
+    major, minor = facts.compute_capability
+    log(f"building a {plan.describe()} engine for {facts.gpu_name} (sm_{major}{minor}) with "
+        f"TensorRT {facts.tensorrt_version}; this takes minutes")
+    calibrator = uploader = None
+    if plan.calibrator:
+        base = _member(trt, "IInt8EntropyCalibrator2", "tensorrt", plan)
+        uploader = CalibrationUploader(card.input_size)
+        calibrator = calibrator_class(base)(calibration_batches(pairs, card.input_size),
+                                            len(pairs), cached["calibration"], uploader,
+                                            progress=progress)
     try:
-        serialized = build_serialized(trt, onnx_path, precision, workspace_gb, calibrator)
+        serialized = build_serialized(trt, onnx_path, plan, workspace_gb, calibrator)
     finally:
-        if calibrator is not None:
-            calibrator.free()
+        if uploader is not None:
+            uploader.close()
+    card = dataclasses.replace(card, precision=plan.precision)
     write_engine(serialized, cached["engine"], card)
-    cached["facts"].write_text(json.dumps(asdict(facts), indent=2) + "\n", encoding="utf-8")
+    cached["facts"].write_text(json.dumps({**asdict(facts), "plan": plan.describe()}, indent=2)
+                               + "\n", encoding="utf-8")
 
 
-__all__ = ["PRECISIONS", "BuildFacts", "file_sha256", "cached_paths", "trtexec_command",
-           "find_calibration_pairs", "load_calibration_frame", "calibration_batches",
-           "calibration_sha256", "card_from_onnx", "write_engine", "gpu_facts", "build_engine",
-           "default_cache_dir"]
+__all__ = ["PRECISIONS", "BuildPlan", "build_plan", "BuildFacts", "file_sha256", "cached_paths",
+           "discard_cached", "trtexec_command", "find_calibration_pairs",
+           "load_calibration_frame", "calibration_batches", "check_calibration_frames",
+           "calibration_sha256", "calibrator_class", "card_from_onnx", "write_engine",
+           "gpu_facts", "build_engine", "load_engine_model", "default_cache_dir", "onnx_route"]
