@@ -212,3 +212,104 @@ def test_indexed_colour_label_pngs_give_their_indices(tmp_path):
     image.putpalette([v for i in range(256) for v in (i, 255 - i, 7)])
     image.save(tmp_path / "labels.png")
     np.testing.assert_array_equal(read_labels(tmp_path / "labels.png"), ids)
+
+
+# -- depth dropout ------------------------------------------------------------------------------
+
+def blanked_per_epoch(dataset, epochs=4) -> list[list[bool]]:
+    """For each epoch, which samples came out with every depth pixel 0."""
+    pattern = []
+    for epoch in range(epochs):
+        dataset.set_epoch(epoch)
+        pattern.append([bool((dataset[i]["depth"] == 0).all()) for i in range(len(dataset))])
+    return pattern
+
+
+def test_depth_dropout_1_blanks_every_sample_and_0_none(tiny_dataset):
+    always = RGBDSegmentationDataset(tiny_dataset, "train",
+                                     transform=TrainTransform(48, depth_dropout=1.0), seed=3)
+    assert all(all(epoch) for epoch in blanked_per_epoch(always))
+    # 0 is the official augmentation exactly: the same arrays as without the option.
+    never = RGBDSegmentationDataset(tiny_dataset, "train",
+                                    transform=TrainTransform(48, depth_dropout=0.0), seed=3)
+    official = RGBDSegmentationDataset(tiny_dataset, "train", transform=TrainTransform(48),
+                                       seed=3)
+    assert not any(any(epoch) for epoch in blanked_per_epoch(never))
+    for epoch in range(3):
+        never.set_epoch(epoch)
+        official.set_epoch(epoch)
+        for i in range(len(never)):
+            a, b = never[i], official[i]
+            for key in ("rgb", "depth", "labels"):
+                assert torch.equal(a[key], b[key]), (epoch, i, key)
+    # A blanked sample keeps its colour and labels: only depth is lost.
+    always.set_epoch(1)
+    official.set_epoch(1)
+    assert torch.equal(always[5]["rgb"], official[5]["rgb"])
+    assert torch.equal(always[5]["labels"], official[5]["labels"])
+    assert official[5]["depth"].count_nonzero() > 0
+
+
+def test_depth_dropout_is_reproducible_from_the_seed(tiny_dataset):
+    def pattern(seed):
+        dataset = RGBDSegmentationDataset(tiny_dataset, "train",
+                                          transform=TrainTransform(48, depth_dropout=0.5),
+                                          seed=seed)
+        return blanked_per_epoch(dataset)
+
+    first = pattern(seed=7)
+    assert pattern(seed=7) == first
+    blanked = sum(map(sum, first))
+    assert 0 < blanked < 32  # 8 samples x 4 epochs, about half
+    assert pattern(seed=8) != first
+
+
+def test_depth_dropout_must_be_a_probability():
+    with pytest.raises(ValueError, match="probability in 0..1"):
+        TrainTransform(48, depth_dropout=1.5)
+
+
+# -- depth statistics ---------------------------------------------------------------------------
+
+def write_known_depth(root, low_mm: int, count: int = 4000, invalid: int = 96, seed=0):
+    """Every training frame's depth: ``low_mm .. low_mm + count - 1`` once each (shuffled) and
+    ``invalid`` zeros, 64 x 64 pixels."""
+    rng = np.random.default_rng(seed)
+    for path in sorted((root / "depth").glob("train_*.png")):
+        values = np.concatenate([np.arange(low_mm, low_mm + count), np.zeros(invalid)])
+        cv2.imwrite(str(path), rng.permutation(values).astype(np.uint16).reshape(64, 64))
+
+
+def test_training_depth_range_is_the_1st_and_99th_percentile_of_valid_depth(tiny_dataset_copy):
+    from cen_training.data.datasets import training_depth_range
+    write_known_depth(tiny_dataset_copy, low_mm=1000)
+    dataset = RGBDSegmentationDataset(tiny_dataset_copy, "train")
+    # 1000..4999 mm equally often: 1% of the valid pixels lie below 1040 mm, 99% below 4960.
+    # The zeros (2% of the pixels) are invalid and must not pull the low end to 0.
+    assert training_depth_range(dataset) == [1.039, 4.959]
+    valid = np.concatenate([cv2.imread(str(f.depth), cv2.IMREAD_UNCHANGED).ravel()
+                            for f in dataset.samples])
+    valid = valid[valid > 0]
+    expected = np.percentile(valid, [1, 99], method="inverted_cdf") / 1000.0
+    assert training_depth_range(dataset) == pytest.approx(expected.tolist(), abs=1e-9)
+    # A sample of the frames, evenly spaced: 2 of 8 are the first and the last.
+    assert training_depth_range(dataset, max_frames=2) == [1.039, 4.959]
+
+
+def test_training_depth_range_reads_at_most_max_frames_evenly_spaced(tiny_dataset_copy):
+    from cen_training.data.datasets import training_depth_range
+    write_known_depth(tiny_dataset_copy, low_mm=1000)
+    # Frames 1..6 far away: a sample of 2 frames (the first and the last) does not see them.
+    for i in range(1, 7):
+        path = tiny_dataset_copy / "depth" / f"train_{i:05d}.png"
+        cv2.imwrite(str(path), np.full((64, 64), 60000, np.uint16))
+    dataset = RGBDSegmentationDataset(tiny_dataset_copy, "train")
+    assert training_depth_range(dataset, max_frames=2) == [1.039, 4.959]
+    assert training_depth_range(dataset)[1] == 60.0
+
+
+def test_training_depth_range_is_empty_without_valid_depth(tiny_dataset_copy):
+    from cen_training.data.datasets import training_depth_range
+    for path in (tiny_dataset_copy / "depth").glob("train_*.png"):
+        cv2.imwrite(str(path), np.zeros((64, 64), np.uint16))
+    assert training_depth_range(RGBDSegmentationDataset(tiny_dataset_copy, "train")) == []

@@ -5,9 +5,11 @@ in metres (0 = invalid) and ``labels`` uint8 ``[H, W]`` (255 = ignore). Every fu
 a new sample with all three arrays transformed the same way, so pixels stay aligned.
 
 Training (:class:`TrainTransform`): random scale (RGB bicubic, depth and labels nearest), pad
-to the crop size, random mirror, random square crop. Validation uses the full image unchanged.
-Randomness comes from an explicit ``numpy.random.Generator``, so a sample's augmentation is
-reproducible from a seed whatever the number of data-loading workers.
+to the crop size, random mirror, random square crop; then, only when asked for (not part of the
+official recipe), depth dropout: the whole depth map of a fraction of the samples set to 0, the
+value the node feeds the network when a camera's depth is missing. Validation uses the full
+image unchanged. Randomness comes from an explicit ``numpy.random.Generator``, so a sample's
+augmentation is reproducible from a seed whatever the number of data-loading workers.
 """
 from __future__ import annotations
 
@@ -84,9 +86,23 @@ def random_crop(sample: dict, rng: np.random.Generator, size: int) -> dict:
                 labels=sample["labels"][window])
 
 
+def blank_depth(sample: dict, rng: np.random.Generator | None = None) -> dict:
+    """The sample with every depth pixel invalid (0 metres), as when a depth camera drops out."""
+    return dict(sample, depth=np.zeros_like(sample["depth"]))
+
+
+def random_depth_dropout(sample: dict, rng: np.random.Generator, probability: float) -> dict:
+    """Blank the depth (:func:`blank_depth`) with ``probability``; 0 draws nothing and returns
+    the sample as it is, 1 always blanks."""
+    if probability <= 0:
+        return sample
+    return blank_depth(sample) if rng.random() < probability else sample
+
+
 @dataclass
 class TrainTransform:
-    """Official CEN training augmentation: scale, pad, mirror, crop.
+    """Official CEN training augmentation: scale, pad, mirror, crop; then depth dropout with
+    probability ``depth_dropout`` (default 0: none, the official recipe exactly).
 
     ``min_shorter_side`` defaults to 0.7 x ``crop_size``: the official recipe's 350 for a crop
     of 500, kept in proportion for other crop sizes.
@@ -94,6 +110,12 @@ class TrainTransform:
     crop_size: int = 500
     scale_range: tuple[float, float] = (0.5, 2.0)
     min_shorter_side: int | None = None
+    depth_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.depth_dropout <= 1.0:
+            raise ValueError(f"depth dropout must be a probability in 0..1, got "
+                             f"{self.depth_dropout}")
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         shorter_side = (round(0.7 * self.crop_size) if self.min_shorter_side is None
@@ -101,7 +123,9 @@ class TrainTransform:
         sample = random_scale(sample, rng, self.scale_range, shorter_side)
         sample = pad_to(sample, self.crop_size, self.crop_size)
         sample = random_mirror(sample, rng)
-        return random_crop(sample, rng, self.crop_size)
+        sample = random_crop(sample, rng, self.crop_size)
+        # Last, so the draws above, and with them the official augmentation, do not change.
+        return random_depth_dropout(sample, rng, self.depth_dropout)
 
 
 def val_transform(sample: dict, rng: np.random.Generator | None = None) -> dict:
