@@ -86,7 +86,8 @@ def model_card(model: nn.Module, height: int, width: int, confidence: bool, logi
         palette=card.get("palette", defaults["palette"]),
         input_size=[height, width], normalization=config.normalization,
         outputs=["labels"] + (["confidence"] if confidence else []) + (["logits"] if logits else []),
-        dataset=card.get("dataset", {}), metrics=card.get("metrics", {}))
+        dataset=card.get("dataset", {}), metrics=card.get("metrics", {}),
+        depth_range_m=list(card.get("depth_range_m", [])))
 
 
 def _quiet_export(module: nn.Module, args: tuple, path: pathlib.Path, names: list[str]) -> None:
