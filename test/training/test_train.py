@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from cen_training import CliError
 from cen_training.checkpoint import load_checkpoint, load_model
 from cen_training.cli import main as cli_main
 from cen_training.data import RGBDSegmentationDataset
+from cen_training.data.datasets import training_depth_range
 from cen_training.models import build_model
 from cen_training.train import TrainConfig, segmentation_loss, train
 
@@ -93,11 +96,29 @@ def test_training_reduces_the_loss_and_shrinks_the_penalised_scaling_factors(
     assert len(card["palette"]) == 5 and card["dataset"]["name"] == "synthetic-rgbd"
     assert set(card["metrics"]) >= {"epoch", "ensemble", "rgb", "depth"}
     assert any((out / "tensorboard").iterdir())
+    # The official recipe: no depth dropout, recorded as such.
+    assert card["training"]["modality_dropout"] == 0.0
+    assert load_checkpoint(out / "best.pt")["train_config"]["modality_dropout"] == 0.0
+    # The training split's depth range, computed at the start.
+    expected = training_depth_range(RGBDSegmentationDataset(tiny_dataset, "train"))
+    assert len(expected) == 2 and card["depth_range_m"] == expected
+
+
+def test_export_carries_the_training_depth_range_into_the_model_card(trained_run, tmp_path):
+    from cen_perception.model_card import ModelCard
+    from cen_training.export import export_onnx
+    out, _ = trained_run
+    proto = export_onnx(load_model(out / "last.pt"), tmp_path / "model.onnx", 64, 64)
+    card = ModelCard.from_metadata({p.key: p.value for p in proto.metadata_props}, "model.onnx")
+    assert card.depth_range_m == load_checkpoint(out / "last.pt")["card"]["depth_range_m"]
+    assert 0 < card.depth_range_m[0] < card.depth_range_m[1]
 
 
 def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_dataset, tmp_path):
-    # Two stages (2 + 1 epochs), interrupted after the first epoch, inside stage 1.
-    settings = dict(stages=2, epochs=[2, 1], lr_enc=[2e-3, 1e-3], lr_dec=[2e-3, 1e-3])
+    # Two stages (2 + 1 epochs), interrupted after the first epoch, inside stage 1; with depth
+    # dropout, whose draws must continue where they left off too.
+    settings = dict(stages=2, epochs=[2, 1], lr_enc=[2e-3, 1e-3], lr_dec=[2e-3, 1e-3],
+                    modality_dropout=0.5)
     train(tiny_config(tiny_dataset, tmp_path / "whole", **settings))
 
     def interrupt(state):
@@ -136,6 +157,40 @@ def test_init_from_a_checkpoint_fine_tunes_its_weights(trained_run, tiny_dataset
     assert tuned["train_config"]["freeze_bn"] is True  # pretrained weights: BN stats frozen
     for key, value in start.items():
         assert torch.equal(value, tuned["model"][key]), key
+
+
+def test_modality_dropout_1_trains_without_ever_seeing_depth(tiny_dataset, tiny_dataset_copy,
+                                                             tmp_path):
+    # The copy's training depth is different everywhere (and further away).
+    for path in (tiny_dataset_copy / "depth").glob("train_*.png"):
+        depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(path), np.where(depth > 0, depth + 1500, 0)[::-1].astype(np.uint16))
+    runs = {}
+    for name, data, dropout in (("original", tiny_dataset, 1.0),
+                                ("changed", tiny_dataset_copy, 1.0),
+                                ("changed_seen", tiny_dataset_copy, 0.0)):
+        train(tiny_config(data, tmp_path / name, modality_dropout=dropout))
+        runs[name] = load_checkpoint(tmp_path / name / "last.pt")
+    original, changed, seen = runs["original"], runs["changed"], runs["changed_seen"]
+    # Depth blanked in every sample: what it held cannot matter to the weights...
+    for key, value in original["model"].items():
+        assert torch.equal(value, changed["model"][key]), key
+    # ...which it does when the network sees it.
+    assert any(not torch.equal(value, seen["model"][key])
+               for key, value in original["model"].items())
+    assert original["train_config"]["modality_dropout"] == 1.0
+    assert original["card"]["training"]["modality_dropout"] == 1.0
+    assert changed["card"]["depth_range_m"] == pytest.approx(
+        [v + 1.5 for v in original["card"]["depth_range_m"]], abs=1e-9)
+
+
+def test_modality_dropout_needs_a_depth_input(tiny_dataset, tmp_path, capsys):
+    code = cli_main(["train", "--data", str(tiny_dataset), "--out", str(tmp_path / "run"),
+                     "--arch", "single", "--modalities", "rgb", "--backbone", "resnet18",
+                     "--modality-dropout", "0.3", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "blanks the depth input" in err[0]
+    assert not (tmp_path / "run" / "last.pt").exists()
 
 
 def test_a_broken_sample_stops_training_before_it_starts(tiny_dataset_copy, tmp_path):

@@ -14,6 +14,15 @@ Recipe (defaults; Wang et al., NeurIPS 2020, and the authors' code):
 * augmentation: random scale 0.5-2.0, pad, mirror, random crop (500 for NYUDv2/SUN RGB-D);
   validation single-scale on full images.
 
+Beyond the recipe, ``modality_dropout`` P > 0 (default 0) blanks the whole depth map (0 metres,
+what the node feeds the network when depth is missing) in a fraction P of the training
+samples, after the other augmentations, so that a model degrades gracefully when a robot's
+depth camera drops out.
+
+The model card of every checkpoint records the training data (and the dropout), and
+``depth_range_m``: the 1st and 99th percentile of the training split's valid depth (from up to
+200 frames; ``data.datasets.training_depth_range``), computed once at the start of a run.
+
 Each epoch writes ``RUN_DIR/last.pt`` (atomically), and ``best.pt`` when the validation
 ensemble mIoU improves; ``metrics.csv`` and TensorBoard logs (``RUN_DIR/tensorboard``) record
 loss, learning rates, the fraction of scaling factors below the exchange threshold and the
@@ -46,7 +55,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from . import CliError
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import IGNORE_INDEX, RGBDSegmentationDataset, TrainTransform, validate_dataset
-from .data.datasets import image_size
+from .data.datasets import image_size, training_depth_range
 from .evaluate import evaluate, output_names
 from .models import ModelConfig, build_model
 
@@ -70,6 +79,8 @@ class TrainConfig:
     batch_size: int = 6
     crop: int | None = None  # None: 500 (official layouts) or the images' shorter side
     scale_range: tuple[float, float] = (0.5, 2.0)
+    # Fraction of training samples whose depth is blanked (0 = invalid); 0 = official recipe.
+    modality_dropout: float = 0.0
     optimizer: str = "sgd"  # sgd | adam
     lr_enc: list[float] | None = None  # per stage; None: the optimiser's defaults above
     lr_dec: list[float] | None = None
@@ -126,6 +137,11 @@ def resolve(config: TrainConfig, train_set: RGBDSegmentationDataset) -> TrainCon
     lrs = ADAM_LRS if config.optimizer == "adam" else SGD_LRS
     if config.optimizer not in ("sgd", "adam"):
         raise CliError(f"unknown optimizer {config.optimizer!r}; choose sgd or adam")
+    if not 0.0 <= config.modality_dropout <= 1.0:
+        raise CliError(f"--modality-dropout {config.modality_dropout}: need a fraction in 0..1")
+    if config.modality_dropout > 0 and not {"depth", "normals"} & set(config.modalities):
+        raise CliError("--modality-dropout blanks the depth input, which "
+                       f"{' + '.join(config.modalities)} does not use")
     epochs = config.epochs or [150 if config.backbone == "resnet152" else 100]
     crop = config.crop
     if crop is None:
@@ -252,7 +268,8 @@ def train(config: TrainConfig, on_epoch_end=None) -> dict:
                                         seed=config.seed)
     val_set = RGBDSegmentationDataset(config.data, "val", layout=train_set.layout)
     config = resolve(config, train_set)
-    train_set.transform = TrainTransform(config.crop, tuple(config.scale_range))
+    train_set.transform = TrainTransform(config.crop, tuple(config.scale_range),
+                                         depth_dropout=config.modality_dropout)
 
     # Model, optimisers, scaler; then the state of an interrupted run, if resuming.
     torch.manual_seed(config.seed)
@@ -275,6 +292,10 @@ def train(config: TrainConfig, on_epoch_end=None) -> dict:
         epoch, step = resume_state["epoch"], resume_state["step"]
         best_miou, best_scores = resume_state["best_miou"], resume_state["best_scores"]
         log(f"resuming {out_dir / 'last.pt'}: stage {stage + 1}, epoch {epoch} done")
+        before = resume_state.get("train_config", {}).get("modality_dropout", 0.0)
+        if before != config.modality_dropout:
+            log(f"note: the run so far used --modality-dropout {before}; it continues with "
+                f"{config.modality_dropout}")
     else:
         init_weights(model, config, log)
     optimizers = make_optimizers(model, config, stage)
@@ -301,13 +322,21 @@ def train(config: TrainConfig, on_epoch_end=None) -> dict:
                             num_workers=config.workers, pin_memory=device.type == "cuda")
 
     names = output_names(model_without_ddp)
+    depth_range = []  # only rank 0 writes cards
+    if is_main:
+        depth_range = (resume_state["card"].get("depth_range_m") if resume_state is not None
+                       else None)
+        if depth_range is None:
+            depth_range = training_depth_range(train_set, progress=config.progress)
     card = {"class_names": train_set.classes.names, "palette": train_set.classes.palette,
             "dataset": {**train_set.describe(), "train_samples": len(train_set),
                         "val_samples": len(val_set)},
             "training": {"recipe": "cen", "optimizer": config.optimizer, "crop": config.crop,
                          "epochs": config.epochs, "lr_enc": config.lr_enc,
                          "lr_dec": config.lr_dec, "lamda": config.lamda,
-                         "freeze_bn": config.freeze_bn},
+                         "freeze_bn": config.freeze_bn,
+                         "modality_dropout": config.modality_dropout},
+            "depth_range_m": depth_range,
             "metrics": best_scores}
     writer = None
     csv_path = out_dir / "metrics.csv"
@@ -329,7 +358,11 @@ def train(config: TrainConfig, on_epoch_end=None) -> dict:
         f"{train_set.name}: {len(train_set)} train / {len(val_set)} val samples, "
         f"{train_set.num_classes} classes; {world} process(es) on {device}; crop {config.crop}, "
         f"batch {config.batch_size}, epochs per stage {config.epochs}, "
-        f"BN statistics {'frozen' if config.freeze_bn else 'learned'}")
+        f"BN statistics {'frozen' if config.freeze_bn else 'learned'}"
+        + (f", depth dropped in {100 * config.modality_dropout:g}% of samples"
+           if config.modality_dropout else "")
+        + (f"; training depth {depth_range[0]:g}-{depth_range[1]:g} m (1st-99th percentile)"
+           if depth_range else ""))
 
     from tqdm import tqdm
     start_time = time.monotonic()

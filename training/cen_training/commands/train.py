@@ -52,6 +52,11 @@ def register(subparsers) -> None:
                         "images' shorter side]")
     p.add_argument("--scale", type=float, nargs=2, default=(0.5, 2.0), metavar=("MIN", "MAX"),
                    help="random scale range")
+    p.add_argument("--modality-dropout", type=float, default=0.0, metavar="P",
+                   help="blank the whole depth map (0 = invalid, as the node feeds it when a "
+                        "camera's depth is missing) in a fraction P of the training samples, "
+                        "after the other augmentations, so that the model copes without depth; "
+                        "0 = the official recipe")
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
                    help="adam suits short runs from scratch (not the official recipe)")
     p.add_argument("--lr-enc", type=float, nargs="+", default=None,
@@ -100,7 +105,8 @@ def run(args) -> int:
         data=args.data, out=args.out, arch=args.arch, backbone=args.backbone,
         decoder=args.decoder, modalities=args.modalities, layout=args.layout,
         stages=args.stages, epochs=args.epochs, batch_size=args.batch_size, crop=args.crop,
-        scale_range=tuple(args.scale), optimizer=args.optimizer, lr_enc=args.lr_enc,
+        scale_range=tuple(args.scale), modality_dropout=args.modality_dropout,
+        optimizer=args.optimizer, lr_enc=args.lr_enc,
         lr_dec=args.lr_dec, momentum=args.momentum, weight_decay=args.weight_decay,
         lamda=args.lamda, bn_threshold=args.bn_threshold, freeze_bn=args.freeze_bn,
         imagenet=args.imagenet, init=args.init, resume=args.resume, workers=args.workers,
