@@ -257,14 +257,52 @@ def test_eval_cli_writes_the_report_and_pictures(trained_run, tiny_dataset, tmp_
 
 def test_bench_fusion_prints_one_table(tmp_path, capsys):
     out = tmp_path / "bench"
-    assert cli_main(["bench-fusion", "--out", str(out), "--steps", "2", "--models", "depth",
-                     "cen", "--num-train", "4", "--num-val", "2", "--height", "64", "--width",
-                     "64", "--batch-size", "2", "--no-progress"]) == 0
+    assert cli_main(["bench-fusion", "--out", str(out), "--steps", "2", "--models", "rgb",
+                     "cen", "cen-dropout", "--dropout", "0.5", "--num-train", "4", "--num-val",
+                     "2", "--height", "64", "--width", "64", "--batch-size", "2",
+                     "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert list(results["results"]) == ["depth", "cen"]
+    assert list(results["results"]) == ["rgb", "cen", "cen-dropout"]
     assert all(r["steps"] == 2 for r in results["results"].values())
-    assert "CEN" in results["summary"] and "better single modality (depth)" in results["summary"]
+    assert "CEN" in results["summary"] and "better single modality (rgb)" in results["summary"]
+    assert "Without depth at test time" in results["summary"]
+    for r in results["results"].values():
+        assert 0 <= r["miou_without_depth"] <= 100
+    # RGB only never reads depth: removing it must change nothing, which checks that the
+    # evaluation without depth scores the same model on the same images as training did.
+    rgb = results["results"]["rgb"]
+    assert rgb["miou_without_depth"] == pytest.approx(rgb["miou"], abs=1e-9)
+    assert rgb["per_class_iou_without_depth"] == rgb["per_class_iou"]
+    # The dropout row trained with --modality-dropout; the plain CEN row without.
+    dropout_run = load_checkpoint(out / "runs" / "cen-dropout" / "last.pt")
+    assert dropout_run["train_config"]["modality_dropout"] == 0.5
+    assert load_checkpoint(out / "runs" / "cen" / "last.pt")["train_config"][
+        "modality_dropout"] == 0.0
     printed = capsys.readouterr().out
-    assert "| model | what | val mIoU |" in printed and "| cen | CEN" in printed
-    assert (out / "results.md").read_text().count("\n| ") == 3
+    assert "| model | what | val mIoU | val mIoU without depth (change) |" in printed
+    assert "| cen | CEN" in printed and "| cen-dropout | CEN, trained with depth dropout" in printed
+    assert (out / "results.md").read_text().count("\n| ") == 4
     assert cli_main(["bench-fusion", "--out", str(out), "--steps", "2", "--no-progress"]) == 2
+
+
+def test_bench_fusion_scores_a_model_with_its_depth_removed(trained_run, tiny_dataset):
+    from cen_training.commands.bench_fusion import miou_without_depth
+    from cen_training.evaluate import predict
+    from cen_training.metrics import ConfusionMeter
+    out, _ = trained_run
+    model = load_model(out / "last.pt")
+    val = RGBDSegmentationDataset(tiny_dataset, "val")
+    meter = ConfusionMeter(["ensemble"], val.num_classes)
+    changed = 0
+    for i in range(len(val)):
+        batch = torch.utils.data.default_collate([val[i]])
+        blank = torch.zeros_like(batch["depth"])
+        without = predict(model, batch["rgb"], blank)[-1].argmax(dim=1)
+        changed += int((without != predict(model, batch["rgb"], batch["depth"])[-1]
+                        .argmax(dim=1)).sum())
+        meter.update("ensemble", batch["labels"], without)
+    assert changed > 0  # the model uses depth: removing it changes predictions
+    expected = meter.scores(val.classes.names)["ensemble"]
+    scores = miou_without_depth(out / "last.pt", tiny_dataset, threads=1)
+    assert scores["miou"] == pytest.approx(expected["miou"], abs=1e-9)
+    assert scores["per_class_iou"] == expected["per_class_iou"]

@@ -1,13 +1,17 @@
 """``cen-train bench-fusion``: what fusion buys, on data where one modality is not enough.
 
-Trains RGB only, depth only, early fusion, shared convs without exchange, CEN and AsymFusion
-with the same recipe and the same training budget (wall-clock minutes per model, or optimiser
-steps with ``--steps``) on the synthetic dataset of ``cen-train synth`` (made in OUT/data unless
---data names one), then validates each on the full validation images and prints one table of
-val mIoU (the model's final, ensemble, output). Each model is an ordinary ``cen-train train``
-run in OUT/runs/<model>/ (checkpoints, metrics.csv, train.log); ``--jobs`` of them run at a
-time, each on ``--threads`` CPU threads (one thread per run keeps a busy machine from stalling
-on threads that wait for each other). Results go to OUT/results.json and OUT/results.md.
+Trains RGB only, depth only, early fusion, shared convs without exchange, CEN, CEN with
+modality dropout (depth blanked in a fraction ``--dropout`` of the training samples) and
+AsymFusion with the same recipe and the same training budget (wall-clock minutes per model, or
+optimiser steps with ``--steps``) on the synthetic dataset of ``cen-train synth`` (made in
+OUT/data unless --data names one), then validates each on the full validation images, as they
+are and with the depth removed (every depth pixel 0, what the node feeds the network when a
+camera's depth is missing), and prints one table of val mIoU (the model's final, ensemble,
+output). Each model is an ordinary ``cen-train train`` run in OUT/runs/<model>/ (checkpoints,
+metrics.csv, train.log); ``--jobs`` of them run at a time, each on ``--threads`` CPU threads
+(one thread per run keeps a busy machine from stalling on threads that wait for each other);
+the evaluations without depth run after all training, on as many threads, so that they take
+no model's training time. Results go to OUT/results.json and OUT/results.md.
 """
 from __future__ import annotations
 
@@ -22,13 +26,14 @@ import time
 from .. import CliError
 from .train import HelpFormatter
 
-# name -> (arch, modalities, what it is)
+# name -> (arch, modalities, what it is); "cen-dropout" also trains with --modality-dropout.
 MODELS = {
     "rgb": ("single", ["rgb"], "RGB only"),
     "depth": ("single", ["depth"], "depth only"),
     "early": ("early", ["rgb", "depth"], "early fusion (inputs concatenated)"),
     "shared": ("shared", ["rgb", "depth"], "shared convs, private BNs, no exchange"),
     "cen": ("cen", ["rgb", "depth"], "CEN (channel exchange)"),
+    "cen-dropout": ("cen", ["rgb", "depth"], "CEN, trained with depth dropout"),
     "asymfusion": ("asymfusion", ["rgb", "depth"], "AsymFusion (shuffle + pixel shift)"),
 }
 
@@ -40,7 +45,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", type=pathlib.Path, default=None,
                    help="dataset folder [default: make the synthetic set in OUT/data]")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("bench_fusion"))
-    p.add_argument("--budget-minutes", type=float, default=24.0,
+    p.add_argument("--budget-minutes", type=float, default=28.0,
                    help="training time for the whole table; each model trains for "
                         "budget x jobs / models minutes")
     p.add_argument("--steps", type=int, default=None,
@@ -56,6 +61,9 @@ def register(subparsers) -> None:
     p.add_argument("--optimizer", default="adam", choices=["sgd", "adam"])
     p.add_argument("--lr", type=float, default=1e-3, help="encoder and decoder learning rate")
     p.add_argument("--lamda", type=float, default=2e-4, help="CEN's L1 weight")
+    p.add_argument("--dropout", type=float, default=0.3, metavar="P",
+                   help="cen-dropout: fraction of training samples whose depth is blanked "
+                        "(cen-train train --modality-dropout)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-train", type=int, default=300, help="synthetic training scenes")
     p.add_argument("--num-val", type=int, default=60, help="synthetic validation scenes")
@@ -79,6 +87,8 @@ def train_command(args, name: str, data: pathlib.Path, run_dir: pathlib.Path,
                "--lr-enc", str(args.lr), "--lr-dec", str(args.lr), "--lamda", str(args.lamda),
                "--no-freeze-bn", "--workers", "0", "--seed", str(args.seed),
                "--skip-data-check", "--no-progress"]
+    if name == "cen-dropout":
+        command += ["--modality-dropout", str(args.dropout)]
     return command + (["--max-steps", str(args.steps)] if args.steps
                       else ["--max-minutes", f"{minutes:.4f}"])
 
@@ -95,6 +105,10 @@ def run(args) -> int:
         raise CliError("--budget-minutes and --steps must be positive")
     if args.jobs < 1 or args.threads < 1:
         raise CliError("--jobs and --threads must be >= 1")
+    if not 0 < args.dropout <= 1:
+        raise CliError(f"--dropout {args.dropout}: need a fraction in (0, 1]")
+    if len(set(args.models)) != len(args.models):
+        raise CliError("--models names a model twice")
     data = args.data
     if data is None:
         data = args.out / "data"
@@ -136,6 +150,8 @@ def run(args) -> int:
                 ckpt = load_checkpoint(run_dir / "last.pt")
                 final = ckpt["card"]["metrics"]["ensemble"]
                 arch, modalities, what = MODELS[name]
+                if name == "cen-dropout":
+                    what = f"{what} ({100 * args.dropout:g}% of samples)"
                 results[name] = {
                     "arch": arch, "modalities": modalities, "description": what,
                     "miou": final["miou"], "pixel_acc": final["pixel_acc"],
@@ -153,8 +169,13 @@ def run(args) -> int:
             log.close()
 
     results = {name: results[name] for name in args.models}
+    print("evaluating without depth ...", flush=True)
+    for name, result in results.items():
+        final = miou_without_depth(runs_dir / name / "last.pt", data, args.threads)
+        result["miou_without_depth"] = final["miou"]
+        result["per_class_iou_without_depth"] = final["per_class_iou"]
     table = markdown_table(results)
-    summary = cen_margin(results)
+    summary = " ".join(part for part in (cen_margin(results), depth_loss(results)) if part)
     settings = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()
                 if k != "func"}
     (args.out / "results.json").write_text(json.dumps(
@@ -167,15 +188,40 @@ def run(args) -> int:
     return 0
 
 
+def miou_without_depth(checkpoint: pathlib.Path, data: pathlib.Path, threads: int) -> dict:
+    """Scores of a checkpoint's ensemble output on the full validation images with every depth
+    pixel set to 0 (invalid), on ``threads`` CPU threads."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ..checkpoint import load_model
+    from ..data import RGBDSegmentationDataset
+    from ..data.transforms import blank_depth
+    from ..evaluate import evaluate
+
+    model = load_model(checkpoint)
+    val_set = RGBDSegmentationDataset(data, "val", transform=blank_depth)
+    loader = DataLoader(val_set, batch_size=1, num_workers=0)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        meter = evaluate(model, loader, val_set.num_classes)
+    finally:
+        torch.set_num_threads(threads_before)
+    return meter.scores(val_set.classes.names)["ensemble"]
+
+
 def markdown_table(results: dict) -> str:
     class_names = list(next(iter(results.values()))["per_class_iou"])
-    header = (["model", "what", "val mIoU", "pixel acc", "mean acc"]
-              + [f"IoU {c}" for c in class_names] + ["steps", "epochs", "minutes"])
+    header = (["model", "what", "val mIoU", "val mIoU without depth (change)", "pixel acc",
+               "mean acc"] + [f"IoU {c}" for c in class_names] + ["steps", "epochs", "minutes"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, r in results.items():
         ious = [("-" if r["per_class_iou"][c] is None else f"{r['per_class_iou'][c]:.1f}")
                 for c in class_names]
-        cells = ([name, r["description"], f"**{r['miou']:.1f}**", f"{r['pixel_acc']:.1f}",
+        without = r["miou_without_depth"]
+        cells = ([name, r["description"], f"**{r['miou']:.1f}**",
+                  f"{without:.1f} ({without - r['miou']:+.1f})", f"{r['pixel_acc']:.1f}",
                   f"{r['mean_acc']:.1f}"] + ious
                  + [str(r["steps"]), str(r["epochs"]), f"{r['minutes']:.1f}"])
         lines.append("| " + " | ".join(cells) + " |")
@@ -193,3 +239,13 @@ def cen_margin(results: dict) -> str:
                  "factors are below the threshold (their channels exchanged)")
     return (f"CEN {results['cen']['miou']:.1f} vs the better single modality ({best}) "
             f"{singles[best]:.1f}: {margin:+.1f} mIoU points{slim_text}.")
+
+
+def depth_loss(results: dict) -> str:
+    """One sentence: what the fusion models lose when depth is removed at test time."""
+    parts = [f"{name} {r['miou']:.1f} -> {r['miou_without_depth']:.1f}"
+             for name, r in results.items() if MODELS[name][1] == ["rgb", "depth"]]
+    if not parts:
+        return ""
+    return ("Without depth at test time (every depth pixel 0), val mIoU: " + ", ".join(parts)
+            + ".")
