@@ -1,14 +1,24 @@
 """``cen-perception-play``: publish a recorded bag's image topics on ROS 2.
 
 Reads the bag with ``rosbags`` (sqlite3 or MCAP, no ROS bag tooling needed) and publishes
-each message's recorded CDR bytes unchanged with rclpy, so what subscribers receive is
-exactly what was recorded, header stamps included. Messages go out at the recorded pace
-(``--rate`` scales it) or as fast as possible (``--fast``).
+each message's recorded CDR bytes unchanged with rclpy, each topic with the message type the
+bag records for it, so what subscribers receive is exactly what was recorded, header stamps
+included: ``sensor_msgs/Image`` topics as Image, image_transport's ``compressed`` and
+``compressedDepth`` topics as ``sensor_msgs/CompressedImage``. Messages go out at the recorded
+pace (``--rate`` scales it) or as fast as possible (``--fast``).
 
 Example, feeding the segmentation node from a bag::
 
     cen-perception-play run.mcap --remap /camera/color/image_raw:=rgb/image \\
         --remap /camera/depth/image_raw:=depth/image
+
+and from compressed topics, for the node's ``rgb_transport: compressed`` and
+``depth_transport: compressedDepth``::
+
+    cen-perception-play run.mcap \\
+        --topics /camera/color/image_raw/compressed /camera/depth/image_raw/compressedDepth \\
+        --remap /camera/color/image_raw/compressed:=rgb/image/compressed \\
+        --remap /camera/depth/image_raw/compressedDepth:=depth/image/compressedDepth
 """
 from __future__ import annotations
 
@@ -19,7 +29,7 @@ import sys
 import time
 from typing import Any, Optional
 
-from .bag import IMAGE_TYPE, BagError, RecordedBag
+from .bag import COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, BagError, RecordedBag
 
 NODE_NAME = "cen_bag_player"
 
@@ -44,11 +54,13 @@ def parse_remaps(remaps: list[str]) -> dict[str, str]:
 
 
 def choose_topics(bag: RecordedBag, topics: Optional[list[str]]) -> list[str]:
-    """The topics to publish: those named (any type rclpy knows), else every Image topic."""
+    """The topics to publish: those named (any type rclpy knows), else every Image and
+    CompressedImage topic."""
     if not topics:
         chosen = bag.image_topics()
         if not chosen:
-            raise BagError(f"{bag.path}: no {IMAGE_TYPE} topics to play; {bag.describe()}")
+            raise BagError(f"{bag.path}: no {IMAGE_TYPE} or {COMPRESSED_IMAGE_TYPE} topics to "
+                           f"play; {bag.describe()}")
         return chosen
     unknown = [t for t in topics if t not in bag.topics]
     if unknown:
@@ -131,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="speed factor on the recorded pace (default %(default)s)")
     pace.add_argument("--fast", action="store_true", help="publish as fast as possible")
     parser.add_argument("--topics", nargs="+", metavar="TOPIC",
-                        help="topics to publish (default: every sensor_msgs/Image topic)")
+                        help="topics to publish, each with its recorded message type "
+                             "(default: every sensor_msgs/Image and CompressedImage topic)")
     parser.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
                         help="publish bag topic FROM as TO (repeatable)")
     parser.add_argument("--loop", action="store_true", help="start again at the end, until Ctrl-C")

@@ -12,9 +12,12 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
-from cen_perception.bag import RecordedBag, stamp_ns
+from cen_perception.bag import (COMPRESSED_IMAGE_TYPE, BagWriter, RecordedBag, deserialize_image,
+                                stamp_ns)
+from cen_perception.image_codec import (ImageCodecError, decode_color, encode_compressed_color,
+                                        encode_compressed_depth)
 
 BIN = pathlib.Path(__file__).resolve().parents[2] / ".venv" / "bin"
 PLAY = BIN / "cen-perception-play"
@@ -24,14 +27,45 @@ RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def image_fields(msg):
+    if isinstance(msg, CompressedImage):
+        return (stamp_ns(msg.header), msg.header.frame_id, msg.format, bytes(msg.data))
     return (stamp_ns(msg.header), msg.header.frame_id, msg.height, msg.width, msg.encoding,
             msg.is_bigendian, msg.step, bytes(msg.data))
 
 
-class Probe:
-    """A subscriber node in its own rclpy context, collecting Image messages per topic."""
+COMPRESSED_TOPICS = {"/cam/color": "/cam/color/compressed",
+                     "/cam/depth": "/cam/depth/compressedDepth"}
 
-    def __init__(self, topics):
+
+def compressed_bag(raw_bag, path, storage):
+    """The test bag's images on image_transport's compressed topics (JPEG colour,
+    compressedDepth PNG depth; same stamps and log times); the damaged colour message becomes
+    a JPEG cut short."""
+    with RecordedBag(raw_bag) as bag, BagWriter(path, storage) as writer:
+        cls = writer.compressed_image_class
+        for topic in COMPRESSED_TOPICS.values():
+            writer.add_topic(topic, COMPRESSED_IMAGE_TYPE)
+        for message in bag.messages(list(COMPRESSED_TOPICS)):
+            msg = deserialize_image(message.raw)
+            if message.topic == "/cam/color":
+                try:
+                    out = encode_compressed_color(decode_color(msg), "jpeg", msg.header, cls)
+                except ImageCodecError:
+                    out = encode_compressed_color(np.zeros((48, 64, 3), np.uint8), "jpeg",
+                                                  msg.header, cls)
+                    out.data = out.data[:-20]
+            else:
+                mm = np.asarray(msg.data).view(np.uint16).reshape(msg.height, msg.width)
+                out = encode_compressed_depth(mm, "16UC1", msg.header, cls)
+            writer.write(COMPRESSED_TOPICS[message.topic], message.log_time_ns, out)
+    return path
+
+
+class Probe:
+    """A subscriber node in its own rclpy context, collecting Image (or, for topics named in
+    ``compressed``, CompressedImage) messages per topic."""
+
+    def __init__(self, topics, compressed=()):
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("player_test_probe", context=self.context)
@@ -39,7 +73,8 @@ class Probe:
         self.executor.add_node(self.node)
         self.received = {topic: [] for topic in topics}
         for topic in topics:
-            self.node.create_subscription(Image, topic, self.received[topic].append, RELIABLE)
+            self.node.create_subscription(CompressedImage if topic in compressed else Image,
+                                          topic, self.received[topic].append, RELIABLE)
 
     def spin_until(self, done, timeout):
         deadline = time.monotonic() + timeout
@@ -57,8 +92,8 @@ class Probe:
 def probe_factory():
     probes = []
 
-    def factory(topics):
-        probes.append(Probe(topics))
+    def factory(topics, compressed=()):
+        probes.append(Probe(topics, compressed))
         return probes[-1]
 
     yield factory
@@ -92,6 +127,37 @@ def test_player_publishes_the_recorded_bytes(rgbd_bag_factory, probe_factory):
     assert [stamp_ns(m.header) for m in probe.received["/played/color"][:4]] == expected["stamps"]
 
 
+def test_player_publishes_compressed_topics_with_their_type(rgbd_bag_factory, probe_factory,
+                                                           tmp_path):
+    raw, expected = rgbd_bag_factory(storage="sqlite3")
+    bag = compressed_bag(raw, tmp_path / "compressed", "mcap")
+    played = {"/cam/color/compressed": "/played/color/compressed",
+              "/cam/depth/compressedDepth": "/played/depth/compressedDepth"}
+    probe = probe_factory(list(played.values()), compressed=list(played.values()))
+    player = subprocess.Popen(  # no --topics: every Image and CompressedImage topic
+        [str(PLAY), str(bag), "--fast", "--reliable", "--wait-subscribers", "1",
+         "--wait-timeout", "30", "--no-progress",
+         *(f"--remap={source}:={target}" for source, target in played.items())],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        probe.spin_until(lambda: player.poll() is not None, timeout=60)
+        out, err = player.communicate(timeout=10)
+        assert player.returncode == 0, err
+        assert "published 12 messages" in out
+        probe.spin_until(lambda: sum(map(len, probe.received.values())) >= 12, timeout=10)
+    finally:
+        if player.poll() is None:
+            player.kill()
+    with RecordedBag(bag) as recorded:
+        for topic, target in played.items():
+            recorded_msgs = [image_fields(deserialize_message(m.raw, CompressedImage))
+                             for m in recorded.messages([topic])]
+            assert [image_fields(m) for m in probe.received[target]] == recorded_msgs
+    received = probe.received["/played/depth/compressedDepth"]
+    assert received[0].format == "16UC1; compressedDepth png"
+    assert [stamp_ns(m.header) for m in received[:4]] == [s + 2_000_000 for s in expected["stamps"]]
+
+
 def test_player_errors_are_one_line(rgbd_bag_factory):
     bag, _ = rgbd_bag_factory()
     done = subprocess.run([str(PLAY), str(bag), "--topics", "/nope"], capture_output=True,
@@ -102,13 +168,24 @@ def test_player_errors_are_one_line(rgbd_bag_factory):
     assert "/cam/color (sensor_msgs/msg/Image, 6)" in done.stderr
 
 
-def test_node_segments_a_played_bag(rgbd_bag_factory, toy_onnx_factory, probe_factory):
+@pytest.mark.parametrize("transport", ["raw", "compressed"])
+def test_node_segments_a_played_bag(rgbd_bag_factory, toy_onnx_factory, probe_factory, tmp_path,
+                                    transport):
     bag, expected = rgbd_bag_factory(storage="sqlite3")
+    remaps = ["--remap", "/cam/color:=rgb/image", "--remap", "/cam/depth:=depth/image"]
+    node_transport = []
+    if transport == "compressed":  # the node's image_transport-named compressed inputs
+        bag = compressed_bag(bag, tmp_path / "compressed", "sqlite3")
+        remaps = ["--remap", "/cam/color/compressed:=rgb/image/compressed",
+                  "--remap", "/cam/depth/compressedDepth:=depth/image/compressedDepth"]
+        node_transport = ["-p", "rgb_transport:=compressed",
+                          "-p", "depth_transport:=compressedDepth"]
     engine = toy_onnx_factory(48, 64, num_classes=NUM_CLASSES)
     probe = probe_factory(["/segmentation/labels"])
     node = subprocess.Popen(
         [str(NODE), "--ros-args", "-p", f"engine_path:={engine}", "-p", "qos:=reliable",
-         "-p", "sync_slop:=0.02"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "-p", "sync_slop:=0.02", *node_transport],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     player = None
     try:
         assert probe.spin_until(
@@ -117,8 +194,7 @@ def test_node_segments_a_played_bag(rgbd_bag_factory, toy_onnx_factory, probe_fa
         # The recorded pace at half speed: 200 ms between frames, far more than the toy needs.
         player = subprocess.Popen(
             [str(PLAY), str(bag), "--rate", "0.5", "--reliable", "--wait-subscribers", "1",
-             "--wait-timeout", "30", "--no-progress",
-             "--remap", "/cam/color:=rgb/image", "--remap", "/cam/depth:=depth/image"],
+             "--wait-timeout", "30", "--no-progress", *remaps],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         labels = probe.received["/segmentation/labels"]
         probe.spin_until(lambda: player.poll() is not None and len(labels) >= 4, timeout=60)
