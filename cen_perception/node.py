@@ -428,7 +428,10 @@ class SegmentationNode(Node):
             self._put(Pair(frame, self._invalid_depth_for(frame), *(2 * [frame.stamp_ns])),
                       color_only=True)
             return
-        self._put(self.sync.push_rgb(frame.stamp_ns, frame))
+        pair = self.sync.push_rgb(frame.stamp_ns, frame)
+        if pair is not None:
+            self._color_without_depth_since = None
+        self._put(pair)
 
     def _on_depth(self, msg) -> None:
         decode = (decode_depth if self.params["depth_transport"] == "raw"
@@ -443,8 +446,9 @@ class SegmentationNode(Node):
     def _depth_missing(self) -> bool:
         """Colour has kept coming for ``depth_timeout`` s without any depth.
 
-        Measured from the first colour image after the last depth image, so a slow camera
-        (colour always a little ahead of its depth) never counts as depth missing.
+        Measured from the first colour image that found no depth partner since the last depth
+        image or pair, so a slow camera (colour a little ahead of its depth) never counts as
+        depth missing.
         """
         timeout = self.params["depth_timeout"]
         if timeout <= 0:
