@@ -125,17 +125,29 @@ def test_real_frames_give_the_model_labels_and_consistent_pictures(
     assert confidence.min() >= 0.5 and confidence.max() <= 1.0
 
 
+def send_small_pairs(harness, count):
+    keys = []
+    for _ in range(count):
+        pixels, enc, depth, denc, _, _ = load_case("small_rgba8_16UC1", None)
+        header = harness.header()
+        harness.send_pair(encode(pixels, enc, header), encode(depth, denc, header))
+        keys.append((header.stamp.sec, header.stamp.nanosec))
+    return keys
+
+
 def test_one_output_per_pair(node):
     proc, harness = node
+    keys = send_small_pairs(harness, 3)
     harness.spin_until(lambda: False, timeout=0.3)  # a late duplicate would show up by now
-    counts = {len(msgs) for msgs in harness.received["labels"].values()}
-    assert counts == {1}
-    assert len(harness.received["labels"]) == 1 + len(CASES)
+    assert [len(harness.received["labels"][key]) for key in keys] == [1, 1, 1]
 
 
 def test_diagnostics_report_rates_latency_and_backend(node):
     proc, harness = node
-    status = harness.latest_status(lambda v: int(v["frames_processed"]) >= 1 + len(CASES))
+    before = {kv.key: kv.value for kv in harness.latest_status().values}
+    send_small_pairs(harness, 2)
+    processed = int(before["frames_processed"]) + 2
+    status = harness.latest_status(lambda v: int(v["frames_processed"]) >= processed)
     values = {kv.key: kv.value for kv in status.values}
     assert values["backend"] == "onnxruntime" and status.hardware_id == "onnxruntime"
     assert values["input_size"] == f"{ENGINE_W}x{ENGINE_H}"
@@ -148,7 +160,8 @@ def test_diagnostics_report_rates_latency_and_backend(node):
     # The node's own work: what end to end holds beyond inference and waiting for the worker.
     assert 0 < float(values["overhead_ms_median"]) < float(values["end_to_end_ms_median"])
     assert values["bad_messages"] == "0" and values["pairs_dropped"] == "0"
-    assert int(values["sync_matched"]) == 1 + len(CASES)
+    assert int(values["sync_matched"]) == int(before["sync_matched"]) + 2
+    assert values["rgb_qos"] == values["depth_qos"] == "reliable"
 
 
 def test_parameters_are_those_of_the_params_file(node, config_file, engine, engine_path):
@@ -187,7 +200,10 @@ def test_overlay_alpha_and_min_confidence_change_live(node, engine, toy_labels):
                                                              "min_confidence": 0.0}))
 
 
-def test_sigint_stops_the_node_cleanly(node):
-    proc, harness = node
+def test_sigint_stops_the_node_cleanly(start_node, engine_path):
+    proc, harness = start_node("-p", f"engine_path:={engine_path}")
+    harness.subscribe("labels")
+    harness.wait_connected(proc)
+    send_small_pairs(harness, 1)
     assert proc.stop(signal.SIGINT) == 0, proc.output
     assert "Traceback" not in proc.output
