@@ -44,6 +44,7 @@ setup(
             "cen-perception-bag = cen_perception.bag:main",
             "cen-perception-play = cen_perception.player:main",
             "cen-perception-bench = cen_perception.bench:main",
+            "cen-perception-transport-check = cen_perception.transport_check:main",
         ],
     },
 )
