@@ -1,12 +1,21 @@
 """The launch file, the params file and the RViz layout agree with the node (launch_ros is not
-needed: the launch file is read as Python source)."""
+needed: the launch file is read as Python source, and its plain functions run on their own)."""
 import ast
+import os
 
 import pytest
 import yaml
 
+from cen_perception.input_health import PROFILE_FILE, PROFILE_VARIABLES
 from cen_perception.node import (INPUT_TOPICS, NODE_NAME, OUTPUT_TOPICS, PARAMETERS,
                                  READ_ONLY_PARAMETERS, check_parameter)
+
+# Parameters the launch file sets from its own arguments (the rest come from params_file).
+LAUNCH_PARAMETERS = {"engine_path": "engine", "qos": "qos", "rgb_transport": "rgb_transport",
+                     "depth_transport": "depth_transport"}
+# image_transport's topic names for the compressed inputs.
+COMPRESSED_INPUTS = {"rgb/image/compressed": ("rgb_topic", "/compressed"),
+                     "depth/image/compressedDepth": ("depth_topic", "/compressedDepth")}
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +52,15 @@ def segmentation_node(tree):
     return nodes[0]
 
 
+def declared_arguments(tree) -> dict[str, ast.Call]:
+    return {c.args[0].value: c for c in calls(tree, "DeclareLaunchArgument")}
+
+
 def test_launch_arguments(launch_tree):
-    declared = {c.args[0].value for c in calls(launch_tree, "DeclareLaunchArgument")}
-    assert declared == {"engine", "rgb_topic", "depth_topic", "params_file", "rviz"}
+    declared = set(declared_arguments(launch_tree))
+    assert declared == {"engine", "rgb_topic", "depth_topic", "rgb_transport", "depth_transport",
+                        "qos", "params_file", "fastdds_profile", "camera_launch",
+                        "camera_package", "rviz"}
     # Every LaunchConfiguration used is one of the declared arguments.
     assert launch_config_names(launch_tree) <= declared
     params_file = next(c for c in calls(launch_tree, "DeclareLaunchArgument")
@@ -60,20 +75,131 @@ def test_launch_node_sets_only_declared_parameters(launch_tree):
     assert ast.literal_eval(keyword(node, "package")) == "cen_perception"
     assert ast.literal_eval(keyword(node, "name")) == NODE_NAME
     parameters = keyword(node, "parameters")
-    set_names = set()
+    set_values = {}
     for element in parameters.elts:
         if isinstance(element, ast.Dict):
-            set_names |= {ast.literal_eval(k) for k in element.keys}
-    assert set_names == {"engine_path"}
-    assert set_names <= set(PARAMETERS)
-    assert launch_config_names(parameters) == {"params_file", "engine"}
+            set_values.update({ast.literal_eval(k): launch_config_names(v)
+                               for k, v in zip(element.keys, element.values)})
+    assert set_values == {name: {argument} for name, argument in LAUNCH_PARAMETERS.items()}
+    assert set(set_values) <= set(PARAMETERS)
+    assert launch_config_names(parameters) == {"params_file"} | set(LAUNCH_PARAMETERS.values())
 
 
-def test_launch_remaps_the_node_inputs(launch_tree):
+def test_launch_argument_choices_and_defaults_are_the_node_parameters(launch_tree):
+    declared = declared_arguments(launch_tree)
+    for parameter, argument in LAUNCH_PARAMETERS.items():
+        if parameter == "engine_path":
+            continue
+        call = declared[argument]
+        choices = ast.literal_eval(keyword(call, "choices"))
+        assert tuple(choices) == tuple(PARAMETERS[parameter].choices), argument
+        # The default is the node's own, so the launch file changes nothing unless asked.
+        assert ast.literal_eval(keyword(call, "default_value")) == PARAMETERS[parameter].default
+
+
+def test_launch_remaps_the_node_inputs_raw_and_compressed(launch_tree):
     remappings = keyword(segmentation_node(launch_tree), "remappings")
-    remapped = {ast.literal_eval(pair.elts[0]): launch_config_names(pair.elts[1])
-                for pair in remappings.elts}
-    assert remapped == {INPUT_TOPICS["rgb"]: {"rgb_topic"}, INPUT_TOPICS["depth"]: {"depth_topic"}}
+    remapped = {}
+    for pair in remappings.elts:
+        target = pair.elts[1]
+        # [LaunchConfiguration("rgb_topic"), "/compressed"] is the topic plus a suffix.
+        parts = target.elts if isinstance(target, ast.List) else [target]
+        suffix = "".join(p.value for p in parts if isinstance(p, ast.Constant))
+        remapped[ast.literal_eval(pair.elts[0])] = (launch_config_names(target), suffix)
+    expected = {INPUT_TOPICS["rgb"]: ({"rgb_topic"}, ""),
+                INPUT_TOPICS["depth"]: ({"depth_topic"}, "")}
+    expected.update({name: ({argument}, suffix)
+                     for name, (argument, suffix) in COMPRESSED_INPUTS.items()})
+    assert remapped == expected
+    # The compressed inputs are the raw ones plus image_transport's suffix.
+    assert {INPUT_TOPICS["rgb"] + "/compressed", INPUT_TOPICS["depth"] + "/compressedDepth"} \
+        == set(COMPRESSED_INPUTS)
+
+
+def launch_description_order(tree) -> list[str]:
+    """Names of the variables the returned LaunchDescription is built from, in order."""
+    generate = next(n for n in ast.walk(tree)
+                    if isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description")
+    returned = next(n for n in ast.walk(generate) if isinstance(n, ast.Return))
+    (argument,) = returned.value.args
+    names = [n for n in ast.walk(argument) if isinstance(n, ast.Name)]
+    return [n.id for n in sorted(names, key=lambda n: (n.lineno, n.col_offset))]
+
+
+def test_launch_sets_the_fastdds_profile_for_every_process_it_starts(launch_tree, repo_root):
+    settings = calls(launch_tree, "SetEnvironmentVariable")
+    assert len(settings) == 1  # one call in a loop over the variable names
+    loop = next(n for n in ast.walk(launch_tree) if isinstance(n, ast.ListComp)
+                and settings[0] in ast.walk(n))
+    names_node = loop.generators[0].iter
+    names = ast.literal_eval(next(
+        n.value for n in ast.walk(launch_tree) if isinstance(n, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == names_node.id for t in n.targets)))
+    # Fast DDS 2.x reads the first name, 3.x the second: both, as the node's remedy says.
+    assert tuple(names) == PROFILE_VARIABLES
+    condition = keyword(settings[0], "condition")
+    assert calls(condition, "IfCondition") and launch_config_names(condition) == {"fastdds_profile"}
+    assert ast.literal_eval(keyword(declared_arguments(launch_tree)["fastdds_profile"],
+                                    "default_value")) == "true"
+    # The value is the installed copy of the shipped profile ...
+    profile_value = next(n for n in ast.walk(launch_tree) if isinstance(n, ast.Assign)
+                         and any(isinstance(t, ast.Name) and t.id == "profile" for t in n.targets))
+    strings = [n.value for n in ast.walk(profile_value.value) if isinstance(n, ast.Constant)]
+    assert strings == ["config", PROFILE_FILE.name]
+    assert PROFILE_FILE.is_file()
+    setup = (repo_root / "setup.py").read_text()
+    assert f'(f"share/{{package_name}}/config"' in setup
+    assert f'[f"{{package_name}}/{PROFILE_FILE.name}"]' in setup
+    # ... set before the camera, the node and RViz start (they read it once, at start).
+    order = launch_description_order(launch_tree)
+    assert order.index("profile_environment") < min(
+        order.index(name) for name in ("camera", "segmentation", "rviz"))
+
+
+def launch_module_functions(source: str, *names: str) -> dict:
+    """The launch file's plain functions, run without launch or launch_ros."""
+    from ament_index_python.packages import get_package_share_directory
+
+    tree = ast.parse(source)
+    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in names]
+    namespace = {"os": os, "get_package_share_directory": get_package_share_directory}
+    exec(compile(ast.Module(body=functions, type_ignores=[]), "segmentation.launch.py", "exec"),
+         namespace)
+    return {name: namespace[name] for name in names}
+
+
+def test_launch_includes_the_camera_launch_file_only_when_named(launch_tree, repo_root, tmp_path,
+                                                                monkeypatch):
+    include = next(n for n in ast.walk(launch_tree)
+                   if isinstance(n, ast.FunctionDef) and n.name == "include_camera")
+    assert launch_config_names(include) == {"camera_launch", "camera_package"}
+    (included,) = calls(include, "IncludeLaunchDescription")
+    assert calls(included, "AnyLaunchDescriptionSource")  # .py, .xml or .yaml launch files
+    (opaque,) = calls(launch_tree, "OpaqueFunction")
+    assert keyword(opaque, "function").id == "include_camera"
+    for name in ("camera_launch", "camera_package"):
+        assert ast.literal_eval(keyword(declared_arguments(launch_tree)[name],
+                                        "default_value")) == ""
+
+    # A camera package installed in an ament prefix, as colcon installs one.
+    prefix = tmp_path / "install"
+    (prefix / "share" / "ament_index" / "resource_index" / "packages").mkdir(parents=True)
+    (prefix / "share" / "ament_index" / "resource_index" / "packages" / "my_camera").write_text("")
+    (prefix / "share" / "my_camera" / "launch").mkdir(parents=True)
+    (prefix / "share" / "my_camera" / "launch" / "camera.launch.py").write_text("")
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    source = (repo_root / "launch" / "segmentation.launch.py").read_text()
+    camera_launch_file = launch_module_functions(source, "camera_launch_file")["camera_launch_file"]
+    in_package = prefix / "share" / "my_camera" / "launch" / "camera.launch.py"
+    assert camera_launch_file("camera.launch.py", "my_camera") == str(in_package)
+    assert camera_launch_file(str(in_package), "") == str(in_package)
+    with pytest.raises(RuntimeError, match="camera launch file not found: .*missing.launch.py"):
+        camera_launch_file("missing.launch.py", "my_camera")
+    with pytest.raises(RuntimeError, match="camera launch file not found"):
+        camera_launch_file(str(tmp_path / "missing.launch.py"), "")
+    from ament_index_python.packages import PackageNotFoundError
+    with pytest.raises(PackageNotFoundError):
+        camera_launch_file("rs_launch.py", "no_such_camera_package")
 
 
 def test_launch_opens_rviz_only_on_request(launch_tree):
