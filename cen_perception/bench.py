@@ -1,23 +1,32 @@
 """``cen-perception-bench``: how fast and how lean the node is, measured from outside.
 
-Starts ``cen_segmentation`` as its own process on an engine, plays a synthetic RGB-D camera
-(bgr8 + 16UC1) at ``--rate`` Hz through real DDS, subscribes to the outputs, and prints:
+Starts ``cen_segmentation`` as its own process on an engine with its default parameters (so
+``qos: auto``), plays a synthetic RGB-D camera of ``--size`` at ``--rate`` Hz through real DDS
+and subscribes to the outputs. The camera publishes as camera drivers do: reliable (or
+``--camera-qos best_effort``), raw bgr8 + 16UC1 images, or with ``--transport compressed``
+image_transport's ``rgb/image/compressed`` (JPEG) and ``depth/image/compressedDepth`` (PNG),
+the node then started with ``rgb_transport:=compressed depth_transport:=compressedDepth``.
+Each message is serialized once and only its stamp changes between frames, as a C++ driver
+would send it, so the camera's own Python costs stay out of the figures. It prints:
 
 * per-stage latency inside the node (codec, wait for the busy worker, resize, infer,
   visualize, publish, end to end, and overhead = end to end minus inference minus wait, the
   node's own work), as the node reports it on /diagnostics over
   its last 1000 frames (the five warm-up frames, the first inference among them, included);
 * camera-to-labels latency seen by a subscriber (publish to arrival, both in this process);
-* input and output rates, pairs dropped because the model was busy, frames lost;
+* camera frames delivered to the node (its ``rgb_received`` / ``depth_received`` counters
+  against the frames published), input and output rates, pairs dropped because the model was
+  busy, frames lost;
 * the node's resident memory before and after ``--small-frames`` small frames.
 
-Example: ``cen-perception-bench --engine model.onnx --rate 30 --frames 300``.
+Example: ``cen-perception-bench --engine model.onnx --size 1280x720 --rate 30 --frames 300``.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -26,7 +35,9 @@ from typing import Optional
 
 import numpy as np
 
-from .image_codec import encode
+from .image_codec import encode, encode_compressed_color, encode_compressed_depth
+from .input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
+from .transport_check import STAMP_FORMAT, STAMP_OFFSET, TransportCheckError, parse_size
 
 
 WARMUP_PAIRS = 5
@@ -59,8 +70,25 @@ def percentiles(values) -> tuple[float, float, float]:
 
 
 # Shared memory for whole images on this host, UDP for other hosts; see the file's comment.
-FASTDDS_LARGE_IMAGES_PROFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                            "fastdds_large_images.xml")
+FASTDDS_LARGE_IMAGES_PROFILE = str(PROFILE_FILE)
+# The node's topics for each --transport: (colour, depth).
+CAMERA_TOPICS = {"raw": ("rgb/image", "depth/image"),
+                 "compressed": ("rgb/image/compressed", "depth/image/compressedDepth")}
+
+
+def camera_messages(bgr: np.ndarray, depth_mm: np.ndarray, transport: str):
+    """The camera's colour and depth messages, as sensor_msgs/Image or CompressedImage."""
+    if transport == "compressed":
+        return (encode_compressed_color(bgr[:, :, ::-1], "jpeg"),
+                encode_compressed_depth(depth_mm, "16UC1"))
+    return encode(bgr, "bgr8"), encode(depth_mm, "16UC1")
+
+
+def serialized(msg) -> bytearray:
+    """A message serialized once; ``play`` writes each frame's stamp into it."""
+    from rclpy.serialization import serialize_message
+
+    return bytearray(serialize_message(msg))
 
 
 def rss_mb(pid: int) -> Optional[float]:
@@ -77,12 +105,13 @@ def rss_mb(pid: int) -> Optional[float]:
 class Bench:
     """The camera side: publishes pairs, records when outputs arrive, keeps diagnostics."""
 
-    def __init__(self, namespace: str, outputs: list[str]) -> None:
+    def __init__(self, namespace: str, outputs: list[str], transport: str = "raw",
+                 camera_qos: str = RELIABLE) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import CompressedImage, Image
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
@@ -91,8 +120,12 @@ class Bench:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.rgb_pub = self.node.create_publisher(Image, "rgb/image", qos)
-        self.depth_pub = self.node.create_publisher(Image, "depth/image", qos)
+        # Drivers publish reliable (rclcpp's default) or, some of them, with sensor-data QoS.
+        camera_qos = qos if camera_qos == RELIABLE else qos_profile_sensor_data
+        camera_type = CompressedImage if transport == "compressed" else Image
+        rgb_topic, depth_topic = CAMERA_TOPICS[transport]
+        self.rgb_pub = self.node.create_publisher(camera_type, rgb_topic, camera_qos)
+        self.depth_pub = self.node.create_publisher(camera_type, depth_topic, camera_qos)
         self.sent: dict[tuple[int, int], float] = {}
         self.arrived: dict[tuple[int, int], float] = {}
         self.outputs = outputs
@@ -135,9 +168,10 @@ class Bench:
         if not self.spin_until(connected, timeout):
             raise BenchError("the node did not connect within a minute")
 
-    def play(self, rgb_msg, depth_msg, frames: int, rate: float, first_sec: int,
-             progress: bool = False) -> float:
-        """Publish ``frames`` pairs at ``rate`` Hz; returns the seconds it took."""
+    def play(self, rgb_data: bytearray, depth_data: bytearray, frames: int, rate: float,
+             first_sec: int, progress: bool = False) -> float:
+        """Publish ``frames`` pairs of serialized messages at ``rate`` Hz; returns the seconds
+        it took."""
         from tqdm import tqdm
 
         period = 1.0 / rate
@@ -147,11 +181,12 @@ class Bench:
                 self.executor.spin_once(timeout_sec=next_time - now)
             stamp_ns = first_sec * 1_000_000_000 + int(index * period * 1e9)
             sec, nanosec = divmod(stamp_ns, 1_000_000_000)
-            for msg in (rgb_msg, depth_msg):
-                msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
+            for data in (rgb_data, depth_data):
+                struct.pack_into(STAMP_FORMAT, data, STAMP_OFFSET, sec, nanosec)
+            rgb_bytes, depth_bytes = bytes(rgb_data), bytes(depth_data)
             self.sent[(sec, nanosec)] = time.perf_counter()
-            self.rgb_pub.publish(rgb_msg)
-            self.depth_pub.publish(depth_msg)
+            self.rgb_pub.publish(rgb_bytes)
+            self.depth_pub.publish(depth_bytes)
             next_time += period
         return time.perf_counter() - start
 
@@ -160,15 +195,24 @@ class Bench:
         self.spin_until(lambda: len(self.diagnostics) > count, timeout)
         return self.diagnostics[-1] if self.diagnostics else {}
 
-    def drained_diagnostics(self, timeout: float = 30.0) -> dict[str, str]:
-        """Diagnostics once every pair the node made is processed, dropped or idle."""
+    def drained_diagnostics(self, before: Optional[dict] = None, sent: int = 0,
+                            timeout: float = 30.0, arrival_timeout: float = 3.0) -> dict[str, str]:
+        """Diagnostics once every pair the node made is processed, dropped or idle, and (for
+        up to ``arrival_timeout`` s) once the node has counted ``sent`` more camera frames
+        than in ``before``."""
         def settled(values):
             done = sum(int(values.get(k, 0)) for k in ("frames_processed", "pairs_dropped",
                                                        "pairs_idle", "processing_errors"))
             return done >= int(values.get("pairs", 0))
-        deadline = time.perf_counter() + timeout
+
+        def all_arrived(values):
+            return all(delivered(before or {}, values, key, sent)[0] >= sent
+                       for key in ("rgb_received", "depth_received"))
+        start = time.perf_counter()
         values = self.latest_diagnostics()
-        while not settled(values) and time.perf_counter() < deadline:
+        while time.perf_counter() < start + timeout and not (
+                settled(values) and (all_arrived(values)
+                                     or time.perf_counter() > start + arrival_timeout)):
             values = self.latest_diagnostics()
         return values
 
@@ -181,14 +225,16 @@ class Bench:
 
 
 def start_node(engine: str, namespace: str, backend: str, threads: int,
-               confidence: bool) -> subprocess.Popen:
+               confidence: bool, transport: str = "raw") -> subprocess.Popen:
+    """The node with its default parameters (qos: auto) but for the engine and what is asked."""
     command = [sys.executable, "-m", "cen_perception.node", "--ros-args",
                "-r", f"__ns:={namespace}", "-p", f"engine_path:={engine}",
                "-p", f"backend:={backend}", "-p", f"num_threads:={threads}",
-               "-p", "qos:=reliable", "-p", "diagnostics_period:=0.5",
-               "-p", f"publish_confidence:={str(confidence).lower()}",
-               "--log-level", "warn"]
-    return subprocess.Popen(command)
+               "-p", "diagnostics_period:=0.5",
+               "-p", f"publish_confidence:={str(confidence).lower()}"]
+    if transport == "compressed":
+        command += ["-p", "rgb_transport:=compressed", "-p", "depth_transport:=compressedDepth"]
+    return subprocess.Popen(command + ["--log-level", "warn"])
 
 
 def format_table(title: str, header: list[str], rows: list[list[str]]) -> str:
@@ -205,37 +251,46 @@ def run(args: argparse.Namespace) -> int:
         raise BenchError(f"engine file not found: {args.engine}")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     if args.fastdds_shm:
-        # Both processes (this one and the node it starts) read it when rclpy starts.
-        os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = FASTDDS_LARGE_IMAGES_PROFILE
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = FASTDDS_LARGE_IMAGES_PROFILE
+        # Both processes (this one and the node it starts) read it when rclpy starts: Fast
+        # DDS 2.x the first name, 3.x the second.
+        for name in PROFILE_VARIABLES:
+            os.environ[name] = FASTDDS_LARGE_IMAGES_PROFILE
     return _run(args)
+
+
+def delivered(before: dict, after: dict, key: str, sent: int) -> tuple[int, float]:
+    """Frames the node's ``key`` counter grew by, and their share of ``sent``."""
+    count = int(after.get(key, 0)) - int(before.get(key, 0))
+    return count, count / sent if sent else float("nan")
 
 
 def _run(args: argparse.Namespace) -> int:
     namespace = f"/bench_{uuid.uuid4().hex[:8]}"
+    width, height = args.size
     node_proc = start_node(args.engine, namespace, args.backend, args.threads,
-                           confidence="confidence" in args.outputs.split(","))
+                           confidence="confidence" in args.outputs.split(","),
+                           transport=args.transport)
     bench = None
     try:
-        bench = Bench(namespace, args.outputs.split(","))
+        bench = Bench(namespace, args.outputs.split(","), args.transport, args.camera_qos)
         bench.wait_connected(node_proc)
 
         # Warm up (the first inference is slow, allocations) one pair at a time, so that no
         # measured pair waits behind it; then the measured run at camera size.
-        bgr, depth_mm = synthetic_frame(args.height, args.width)
-        rgb_msg, depth_msg = encode(bgr, "bgr8"), encode(depth_mm, "16UC1")
+        bgr, depth_mm = synthetic_frame(height, width)
+        rgb_data, depth_data = map(serialized, camera_messages(bgr, depth_mm, args.transport))
         for index in range(WARMUP_PAIRS):
-            bench.play(rgb_msg, depth_msg, 1, 1.0, first_sec=100 + index)
+            bench.play(rgb_data, depth_data, 1, 1.0, first_sec=100 + index)
             bench.spin_until(lambda: len(bench.arrived) > index, 120.0)
         before = bench.drained_diagnostics()
         bench.sent.clear()
         bench.arrived.clear()
-        print(f"playing {args.frames} frames of {args.width}x{args.height} at {args.rate:g} Hz",
-              file=sys.stderr)
-        seconds = bench.play(rgb_msg, depth_msg, args.frames, args.rate, first_sec=1000,
+        print(f"playing {args.frames} frames of {width}x{height} ({args.transport}) at "
+              f"{args.rate:g} Hz", file=sys.stderr)
+        seconds = bench.play(rgb_data, depth_data, args.frames, args.rate, first_sec=1000,
                              progress=True)
-        diag = bench.drained_diagnostics()
         bench.spin_until(lambda: len(bench.arrived) >= len(bench.sent), 2.0)
+        diag = bench.drained_diagnostics(before, args.frames)
         latencies = [(bench.arrived[k] - t) * 1e3
                      for k, t in bench.sent.items() if k in bench.arrived]
 
@@ -243,13 +298,14 @@ def _run(args: argparse.Namespace) -> int:
         memory = None
         if args.small_frames:
             small_bgr, small_depth = synthetic_frame(48, 64, seed=1)
-            small_rgb_msg, small_depth_msg = encode(small_bgr, "bgr8"), encode(small_depth, "16UC1")
+            small_rgb, small_depth = map(serialized,
+                                         camera_messages(small_bgr, small_depth, args.transport))
             warm = max(200, args.small_frames // 20)
-            bench.play(small_rgb_msg, small_depth_msg, warm, args.small_rate, first_sec=200_000)
+            bench.play(small_rgb, small_depth, warm, args.small_rate, first_sec=200_000)
             rss_start = rss_mb(node_proc.pid)
             print(f"playing {args.small_frames} frames of 64x48 at {args.small_rate:g} Hz",
                   file=sys.stderr)
-            bench.play(small_rgb_msg, small_depth_msg, args.small_frames, args.small_rate,
+            bench.play(small_rgb, small_depth, args.small_frames, args.small_rate,
                        first_sec=300_000, progress=True)
             bench.spin_until(lambda: False, 1.0)
             rss_end = rss_mb(node_proc.pid)
@@ -272,14 +328,22 @@ def _run(args: argparse.Namespace) -> int:
                         + [diag[f"{stage}_ms_{s}"] for s in ("median", "p95", "max")])
     median, p95, worst = percentiles(latencies)
     rows.append(["camera -> labels"] + [f"{v:.3f}" for v in (median, p95, worst)])
-    print(format_table(f"\nlatency (ms), {args.width}x{args.height}, engine {args.engine}, "
-                       f"backend {diag.get('backend', '?')}",
+    print(format_table(f"\nlatency (ms), {width}x{height}, {args.transport}, engine "
+                       f"{args.engine}, backend {diag.get('backend', '?')}",
                        ["stage", "median", "p95", "max"], rows))
 
     infer_median = float(diag.get("infer_ms_median", "nan"))
     processed = int(diag.get("frames_processed", 0)) - int(before.get("frames_processed", 0))
     dropped = int(diag.get("pairs_dropped", 0)) - int(before.get("pairs_dropped", 0))
+    rgb_count, rgb_share = delivered(before, diag, "rgb_received", args.frames)
+    depth_count, depth_share = delivered(before, diag, "depth_received", args.frames)
     counts = [
+        ["camera", f"{width}x{height} {args.transport}, {args.camera_qos.replace('_', ' ')}"],
+        ["node qos", f"{diag.get('qos', '?')} (in use: rgb {diag.get('rgb_qos', '?')}, "
+                     f"depth {diag.get('depth_qos', '?')})"],
+        ["rgb delivered to the node", f"{rgb_count}/{args.frames} ({100 * rgb_share:.1f}%)"],
+        ["depth delivered to the node",
+         f"{depth_count}/{args.frames} ({100 * depth_share:.1f}%)"],
         ["camera rate (Hz)", f"{args.frames / seconds:.1f}"],
         ["output rate (Hz)", f"{processed / seconds:.1f}"],
         ["pairs sent", str(args.frames)],
@@ -309,8 +373,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = all)")
     parser.add_argument("--rate", type=float, default=30.0, help="camera rate in Hz (default 30)")
     parser.add_argument("--frames", type=int, default=300, help="camera-size frames (default 300)")
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--size", default="640x480",
+                        help="camera image size WIDTHxHEIGHT (default %(default)s)")
+    parser.add_argument("--transport", choices=("raw", "compressed"), default="raw",
+                        help="raw: sensor_msgs/Image bgr8 + 16UC1; compressed: JPEG colour and "
+                             "PNG compressedDepth, as image_transport sends them (default raw)")
+    parser.add_argument("--camera-qos", choices=(RELIABLE, BEST_EFFORT), default=RELIABLE,
+                        help="reliability of the camera's publishers (default reliable, as "
+                             "most drivers publish)")
     parser.add_argument("--outputs", default="labels,color,overlay",
                         help="outputs to subscribe to, comma separated (default %(default)s)")
     parser.add_argument("--small-frames", type=int, default=10_000,
@@ -321,8 +391,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="run both sides with a Fast DDS profile whose shared-memory "
                              "transport carries whole images (the shipped fastdds_large_images.xml)")
     args = parser.parse_args(argv)
-    if min(args.rate, args.small_rate) <= 0 or min(args.frames, args.width, args.height) < 1:
-        parser.error("rates, frames and sizes must be positive")
+    try:
+        args.size = parse_size(args.size)
+    except TransportCheckError as exc:
+        parser.error(str(exc))
+    if min(args.rate, args.small_rate) <= 0 or args.frames < 1:
+        parser.error("rates and frames must be positive")
     unknown = set(args.outputs.split(",")) - {"labels", "color", "overlay", "confidence"}
     if unknown or "labels" not in args.outputs.split(","):
         parser.error("--outputs must include labels and name only labels, color, overlay, "

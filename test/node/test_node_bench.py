@@ -1,8 +1,10 @@
-"""`cen-perception-bench` against the real node, at a small size, with the shipped DDS profile."""
+"""`cen-perception-bench` against the real node, at small sizes, with the shipped DDS profile."""
 import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+
+import pytest
 
 import cen_perception.bench as bench
 
@@ -34,24 +36,55 @@ def test_shipped_fastdds_profile_carries_images_in_shared_memory_and_keeps_udp()
     assert sorted(used) == sorted(kinds)
 
 
-def test_bench_measures_the_node_and_accounts_for_every_pair(toy_onnx_factory):
+@pytest.mark.parametrize("size, transport", [("640x480", "raw"), ("320x240", "compressed")])
+def test_bench_measures_the_node_and_accounts_for_every_pair(toy_onnx_factory, size, transport):
     cmd = [sys.executable, "-m", "cen_perception.bench", "--engine", str(toy_onnx_factory(48, 64)),
            "--frames", str(FRAMES), "--rate", "20", "--small-frames", "300",
-           "--small-rate", "200", "--fastdds-shm"]
+           "--small-rate", "200", "--fastdds-shm", "--size", size, "--transport", transport]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    latency = table(proc.stdout, "latency (ms), 640x480")
+    latency = table(proc.stdout, f"latency (ms), {size}, {transport}")
     for stage in ("codec", "wait", "resize", "infer", "visualize", "publish", "end_to_end",
                   "overhead"):
         median, p95, worst = map(float, latency[f"node {stage}"])
         assert 0 <= median <= p95 <= worst, stage
     assert float(latency["camera -> labels"][0]) > 0
-    counts = {name: values[0] for name, values in table(proc.stdout, "throughput and memory").items()}
+    counts = {name: " ".join(values)
+              for name, values in table(proc.stdout, "throughput and memory").items()}
+    assert counts["camera"] == f"{size} {transport}, reliable"
+    # The node runs with its defaults: qos auto follows the reliable camera.
+    assert counts["node qos"] == "auto (in use: rgb reliable, depth reliable)"
+    # A reliable camera and the profile: every frame reaches the node.
+    assert counts["rgb delivered to the node"] == f"{FRAMES}/{FRAMES} (100.0%)"
+    assert counts["depth delivered to the node"] == f"{FRAMES}/{FRAMES} (100.0%)"
     received = int(counts["labels received"])
     assert received >= 1
     assert received + int(counts["pairs dropped (model busy)"]) == FRAMES
     assert counts["pairs lost otherwise"] == "0"
     assert float(counts["node RSS after (MB)"]) > 0
+
+
+def test_bench_camera_messages_are_what_the_node_subscribes_to():
+    bgr, depth_mm = bench.synthetic_frame(24, 32)
+    rgb, depth = bench.camera_messages(bgr, depth_mm, "raw")
+    assert (rgb.encoding, depth.encoding) == ("bgr8", "16UC1")
+    rgb, depth = bench.camera_messages(bgr, depth_mm, "compressed")
+    assert rgb.format == "rgb8; jpeg compressed bgr8"
+    assert depth.format == "16UC1; compressedDepth png"
+    from cen_perception.image_codec import decode_compressed_depth
+    # compressedDepth PNG is lossless: the node gets the camera's depth back (in metres).
+    assert (decode_compressed_depth(depth) * 1000).round().astype("uint16").tolist() \
+        == depth_mm.tolist()
+    assert bench.CAMERA_TOPICS["compressed"] == ("rgb/image/compressed",
+                                                 "depth/image/compressedDepth")
+
+
+def test_bench_refuses_a_bad_size(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cen_perception.bench",
+                           "--engine", str(tmp_path / "none.onnx"), "--size", "640"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "size must be WIDTHxHEIGHT, like 1920x1080, got '640'" in proc.stderr
 
 
 def test_bench_refuses_a_missing_engine_in_one_line(tmp_path):
