@@ -7,5 +7,9 @@ Layout: ``models`` (the networks), ``checkpoint`` (save/load, official import), 
 __version__ = "0.1.0"
 
 
-class CliError(Exception):
-    """A user-facing failure: ``cen-train`` prints the message as one line and exits non-zero."""
+from .errors import TrainingError
+
+
+class CliError(TrainingError):
+    """A command's own failure (bad options, nothing to do): ``cen-train`` prints the message as
+    one line and exits non-zero. Library code raises the errors of ``cen_training.errors``."""

@@ -2,8 +2,9 @@
 
 Each sub-command lives in ``cen_training.commands.<name>`` and provides
 ``register(subparsers)``, which adds its parser and sets ``func`` to a callable taking the
-parsed arguments. A ``CliError`` (or a missing file) ends the program with one readable line
-and a non-zero exit status.
+parsed arguments. Any of the package's errors (``cen_training.errors``, ``CliError``) or a
+missing file ends the program with one readable line and a non-zero exit status; this is the
+only place that turns errors into exit codes.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import argparse
 import importlib
 import sys
 
-from . import CliError, __version__
+from . import __version__
+from .errors import TrainingError
 
 # In the order `cen-train --help` lists them.
 COMMANDS = (
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
-    except CliError as exc:
+    except TrainingError as exc:
         print(f"cen-train {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
