@@ -13,10 +13,8 @@ every key and shape matches; anything else is an error that names the keys.
 """
 from __future__ import annotations
 
-import os
 import pathlib
 import pickle
-import tempfile
 import zipfile
 from typing import Any
 
@@ -24,6 +22,7 @@ import torch
 from torch import nn
 
 from . import CliError
+from .io import atomic_write
 from .models import ModelConfig, build_model
 
 FORMAT = "cen_perception.checkpoint"
@@ -32,21 +31,11 @@ VERSION = 1
 
 def save_checkpoint(path: str | pathlib.Path, model: nn.Module, config: ModelConfig,
                     card: dict[str, Any], **extra: Any) -> pathlib.Path:
-    """Write a checkpoint atomically (temporary file in the same folder, then rename)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a checkpoint atomically (see ``cen_training.io.atomic_write``)."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     payload = {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "card": dict(card),
                "model": model.state_dict(), **extra}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def _torch_load(path: pathlib.Path) -> Any:
