@@ -89,39 +89,56 @@ def cuda_call(cudart, result, what: str):
 
 
 def cuda_environment_error(error_name: str, driver_version: int, runtime_version: int,
-                           bindings: str) -> str:
+                           bindings: str, engine_advice: bool = True) -> str:
     """The one line for a machine whose CUDA devices cannot be used.
 
     ``error_name``: what ``cudaGetDeviceCount`` returned (``cudaSuccess`` with a count of 0
     means no GPU); ``driver_version``: ``cudaDriverGetVersion`` (0 = no driver);
     ``runtime_version``: ``cudaRuntimeGetVersion`` (the CUDA version cuda-python is built for);
-    ``bindings``: cuda-python's version.
+    ``bindings``: cuda-python's version. ``engine_advice``: end with what to use instead of
+    TensorRT (the fix for a driver older than the bindings is always given).
     """
     python = f"cuda-python {bindings}, CUDA {cuda_version_text(runtime_version)} runtime"
-    if error_name == "cudaErrorInsufficientDriver" and driver_version == 0:
-        return (f"no NVIDIA driver found (cudaGetDeviceCount: {error_name}, driver version 0; "
-                f"{python}): TensorRT needs an NVIDIA GPU and its driver; {USE_ONNX_RUNTIME}")
     driver = f"driver for CUDA {cuda_version_text(driver_version)}"
-    if error_name == "cudaErrorInsufficientDriver":
+    if error_name == "cudaErrorInsufficientDriver" and driver_version > 0:
         major = driver_version // 1000
         return (f"the NVIDIA {driver} is older than {python} ({error_name}): install the "
                 f"bindings for this driver (pip install 'cuda-python>={major},<{major + 1}'; "
                 "JetPack 6 has CUDA 12) or update the driver")
-    if error_name in ("cudaErrorNoDevice", "cudaSuccess"):
-        return (f"no CUDA GPU found ({error_name}; NVIDIA {driver}, {python}): TensorRT needs "
-                f"an NVIDIA GPU; {USE_ONNX_RUNTIME}")
-    return (f"no usable CUDA GPU (cudaGetDeviceCount: {error_name}; NVIDIA {driver}, {python}): "
-            f"TensorRT needs a working NVIDIA GPU and driver; {USE_ONNX_RUNTIME}")
+    if error_name == "cudaErrorInsufficientDriver":
+        cause = (f"no NVIDIA driver found (cudaGetDeviceCount: {error_name}, driver version 0; "
+                 f"{python})")
+        advice = "TensorRT needs an NVIDIA GPU and its driver"
+    elif error_name in ("cudaErrorNoDevice", "cudaSuccess"):
+        cause = f"no CUDA GPU found ({error_name}; NVIDIA {driver}, {python})"
+        advice = "TensorRT needs an NVIDIA GPU"
+    else:
+        cause = f"no usable CUDA GPU (cudaGetDeviceCount: {error_name}; NVIDIA {driver}, {python})"
+        advice = "TensorRT needs a working NVIDIA GPU and driver"
+    return f"{cause}: {advice}; {USE_ONNX_RUNTIME}" if engine_advice else cause
+
+
+def cuda_device_problem(cudart) -> Optional[str]:
+    """Why no CUDA device can be used (``cuda_environment_error`` without the engine advice),
+    or None where at least one can."""
+    error, count = cudart.cudaGetDeviceCount()
+    if error == cudart.cudaError_t.cudaSuccess and count > 0:
+        return None
+    return _environment_error(cudart, error, engine_advice=False)
+
+
+def _environment_error(cudart, error, engine_advice: bool = True) -> str:
+    _, driver = cudart.cudaDriverGetVersion()
+    _, runtime = cudart.cudaRuntimeGetVersion()
+    return cuda_environment_error(cuda_error_name(cudart, error), int(driver or 0),
+                                  int(runtime or 0), bindings_version(), engine_advice)
 
 
 def require_cuda_device(cudart, device: int = 0) -> None:
     """Make ``device`` current; one clear line where there is no driver or no such GPU."""
     error, count = cudart.cudaGetDeviceCount()
     if error != cudart.cudaError_t.cudaSuccess or count == 0:
-        _, driver = cudart.cudaDriverGetVersion()
-        _, runtime = cudart.cudaRuntimeGetVersion()
-        raise EngineError(cuda_environment_error(cuda_error_name(cudart, error), int(driver or 0),
-                                                 int(runtime or 0), bindings_version()))
+        raise EngineError(_environment_error(cudart, error))
     if not 0 <= device < count:
         raise EngineError(f"CUDA device {device} does not exist ({count} GPU(s) found)")
     cuda_call(cudart, cudart.cudaSetDevice(device), f"cudaSetDevice({device})")
@@ -351,4 +368,5 @@ class TensorRTEngine(Engine):
 
 __all__ = ["TensorRTEngine", "CudaBuffers", "import_cudart", "import_tensorrt",
            "require_cuda_device", "cuda_call", "cuda_error_name", "cuda_environment_error",
+           "cuda_device_problem",
            "bindings_version", "stream_handle", "tensorrt_version", "tensorrt_dtype_name"]

@@ -23,6 +23,7 @@ COMMANDS = (
     "eval",
     "export",
     "build_engine",
+    "gpu_check",
     "import_official",
     "import_imagenet",
     "bench",

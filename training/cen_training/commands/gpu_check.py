@@ -1,0 +1,933 @@
+"""``cen-train gpu-check``: everything that needs an NVIDIA GPU, checked in one run.
+
+On a machine with a CUDA GPU (a few minutes; under 10 on a desktop GPU):
+
+* cuda-python buffers: the TensorRT engine's own ``CudaBuffers`` (pinned host memory,
+  ``cudaMalloc``, copies to and from the GPU on a stream), bytes compared after the round trip,
+  from the main thread and from a worker thread;
+* training: 50 optimiser steps of the real training loop (``cen_training.train``) with CUDA
+  and AMP (float16 autocast, GradScaler) on ``cen-train synth`` data, a ResNet-18 CEN with the
+  light decoder; its checkpoint is the ResNet-18 model below;
+* PyTorch fp16 parity: float16 autocast against float32 (TF32 off) logits on the GPU, labels
+  compared, for both models;
+* for the ResNet-18 light model (just trained) and a ResNet-50 official-decoder model (fresh
+  weights, BatchNorm statistics measured on the synthetic frames, 40 classes), at 480x640: ``cen-train export --precision fp32|fp16|int8`` (int8
+  calibrated on the synthetic data), ``build-engine`` for each, labels of each engine against
+  ONNX Runtime on the CPU running the same ONNX file (and the fp32 one), latency through the
+  runtime's TensorRT engine (median, p90, frames per second);
+* the node: ``cen_segmentation_node`` with the TensorRT backend (ResNet-18 fp16 engine) over a
+  synthetic 480x640 sequence bag played at 10 Hz; its ``/diagnostics`` latency.
+
+It prints one markdown table (and writes it to ``--out DIR/gpu_check.md``). A part that cannot
+run here is named in one line and the rest runs. Exit status: 0 every part ran and passed;
+1 a part failed; 2 a usage error; 3 no CUDA GPU here, nothing checked (each missing piece named
+in one line); 4 what ran passed, but some parts could not run here (named in the table).
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import math
+import os
+import pathlib
+import platform
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from importlib import metadata, util
+from typing import Callable, Optional
+
+import numpy as np
+
+EXIT_PASSED, EXIT_FAILED, EXIT_NO_GPU, EXIT_PARTIAL = 0, 1, 3, 4
+PRECISIONS = ("fp32", "fp16", "int8")
+HEIGHT, WIDTH = 480, 640
+# Share of pixels whose TensorRT label must equal ONNX Runtime's on the same ONNX file.
+MIN_AGREEMENT = {"fp32": 0.995, "fp16": 0.99, "int8": 0.98}
+MIN_TORCH_FP16_AGREEMENT = 0.99
+TRAIN_STEPS = 50
+PASS, FAIL, NOT_RUN = "pass", "FAIL", "not run"
+TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-cu11")
+BACKEND_NAMES = {"tensorrt": "TensorRT", "onnxruntime": "ONNX Runtime"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str
+    title: str
+    backbone: str
+    decoder: str
+    num_classes: int
+    trained: bool  # trained here for 50 steps; otherwise fresh weights
+
+
+MODELS = {
+    "resnet18-light": ModelSpec("resnet18-light", "ResNet-18 light", "resnet18", "light", 5,
+                                True),
+    "resnet50-official": ModelSpec("resnet50-official", "ResNet-50 official", "resnet50",
+                                   "official", 40, False),
+}
+
+
+# -- what this machine has ---------------------------------------------------------------------
+@dataclass
+class Probe:
+    """What the machine offers, each piece with why it cannot be used (None = usable)."""
+
+    torch_version: str
+    torch_cuda: Optional[str]  # torch.version.cuda; None for a CPU-only build
+    torch_problem: Optional[str]
+    cuda_python: Optional[str]  # bindings version; None when not installed
+    cuda_problem: Optional[str]
+    tensorrt: Optional[str]  # version ("installed" when unknown); None when not installed
+    tensorrt_problem: Optional[str] = None
+    gpu: str = ""  # name, compute capability, driver, as one text
+
+    @property
+    def torch_gpu(self) -> bool:
+        return self.torch_problem is None
+
+    @property
+    def cuda_gpu(self) -> bool:
+        return self.cuda_problem is None
+
+    @property
+    def any_gpu(self) -> bool:
+        return self.torch_gpu or self.cuda_gpu
+
+
+def torch_line(version: str, cuda: Optional[str], available: bool) -> Optional[str]:
+    if available:
+        return None
+    if cuda is None:
+        return (f"PyTorch {version}: a CPU-only build (no CUDA), so no CUDA training with AMP "
+                "and no fp16 parity check")
+    return (f"PyTorch {version} (CUDA {cuda}): no usable CUDA device "
+            "(torch.cuda.is_available() is False)")
+
+
+def cuda_line(bindings: Optional[str], problem: Optional[str]) -> Optional[str]:
+    if bindings is None:
+        return ("CUDA: cuda-python is not installed (pip install 'cuda-python>=12,<13'), so no "
+                "engine buffer check and no TensorRT")
+    return f"CUDA: {problem}" if problem else None
+
+
+def tensorrt_line(version: Optional[str], problem: Optional[str], gpu: bool) -> Optional[str]:
+    if version is None:
+        return ("TensorRT: not installed (JetPack or NVIDIA's pip index), so no engines, label "
+                "agreement, timing or node run")
+    if problem:
+        return f"TensorRT {version}: {problem}"
+    if not gpu:
+        return f"TensorRT {version}: installed, but there is no usable GPU to build for"
+    return None
+
+
+def lacking(probe: Probe) -> list[str]:
+    """One line per missing piece, in the order PyTorch, CUDA, TensorRT."""
+    lines = [torch_line(probe.torch_version, probe.torch_cuda, probe.torch_gpu),
+             cuda_line(probe.cuda_python, probe.cuda_problem),
+             tensorrt_line(probe.tensorrt, probe.tensorrt_problem, probe.cuda_gpu)]
+    return [line for line in lines if line]
+
+
+def no_gpu_report(probe: Probe) -> list[str]:
+    """What a machine without any usable CUDA GPU prints (exit code 3)."""
+    return ([f"cen-train gpu-check: no CUDA GPU here, nothing checked (exit code {EXIT_NO_GPU})"]
+            + [f"- {line}" for line in lacking(probe)])
+
+
+def _installed_tensorrt() -> Optional[str]:
+    """TensorRT's version from the package metadata, without importing it (importing TensorRT
+    where there is no driver can crash the process at exit)."""
+    if util.find_spec("tensorrt") is None:
+        return None
+    for name in TENSORRT_DISTRIBUTIONS:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "installed"
+
+
+def probe_machine(device: int) -> Probe:
+    import torch
+
+    from cen_perception.engines import tensorrt as trt_runtime
+    from cen_perception.engines.base import EngineError
+
+    from .. import CliError
+
+    torch_available = torch.cuda.is_available() and device < torch.cuda.device_count()
+    torch_problem = torch_line(torch.__version__, torch.version.cuda, torch_available)
+    bindings = cuda_problem = None
+    gpu = ""
+    try:
+        cudart = trt_runtime.import_cudart()
+        bindings = trt_runtime.bindings_version()
+        cuda_problem = trt_runtime.cuda_device_problem(cudart)
+        if cuda_problem is None:
+            from ..tensorrt_build import gpu_facts
+            name, (major, minor) = gpu_facts(device)
+            _, driver = cudart.cudaDriverGetVersion()
+            _, runtime = cudart.cudaRuntimeGetVersion()
+            gpu = (f"{name} (sm_{major}{minor}), driver for CUDA "
+                   f"{trt_runtime.cuda_version_text(driver)}, cuda-python {bindings} (CUDA "
+                   f"{trt_runtime.cuda_version_text(runtime)})")
+    except EngineError:  # cuda-python is not installed
+        bindings = None
+    except CliError as exc:  # e.g. --device beyond the GPUs there are
+        cuda_problem = str(exc)
+    tensorrt, tensorrt_problem = _installed_tensorrt(), None
+    if tensorrt is not None and cuda_problem is None:
+        try:
+            tensorrt = trt_runtime.import_tensorrt().__version__
+        except EngineError as exc:
+            tensorrt_problem = str(exc)
+    return Probe(torch.__version__, torch.version.cuda, torch_problem, bindings, cuda_problem,
+                 tensorrt, tensorrt_problem, gpu)
+
+
+# -- the report ----------------------------------------------------------------------------
+@dataclass
+class Row:
+    part: str
+    model: str = "-"
+    precision: str = "-"
+    result: str = PASS
+    agree: Optional[float] = None  # share of pixels, against ONNX Runtime on the same ONNX
+    agree_fp32: Optional[float] = None  # against ONNX Runtime on the fp32 ONNX
+    median_ms: Optional[float] = None
+    p90_ms: Optional[float] = None
+    fps: Optional[float] = None
+    detail: str = ""
+
+
+def _percent(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _ms(value: Optional[float]) -> str:
+    return "-" if value is None else (f"{value:.2f}" if value < 100 else f"{value:.0f}")
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = ["| part | model | precision | result | labels = ORT (same ONNX) | labels = ORT fp32 "
+             "| median ms | p90 ms | FPS | detail |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        fps = "-" if r.fps is None else f"{r.fps:.0f}" if r.fps >= 10 else f"{r.fps:.1f}"
+        detail = r.detail.replace("|", "/")
+        lines.append(f"| {r.part} | {r.model} | {r.precision} | {r.result} | {_percent(r.agree)} "
+                     f"| {_percent(r.agree_fp32)} | {_ms(r.median_ms)} | {_ms(r.p90_ms)} | {fps} "
+                     f"| {detail} |")
+    return "\n".join(lines)
+
+
+def exit_code(rows: list[Row]) -> int:
+    if any(r.result == FAIL for r in rows):
+        return EXIT_FAILED
+    if any(r.result == NOT_RUN for r in rows):
+        return EXIT_PARTIAL
+    return EXIT_PASSED
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def timings(run: Callable[[], object], warmup: int, iters: int) -> tuple[float, float, float]:
+    """(median ms, p90 ms, frames per second at the median) of ``run``."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    median, p90 = float(np.median(times)), float(np.percentile(times, 90))
+    return median, p90, 1000.0 / median
+
+
+def agreement(labels: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    equal = sum(int(np.count_nonzero(a == b)) for a, b in zip(labels, reference))
+    return equal / sum(r.size for r in reference)
+
+
+# -- the parts ---------------------------------------------------------------------------------
+def cli(*args, log: Optional[pathlib.Path] = None, timeout: float = 900) -> None:
+    """Run a cen-train sub-command in its own process; its last line on failure."""
+    command = [sys.executable, "-m", "cen_training.cli", *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if log is not None:
+        log.write_text(f"$ {' '.join(command)}\n{result.stdout}\n{result.stderr}",
+                       encoding="utf-8")
+    if result.returncode != 0:
+        lines = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()
+        raise RuntimeError(f"cen-train {args[0]} exited with {result.returncode}: {lines[-1]}")
+
+
+def check_buffers(device: int) -> Row:
+    """The engine's buffer path with real device memory: bytes survive the round trip."""
+    from cen_perception.engines import tensorrt as trt_runtime
+
+    cudart = trt_runtime.import_cudart()
+    specs = {"rgb": ((1, HEIGHT, WIDTH, 3), "uint8"), "depth": ((1, HEIGHT, WIDTH), "float32"),
+             "labels": ((1, HEIGHT, WIDTH), "uint8")}
+    rng = np.random.default_rng(0)
+    problems: set[str] = set()
+
+    def fill(buffers) -> dict[str, np.ndarray]:
+        for array in buffers.host.values():
+            array[...] = rng.integers(0, 255, array.shape).astype(array.dtype)
+        return {name: array.copy() for name, array in buffers.host.items()}
+
+    def round_trip(buffers) -> None:
+        for name in buffers.host:
+            buffers.to_device(name)
+        buffers.synchronize()
+        for name, array in buffers.host.items():
+            array[...] = 0
+            buffers.to_host(name)
+        buffers.synchronize()
+
+    def compare(buffers, sent, where: str) -> None:
+        problems.update(f"{name} ({where})" for name in sent
+                        if not np.array_equal(sent[name], buffers.host[name]))
+
+    def in_thread() -> None:
+        try:
+            trt_runtime.require_cuda_device(cudart, device)  # the engine does this per call
+            worker = trt_runtime.CudaBuffers(cudart, specs)
+            try:
+                sent = fill(worker)
+                round_trip(worker)
+                compare(worker, sent, "worker thread")
+            finally:
+                worker.close()
+        except Exception as exc:  # noqa: BLE001
+            problems.add(f"worker thread: {_one_line(exc)}")
+
+    trt_runtime.require_cuda_device(cudart, device)
+    buffers = trt_runtime.CudaBuffers(cudart, specs)
+    try:
+        sent = fill(buffers)
+        median, p90, _ = timings(lambda: round_trip(buffers), 2, 20)
+        compare(buffers, sent, "main thread")
+    finally:
+        buffers.close()
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join(60)
+    megabytes = sum(math.prod(s) * np.dtype(d).itemsize for s, d in specs.values()) / 1e6
+    if problems:
+        return Row("cuda-python buffers", result=FAIL,
+                   detail="bytes differ after the round trip: " + ", ".join(sorted(problems)))
+    return Row("cuda-python buffers", median_ms=median, p90_ms=p90,
+               detail=f"{megabytes:.1f} MB pinned host -> cudaMalloc -> host on one stream "
+                      "(timed: both copies); bytes equal, also from a worker thread")
+
+
+def train_on_gpu(data: pathlib.Path, run_dir: pathlib.Path, device: int) -> tuple[Row, pathlib.Path]:
+    """50 steps of the real training loop with CUDA and AMP; the checkpoint it wrote."""
+    from ..train import TrainConfig, train
+
+    losses: list[float] = []
+    config = TrainConfig(data=str(data), out=str(run_dir), arch="cen", backbone="resnet18",
+                         decoder="light", optimizer="adam", stages=1, epochs=[10_000],
+                         batch_size=8, workers=2, amp=True, max_steps=TRAIN_STEPS,
+                         val_every=10_000, progress=False)
+    # train() picks its GPU from LOCAL_RANK (torchrun's variable); one process here.
+    previous = os.environ.get("LOCAL_RANK")
+    os.environ["LOCAL_RANK"] = str(device)
+    shutil.rmtree(run_dir, ignore_errors=True)  # a run left by an earlier check
+    start = time.perf_counter()
+    try:
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            result = train(config, on_epoch_end=lambda state: losses.append(state["loss"]))
+    finally:
+        if previous is None:
+            os.environ.pop("LOCAL_RANK", None)
+        else:
+            os.environ["LOCAL_RANK"] = previous
+    seconds = time.perf_counter() - start
+    steps = int(result.get("steps", 0))
+    checkpoint = run_dir / "best.pt"
+    if not checkpoint.is_file():
+        checkpoint = run_dir / "last.pt"
+    row = Row(f"training, {TRAIN_STEPS} steps, CUDA + AMP", MODELS["resnet18-light"].title,
+              "fp16 autocast")
+    if steps != TRAIN_STEPS or not losses or not all(math.isfinite(v) for v in losses):
+        row.result = FAIL
+        row.detail = f"{steps} of {TRAIN_STEPS} steps, mean loss per epoch {losses}"
+    else:
+        row.detail = (f"{steps} steps of batch 8 in {seconds:.0f} s ({1e3 * seconds / steps:.0f} "
+                      "ms a step with data loading, validation and checkpoints), float16 "
+                      f"autocast + GradScaler; mean loss per epoch {losses[0]:.3f} -> "
+                      f"{losses[-1]:.3f}")
+    return row, checkpoint
+
+
+def torch_fp16_parity(spec: ModelSpec, checkpoint: pathlib.Path, frames, device: int) -> Row:
+    """float16 autocast against float32 (TF32 off) on the GPU: labels and logits."""
+    import torch
+
+    from ..checkpoint import load_model
+
+    model = load_model(checkpoint).eval().to(f"cuda:{device}")
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    same = total = 0
+    worst = 0.0
+    try:
+        with torch.inference_mode():
+            for frame in frames:
+                rgb = torch.from_numpy(frame["rgb"]).to(model_device(model))
+                depth = torch.from_numpy(frame["depth"]).to(model_device(model))
+                full = model(rgb, depth)[-1].float()
+                with torch.autocast("cuda", dtype=torch.float16):
+                    half = model(rgb, depth)[-1].float()
+                same += int((full.argmax(1) == half.argmax(1)).sum())
+                total += full.argmax(1).numel()
+                scale = float(full.abs().max()) or 1.0
+                worst = max(worst, float((full - half).abs().max()) / scale)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+        del model
+        torch.cuda.empty_cache()
+    share = same / total
+    return Row("PyTorch fp16 autocast vs fp32", spec.title, "fp16", agree=None,
+               result=PASS if share >= MIN_TORCH_FP16_AGREEMENT else FAIL,
+               detail=f"ensemble labels equal on {100 * share:.2f}% of pixels "
+                      f"(needs {100 * MIN_TORCH_FP16_AGREEMENT:.0f}%), largest logit difference "
+                      f"{100 * worst:.2f}% of the largest logit; {len(frames)} frames")
+
+
+def release_torch_memory() -> None:
+    """Hand PyTorch's cached GPU memory back before TensorRT builds in the same process."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def model_device(model):
+    return next(model.parameters()).device
+
+
+def fresh_checkpoint(spec: ModelSpec, path: pathlib.Path, frames, device: str
+                     ) -> pathlib.Path:
+    """A checkpoint of the model factory's freshly initialised network, its BatchNorm
+    statistics measured on ``frames``: with the initial ones (mean 0, variance 1) a deep
+    network's activations grow far beyond float16's range, which would say nothing about the
+    engines."""
+    import torch
+    from torch import nn
+
+    from ..card import default_card
+    from ..checkpoint import save_checkpoint
+    from ..models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(arch="cen", backbone=spec.backbone, decoder=spec.decoder,
+                         num_classes=spec.num_classes)
+    model = build_model(config).to(device)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a plain average over the frames
+    model.train()
+    with torch.no_grad():
+        for frame in frames:
+            model(torch.from_numpy(frame["rgb"]).to(device),
+                  torch.from_numpy(frame["depth"]).to(device))
+    model = model.eval().cpu()
+    for norm in norms:
+        norm.momentum = 0.1
+    return save_checkpoint(path, model, config, default_card(spec.num_classes))
+
+
+def export(spec: ModelSpec, precision: str, checkpoint: pathlib.Path, data: pathlib.Path,
+           work: pathlib.Path) -> tuple[pathlib.Path, float]:
+    onnx_path = work / f"{spec.key}_{precision}.onnx"
+    args = ["export", checkpoint, "-o", onnx_path, "--height", HEIGHT, "--width", WIDTH,
+            "--data", data, "--parity-frames", 2]
+    if precision != "fp32":  # the default
+        args += ["--precision", precision]
+    if precision == "int8":
+        args += ["--calib-data", data]
+    start = time.perf_counter()
+    cli(*args, log=work / f"{onnx_path.stem}.export.log")
+    return onnx_path, time.perf_counter() - start
+
+
+class OrtLabels:
+    """ONNX Runtime's labels on the CPU for each ONNX file, computed once."""
+
+    def __init__(self, frames) -> None:
+        self.frames, self.cache = frames, {}
+        self.lock = threading.Lock()
+
+    def __call__(self, onnx_path: pathlib.Path) -> list[np.ndarray]:
+        from cen_perception.engines.onnxruntime import OnnxRuntimeEngine
+
+        with self.lock:
+            if onnx_path not in self.cache:
+                engine = OnnxRuntimeEngine(onnx_path, threads=0)
+                self.cache[onnx_path] = [engine.infer(f["rgb"][0], f["depth"][0])[0]
+                                         for f in self.frames]
+            return self.cache[onnx_path]
+
+
+def engine_row(spec: ModelSpec, precision: str, onnx_path: pathlib.Path, export_s: float,
+               work: pathlib.Path, frames, ort: OrtLabels, device: int, iters: int
+               ) -> tuple[Row, pathlib.Path]:
+    """Build the engine, compare its labels with ONNX Runtime's, time it."""
+    from cen_perception.engines.tensorrt import TensorRTEngine
+
+    from ..tensorrt_build import build_engine
+
+    notes: list[str] = []
+    start = time.perf_counter()
+    engine_path = build_engine(onnx_path, work / "engines" / f"{onnx_path.stem}.engine",
+                               cache_dir=work / "engine_cache", device=device, progress=False,
+                               log=notes.append)
+    build_s = time.perf_counter() - start
+    plan = next((n.split("building a ", 1)[1].split(" engine for")[0] for n in notes
+                 if n.startswith("building a ")), precision)
+    engine = TensorRTEngine(engine_path, device=device)
+    try:
+        labels = [engine.infer(f["rgb"][0], f["depth"][0])[0] for f in frames]
+        from_thread: dict = {}
+
+        def infer_in_thread() -> None:  # as the node does, on its worker thread
+            try:
+                from_thread["labels"] = engine.infer(frames[0]["rgb"][0],
+                                                     frames[0]["depth"][0])[0]
+            except Exception as exc:  # noqa: BLE001
+                from_thread["error"] = _one_line(exc)
+
+        worker = threading.Thread(target=infer_in_thread)
+        worker.start()
+        worker.join(60)
+        median, p90, fps = timings(lambda: engine.infer(frames[0]["rgb"][0],
+                                                        frames[0]["depth"][0]), 10, iters)
+    finally:
+        engine.close()
+    row = Row("TensorRT engine", spec.title, precision, median_ms=median, p90_ms=p90, fps=fps)
+    details = [f"export {export_s:.0f} s, build {build_s:.0f} s ({plan})"]
+    try:
+        row.agree = agreement(labels, ort(onnx_path))
+    except Exception as exc:  # noqa: BLE001 - e.g. no ONNX Runtime CPU kernel for a float16 op
+        details.append(f"ONNX Runtime cannot run this file on the CPU ({_one_line(exc)})")
+    fp32_onnx = onnx_path.with_name(f"{spec.key}_fp32.onnx")
+    if fp32_onnx.is_file():
+        row.agree_fp32 = agreement(labels, ort(fp32_onnx))
+    thread_problem = None
+    if "error" in from_thread:
+        thread_problem = f"infer on a worker thread failed: {from_thread['error']}"
+    elif not np.array_equal(from_thread.get("labels"), labels[0]):
+        thread_problem = "infer on a worker thread gave other labels"
+    row.result, problems = judge_engine(precision, row.agree, row.agree_fp32, thread_problem)
+    row.detail = "; ".join(details + problems)
+    return row, engine_path
+
+
+def judge_engine(precision: str, agree: Optional[float], agree_fp32: Optional[float],
+                 thread_problem: Optional[str] = None) -> tuple[str, list[str]]:
+    """PASS or FAIL for an engine, and why it failed. Its labels are compared with ONNX
+    Runtime's on the same ONNX file, or on the fp32 one where ONNX Runtime cannot run it;
+    ``thread_problem``: what went wrong running it from a worker thread, if anything."""
+    problems = []
+    reference = agree if agree is not None else agree_fp32
+    if reference is None:
+        problems.append("no ONNX Runtime labels to compare with")
+    elif reference < MIN_AGREEMENT[precision]:
+        against = "the same ONNX file" if agree is not None else "the fp32 ONNX file"
+        problems.append(f"labels agree with ONNX Runtime on {against} on {100 * reference:.2f}% "
+                        f"of pixels, below {100 * MIN_AGREEMENT[precision]:.1f}%")
+    if thread_problem:
+        problems.append(thread_problem)
+    return (FAIL if problems else PASS), problems
+
+
+def run_node(engine_path: pathlib.Path, work: pathlib.Path, device: int, frames: int = 40,
+             backend: str = "tensorrt", model: str = MODELS["resnet18-light"].title,
+             precision: str = "fp16") -> Row:
+    """The node with ``backend`` over a synthetic 480x640 sequence bag played at 10 Hz."""
+    row = Row(f"node, {BACKEND_NAMES[backend]} backend", model, precision)
+    bin_dir = pathlib.Path(sys.executable).parent
+    executables = {}
+    for name in ("cen_segmentation_node", "cen-perception-play"):
+        path = bin_dir / name if (bin_dir / name).is_file() else shutil.which(name)
+        if path is None:
+            row.result, row.detail = NOT_RUN, f"{name} not found (install cen_perception)"
+            return row
+        executables[name] = str(path)
+    if util.find_spec("rclpy") is None:
+        row.result, row.detail = NOT_RUN, "rclpy is not installed"
+        return row
+    from cen_perception.sequence import COLOR_TOPIC, DEPTH_TOPIC, write_synthetic_sequence
+
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+    shutil.rmtree(work / "sequence", ignore_errors=True)
+    bag = write_synthetic_sequence(work / "sequence", frames=frames, height=HEIGHT, width=WIDTH,
+                                   rate_hz=10.0, seed=1)
+    env = dict(os.environ)
+    if device:
+        env["CUDA_VISIBLE_DEVICES"] = str(device)  # the node uses device 0 of what it sees
+    watcher = NodeWatcher()
+    node = subprocess.Popen(
+        [executables["cen_segmentation_node"], "--ros-args",
+         "-p", f"engine_path:={engine_path}", "-p", f"backend:={backend}", "-p", "qos:=reliable",
+         "-p", "diagnostics_period:=0.5", "-r", f"rgb/image:={COLOR_TOPIC}",
+         "-r", f"depth/image:={DEPTH_TOPIC}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and node.poll() is None and not watcher.ready():
+            time.sleep(0.1)
+        if node.poll() is not None:
+            raise RuntimeError(f"the node exited with {node.returncode}: "
+                               f"{(node.stderr.read().strip() or 'no output').splitlines()[-1]}")
+        subprocess.run([executables["cen-perception-play"], str(bag), "--topics", COLOR_TOPIC,
+                        DEPTH_TOPIC, "--reliable", "--wait-subscribers", "1", "--wait-timeout",
+                        "60", "--rate", "1.0", "--no-progress"], check=True, timeout=180,
+                       capture_output=True, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not watcher.all_handled(frames):
+            time.sleep(0.2)
+        time.sleep(1.2)  # one more diagnostics period
+    finally:
+        node.send_signal(signal.SIGINT)
+        try:
+            node.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node.wait()
+        watcher.close()
+    diag, labels = watcher.diagnostics or {}, watcher.labels
+
+    def number(key: str) -> Optional[float]:
+        value = diag.get(key)
+        return float(value) if value not in (None, "") else None
+
+    row.median_ms = number("infer_ms_median")
+    row.detail = (f"{labels} label images for {frames} frames at 10 Hz "
+                  f"({diag.get('pairs_dropped', '?')} pairs skipped while busy); infer p95 "
+                  f"{_ms(number('infer_ms_p95'))} ms; end to end median "
+                  f"{_ms(number('end_to_end_ms_median'))}, p95 "
+                  f"{_ms(number('end_to_end_ms_p95'))} ms (node /diagnostics)")
+    if diag.get("backend") != backend or labels == 0 or node.returncode != 0:
+        row.result = FAIL
+        row.detail = (f"backend {diag.get('backend')!r}, {labels} label images, node exit "
+                      f"{node.returncode}; " + row.detail)
+    return row
+
+
+class NodeWatcher:
+    """Subscribes to the node's labels and /diagnostics over DDS."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("cen_gpu_check", context=self.context)
+        self.labels, self.diagnostics = 0, None
+        self.lock = threading.Lock()
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.node.create_subscription(Image, "/segmentation/labels", self._on_labels, qos)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, qos)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _on_labels(self, _msg) -> None:
+        with self.lock:
+            self.labels += 1
+
+    def _on_diagnostics(self, msg) -> None:
+        with self.lock:
+            for status in msg.status:
+                if "segmentation" in status.name:
+                    self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+    def ready(self) -> bool:
+        return (self.diagnostics is not None
+                and self.node.count_publishers("/segmentation/labels") > 0)
+
+    def all_handled(self, frames: int) -> bool:
+        with self.lock:
+            dropped = int((self.diagnostics or {}).get("pairs_dropped", 0) or 0)
+            return self.labels + dropped >= frames
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        import rclpy
+        rclpy.try_shutdown(context=self.context)
+
+
+# -- the run -------------------------------------------------------------------------------------
+def _cpu_name() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def check(probe: Probe, args, say: Callable[[str], None]) -> list[Row]:
+    """Every part this machine can run, in order; the rows of the table."""
+    from ..tensorrt_build import find_calibration_pairs, load_calibration_frame
+
+    rows: list[Row] = []
+    specs = [MODELS[key] for key in args.models]
+    work: pathlib.Path = args.work
+    tensorrt_ok = probe.cuda_gpu and probe.tensorrt is not None and not probe.tensorrt_problem
+    tensorrt_reason = tensorrt_line(probe.tensorrt, probe.tensorrt_problem, probe.cuda_gpu) \
+        or cuda_line(probe.cuda_python, probe.cuda_problem) or ""
+    torch_reason = probe.torch_problem or ""
+
+    def part(name: str, run: Callable[[], object], **row) -> object:
+        say(f"{name} ...")
+        try:
+            return run()
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one failing part must not hide the others
+            rows.append(Row(name, result=FAIL, detail=_one_line(exc), **row))
+            return None
+
+    if probe.cuda_gpu:
+        result = part("cuda-python buffers", lambda: check_buffers(args.device))
+        if result is not None:
+            rows.append(result)
+    else:
+        rows.append(Row("cuda-python buffers", result=NOT_RUN,
+                        detail=cuda_line(probe.cuda_python, probe.cuda_problem) or ""))
+
+    if not (probe.torch_gpu or tensorrt_ok):
+        rows += [Row(name, result=NOT_RUN, detail=torch_reason)
+                 for name in (f"training, {TRAIN_STEPS} steps, CUDA + AMP",
+                              "PyTorch fp16 autocast vs fp32")]
+        rows += [Row(name, result=NOT_RUN, detail=tensorrt_reason)
+                 for name in ("TensorRT engines", "node, TensorRT backend")]
+        return rows
+    # Synthetic scenes for training, calibration and the label comparisons (the engines'
+    # inputs are these, resized to 480x640).
+    data = work / "data"
+    if not (data / "val.txt").is_file():
+        shutil.rmtree(data, ignore_errors=True)
+        cli("synth", data, "--num-train", 32, "--num-val", 8, "--height", 240, "--width", 320,
+            "--seed", 0, "--no-progress", log=work / "synth.log")
+    pairs = find_calibration_pairs(data, limit=args.frames)
+    frames = [load_calibration_frame(r, d, (HEIGHT, WIDTH)) for r, d in pairs]
+
+    torch_device = f"cuda:{args.device}" if probe.torch_gpu else "cpu"
+    checkpoints: dict[str, Optional[pathlib.Path]] = {}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    exports: dict[tuple[str, str], concurrent.futures.Future] = {}
+    node_engine = None
+
+    def make_fresh(spec: ModelSpec) -> None:
+        bn_frames = [load_calibration_frame(r, d, (240, 320))
+                     for r, d in find_calibration_pairs(data, limit=8)]
+        checkpoints[spec.key] = part(
+            "checkpoint with fresh weights", lambda: fresh_checkpoint(
+                spec, work / f"{spec.key}.pt", bn_frames, torch_device), model=spec.title)
+
+    def start_exports(spec: ModelSpec) -> None:
+        if tensorrt_ok and checkpoints.get(spec.key) is not None:
+            for precision in PRECISIONS:
+                exports[spec.key, precision] = pool.submit(
+                    export, spec, precision, checkpoints[spec.key], data, work)
+
+    try:
+        # Fresh-weight models first: their (CPU-heavy) exports overlap training on the GPU.
+        for spec in specs:
+            if not spec.trained:
+                make_fresh(spec)
+                start_exports(spec)
+        for spec in specs:
+            if not spec.trained:
+                continue
+            if probe.torch_gpu:
+                result = part(f"training, {TRAIN_STEPS} steps, CUDA + AMP",
+                              lambda: train_on_gpu(data, work / "run", args.device),
+                              model=spec.title)
+                if result is not None:
+                    rows.append(result[0])
+                    checkpoints[spec.key] = result[1]
+            else:
+                rows.append(Row(f"training, {TRAIN_STEPS} steps, CUDA + AMP", spec.title,
+                                result=NOT_RUN, detail=torch_reason))
+            if checkpoints.get(spec.key) is None:  # no training on the GPU: fresh weights
+                make_fresh(spec)
+            start_exports(spec)
+        for spec in specs:
+            if not probe.torch_gpu:
+                rows.append(Row("PyTorch fp16 autocast vs fp32", spec.title, "fp16",
+                                result=NOT_RUN, detail=torch_reason))
+            elif checkpoints.get(spec.key) is not None:
+                result = part("PyTorch fp16 autocast vs fp32", lambda: torch_fp16_parity(
+                    spec, checkpoints[spec.key], frames, args.device), model=spec.title)
+                if result is not None:
+                    rows.append(result)
+        release_torch_memory()
+
+        ort = OrtLabels(frames)
+        for spec in specs:
+            for precision in PRECISIONS:
+                if not tensorrt_ok:
+                    rows.append(Row("TensorRT engine", spec.title, precision, result=NOT_RUN,
+                                    detail=tensorrt_reason))
+                    continue
+                if (spec.key, precision) not in exports:
+                    rows.append(Row("TensorRT engine", spec.title, precision, result=FAIL,
+                                    detail="no checkpoint to export (see above)"))
+                    continue
+                say(f"TensorRT engine: {spec.title} {precision} ...")
+                try:
+                    onnx_path, export_s = exports[spec.key, precision].result()
+                    row, engine_path = engine_row(spec, precision, onnx_path, export_s, work,
+                                                  frames, ort, args.device, args.iters)
+                    rows.append(row)
+                    if spec.key == "resnet18-light" and precision == "fp16":
+                        node_engine = engine_path
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    rows.append(Row("TensorRT engine", spec.title, precision, result=FAIL,
+                                    detail=_one_line(exc)))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+    if not tensorrt_ok:
+        rows.append(Row("node, TensorRT backend", result=NOT_RUN, detail=tensorrt_reason))
+    elif node_engine is None:
+        rows.append(Row("node, TensorRT backend", result=NOT_RUN,
+                        detail="needs the ResNet-18 light fp16 engine (--models "
+                               "resnet18-light), which was not built"))
+    else:
+        result = part("node, TensorRT backend",
+                      lambda: run_node(node_engine, work, args.device))
+        if result is not None:
+            rows.append(result)
+    return rows
+
+
+def report(probe: Probe, rows: list[Row], seconds: float) -> str:
+    torch_text = f"PyTorch {probe.torch_version}" + (
+        f" (CUDA {probe.torch_cuda})" if probe.torch_cuda else "")
+    lines = ["# cen-train gpu-check", "",
+             f"GPU: {probe.gpu or 'none usable through cuda-python'}; TensorRT "
+             f"{probe.tensorrt or 'not installed'}; {torch_text}; CPU (ONNX Runtime "
+             f"reference): {_cpu_name()}; {HEIGHT}x{WIDTH} inputs; {seconds:.0f} s in all.", "",
+             markdown_table(rows), ""]
+    missing = [r for r in rows if r.result == NOT_RUN]
+    lines.append(f"Exit code {exit_code(rows)}: "
+                 + {EXIT_PASSED: "every part ran and passed.",
+                    EXIT_FAILED: "a part failed.",
+                    EXIT_PARTIAL: f"what ran passed; {len(missing)} part(s) could not run here."
+                    }[exit_code(rows)])
+    return "\n".join(lines) + "\n"
+
+
+DESCRIPTION = f"""\
+Check on this machine's NVIDIA GPU, in one run of a few minutes:
+  cuda-python buffers  the TensorRT engine's pinned/device buffers, bytes after a round trip
+  training             {TRAIN_STEPS} steps of the training loop with CUDA and AMP (ResNet-18 light)
+  PyTorch fp16         float16 autocast against float32 labels on the GPU
+  TensorRT engines     ResNet-18 light (trained here) and ResNet-50 official (fresh weights)
+                       at {HEIGHT}x{WIDTH}: export --precision fp32/fp16/int8, build-engine, labels
+                       against ONNX Runtime on the CPU, latency (median, p90, FPS)
+  node                 cen_segmentation_node with the TensorRT backend over a sequence bag,
+                       latency from its /diagnostics
+and print one markdown table. A part that cannot run here is named and the rest runs."""
+
+EPILOG = ("labels must agree with ONNX Runtime on the same ONNX file on at least\n  "
+          + ", ".join(f"{100 * v:.1f}% ({k})" for k, v in MIN_AGREEMENT.items())
+          + f" of pixels; PyTorch fp16 with fp32 on {100 * MIN_TORCH_FP16_AGREEMENT:.0f}%.\n"
+          "exit status: 0 every part ran and passed; 1 a part failed; 2 a usage error;\n"
+          "  3 no CUDA GPU here, nothing checked (each missing piece named in one line);\n"
+          "  4 what ran passed, but some parts could not run here (named in the table).")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "gpu-check", help="check everything that needs an NVIDIA GPU, in one run",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=pathlib.Path, metavar="DIR",
+                   help="also write the report to DIR/gpu_check.md")
+    p.add_argument("--work", type=pathlib.Path, metavar="DIR",
+                   help="keep the data, checkpoints, ONNX files, engines and logs here "
+                        "(default: a temporary folder, removed at the end)")
+    p.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS),
+                   help="models to export, build and time (default: both)")
+    p.add_argument("--frames", type=int, default=4,
+                   help="frames for the label comparisons (default 4)")
+    p.add_argument("--iters", type=int, default=100,
+                   help="timed inferences per engine (default 100, after 10 warm-up runs)")
+    p.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import CliError
+
+    if args.frames < 1 or args.iters < 1 or args.device < 0:
+        raise CliError("--frames and --iters must be >= 1 and --device >= 0")
+    start = time.perf_counter()
+    probe = probe_machine(args.device)
+    if not probe.any_gpu:
+        text = "\n".join(no_gpu_report(probe)) + "\n"
+        print(text, end="")
+        _write_out(args.out, text)
+        return EXIT_NO_GPU
+    for line in lacking(probe):
+        print(f"not checked here: {line}", flush=True)
+    keep = args.work is not None
+    args.work = args.work or pathlib.Path(tempfile.mkdtemp(prefix="cen_gpu_check_"))
+    args.work.mkdir(parents=True, exist_ok=True)
+    try:
+        rows = check(probe, args, lambda text: print(text, flush=True))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. the synthetic data could not be made
+        rows = [Row("gpu-check", result=FAIL, detail=_one_line(exc))]
+    finally:
+        if not keep:
+            shutil.rmtree(args.work, ignore_errors=True)
+    text = report(probe, rows, time.perf_counter() - start)
+    print("\n" + text, end="")
+    _write_out(args.out, text)
+    return exit_code(rows)
+
+
+def _write_out(out: Optional[pathlib.Path], text: str) -> None:
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "gpu_check.md").write_text(text, encoding="utf-8")
