@@ -12,7 +12,7 @@ from cen_perception.engines import open_engine
 from cen_perception.model_card import METADATA_KEY, ModelCard
 from cen_training import CliError
 from cen_training.card import default_card
-from cen_training.checkpoint import load_model, save_checkpoint
+from cen_training.checkpoint import flat_decoder_keys, load_model, save_checkpoint
 from cen_training.export import export_and_verify, verify_parity
 from cen_training.fused import fuse
 from cen_training.models import ModelConfig, build_model
@@ -106,7 +106,7 @@ def test_parity_check_catches_a_different_model(tmp_path, make_model):
     export_and_verify(model, path, H, W, logits=True)
     other = make_model("cen")
     with torch.no_grad():
-        other.clf_conv.module.bias.add_(torch.arange(5.0))  # shifts the argmax
+        other.decoder.clf_conv.module.bias.add_(torch.arange(5.0))  # shifts the argmax
     report = verify_parity(other, path, [("x", np.zeros((H, W, 3), np.uint8), np.ones((H, W), np.float32))])
     assert not report.ok
 
@@ -114,7 +114,8 @@ def test_parity_check_catches_a_different_model(tmp_path, make_model):
 def test_export_cli_and_official_import_end_to_end(tmp_path, trained_like):
     # A checkpoint in the official layout -> import-official -> export -> ONNX Runtime.
     ref = trained_like(build_model(ModelConfig(arch="cen", backbone="resnet50", num_classes=7)))
-    torch.save({"segmenter": {"module." + k: v for k, v in ref.state_dict().items()}},
+    flat = flat_decoder_keys(ref)  # the official code keeps the decoder's layers beside the encoder
+    torch.save({"segmenter": {"module." + flat.get(k, k): v for k, v in ref.state_dict().items()}},
                tmp_path / "official.pth")
     cli = [sys.executable, "-m", "cen_training.cli"]
     proc = subprocess.run(cli + ["import-official", "--arch", "cen", "--backbone", "resnet50",

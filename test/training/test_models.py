@@ -233,3 +233,44 @@ def test_normalisation_inside_the_graph():
     assert torch.allclose(x_rgb[0, :, 0, 0], (1 - mean) / std, atol=1e-6)
     # Official depth: millimetres / 5000, repeated to 3 channels.
     assert x_depth.shape == (1, 3, 2, 2) and torch.allclose(x_depth, torch.full_like(x_depth, 2500 / 5000))
+
+
+# -- encoder / decoder -------------------------------------------------------------------------
+
+def _name_based_split(model):
+    """Parameter names of the encoder and the rest, in ``named_parameters`` order, as names
+    alone told them apart before the decoder was a module: the stem and the ResNet layers
+    (also inside each network of a late fusion) are the encoder."""
+    def is_encoder(name):
+        parts = name.split(".")
+        head = parts[2] if parts[0] == "nets" else parts[0]
+        return head in ("conv1", "bn1") or head.startswith("layer")
+    names = [n for n, _ in model.named_parameters()]
+    return [n for n in names if is_encoder(n)], [n for n in names if not is_encoder(n)]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+def test_encoder_and_decoder_parameters_are_the_name_based_split(arch, backbone):
+    modalities = MODALITY_SETS[1 if arch == "single" else 2]
+    model = build_model(ModelConfig(arch=arch, backbone=backbone, modalities=modalities,
+                                    decoder="light", num_classes=3))
+    names = {id(p): n for n, p in model.named_parameters()}
+    encoder = [names[id(p)] for p in model.encoder_parameters()]
+    decoder = [names[id(p)] for p in model.decoder_parameters()]
+    assert (encoder, decoder) == _name_based_split(model)  # same members, same order
+    assert any("alpha" in n for n in decoder) and any(".clf_conv." in n for n in decoder)
+
+
+def test_decoder_is_a_module_with_the_official_layer_names():
+    model = build_model(ModelConfig(arch="cen", backbone="resnet18", decoder="light",
+                                    num_classes=3)).eval()
+    keys = list(model.state_dict())
+    assert "decoder.clf_conv.module.weight" in keys
+    assert "decoder.mflow_conv_g1_pool.0.1_outvar_dimred.module.weight" in keys
+    assert "decoder.adapt_stage1_b.0.1_conv.module.bias" in keys
+    assert not any(k.startswith(("clf_conv", "adapt_stage", "mflow_conv", "p_ims1d2"))
+                   for k in keys)
+    l1, l2, l3, l4 = model.features(model.branch_inputs(*_inputs(h=32, w=32)))
+    logits = model.decoder(l1, l2, l3, l4)
+    assert len(logits) == 2 and logits[0].shape == (1, 3, 8, 8)

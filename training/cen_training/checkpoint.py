@@ -2,14 +2,18 @@
 
 Our checkpoint is a ``torch.save`` dict readable with ``weights_only=True``::
 
-    {"format": "cen_perception.checkpoint", "version": 1,
+    {"format": "cen_perception.checkpoint", "version": 2,
      "config": ModelConfig.to_dict(), "card": {class_names, palette, dataset, metrics, ...},
      "model": state_dict, ...training state (optimisers, epoch, stage, RNG)...}
 
 Official CEN / AsymFusion checkpoints are ``{"segmenter": state_dict, "best_val": ..,
 "epoch_start": ..}`` (or a bare state dict) whose keys start with ``module.`` (DataParallel).
-Our parameter names are the official ones, so the import strips that prefix and checks that
-every key and shape matches; anything else is an error that names the keys.
+Our parameter names are the official ones, except that the decoder's layers sit in a module of
+their own: ``decoder.clf_conv.module.weight`` where the official code has
+``clf_conv.module.weight`` (the *flat* layout, which our version 1 checkpoints have too).
+Reading maps the flat layout to ours (``from_flat_layout``); the official import then checks
+that every key and shape matches, and an error names the keys that do not, as the file names
+them.
 """
 from __future__ import annotations
 
@@ -23,10 +27,11 @@ from torch import nn
 
 from . import CliError
 from .io import atomic_write
-from .models import ModelConfig, build_model
+from .models import ModelConfig, RefineNetDecoder, build_model
 
 FORMAT = "cen_perception.checkpoint"
-VERSION = 1
+# 2: the decoder's keys under "decoder."; 1: the flat layout (still read).
+VERSION = 2
 
 
 def save_checkpoint(path: str | pathlib.Path, model: nn.Module, config: ModelConfig,
@@ -45,11 +50,20 @@ def _torch_load(path: pathlib.Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CliError(f"{path}: not a readable checkpoint (truncated or corrupt?): {first}") from None
+        raise CliError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
+                              f"{first}") from None
+
+
+def _model_config(ckpt: dict[str, Any], path: pathlib.Path) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(ckpt["config"])
+    except (ValueError, TypeError) as exc:
+        raise CliError(f"{path}: bad model config in checkpoint: {exc}") from None
 
 
 def load_checkpoint(path: str | pathlib.Path) -> dict[str, Any]:
-    """Our checkpoint dict; ``CliError`` for a missing, corrupt or foreign file."""
+    """Our checkpoint dict, its ``model`` state dict in the current layout (a version 1 file's
+    is mapped); ``CliError`` for a missing, corrupt or foreign file."""
     path = pathlib.Path(path)
     ckpt = _torch_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -59,12 +73,16 @@ def load_checkpoint(path: str | pathlib.Path) -> dict[str, Any]:
     for key in ("config", "card", "model"):
         if key not in ckpt:
             raise CliError(f"{path}: checkpoint has no '{key}' entry")
+    if ckpt.get("version", 1) < 2:
+        with torch.device("meta"):  # the key names only: no memory, no initialisation cost
+            skeleton = build_model(_model_config(ckpt, path))
+        ckpt["model"] = from_flat_layout(skeleton, ckpt["model"])
     return ckpt
 
 
-def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load every key with its exact shape, or raise ``CliError`` naming what disagrees."""
-    own = model.state_dict()
+def _check_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str) -> None:
+    """``CliError`` naming every key of ``state`` that is missing, unexpected or
+    mis-shaped against ``own``."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = [f"{k} {list(state[k].shape)} vs model {list(own[k].shape)}"
@@ -77,7 +95,13 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
             shown = ", ".join(keys[:4]) + (f", ... ({len(keys)} in all)" if len(keys) > 4 else "")
             problems.append(f"{label} key(s): {shown}")
     if problems:
-        raise CliError(f"{source}: state dict does not match the model: " + "; ".join(problems))
+        raise CliError(f"{source}: state dict does not match the model: "
+                              + "; ".join(problems))
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load every key with its exact shape, or raise ``CliError`` naming what disagrees."""
+    _check_keys(model.state_dict(), state, source)
     model.load_state_dict(state, strict=True)
 
 
@@ -86,29 +110,53 @@ def load_model(path: str | pathlib.Path) -> nn.Module:
 
     ``model.card`` holds the checkpoint's card dict and ``model.config`` its ``ModelConfig``.
     """
+    path = pathlib.Path(path)
     ckpt = load_checkpoint(path)
-    try:
-        config = ModelConfig.from_dict(ckpt["config"])
-    except (ValueError, TypeError) as exc:
-        raise CliError(f"{path}: bad model config in checkpoint: {exc}") from None
-    model = build_model(config)
+    model = build_model(_model_config(ckpt, path))
     load_state_strict(model, ckpt["model"], str(path))
     model.card = dict(ckpt["card"])
     return model.eval()
 
 
+# -- the flat layout (official code, our version 1) --------------------------------------------
+
+def flat_decoder_keys(model: nn.Module) -> dict[str, str]:
+    """``{our key: its flat-layout key}`` for every state-dict key inside a decoder module of
+    ``model``: the same key without the decoder's own name (``decoder.clf_conv.module.weight``
+    -> ``clf_conv.module.weight``; ``nets.0.decoder.`` -> ``nets.0.`` in a late fusion)."""
+    keys = {}
+    for name, module in model.named_modules():
+        if isinstance(module, RefineNetDecoder):
+            parent = name.rpartition(".")[0]
+            for key in module.state_dict():
+                keys[f"{name}.{key}"] = f"{parent}.{key}" if parent else key
+    return keys
+
+
+def from_flat_layout(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with ``model``'s decoder keys in flat-layout form renamed to ours; every other
+    key (encoder, ``alpha``, keys already in our layout, keys the model does not have) as it is,
+    for the strict check to judge."""
+    ours = {flat: key for key, flat in flat_decoder_keys(model).items()}
+    renamed = {ours.get(key, key): value for key, value in state.items()}
+    if len(renamed) != len(state):  # a key in both layouts: keep them apart, to be named
+        return dict(state)
+    return renamed
+
+
 def official_state_dict(raw: Any, source: str) -> dict[str, torch.Tensor]:
-    """The state dict inside an official checkpoint, ``module.`` prefixes removed."""
+    """The state dict inside an official checkpoint, ``module.`` prefixes removed (flat layout)."""
     state = raw.get("segmenter", raw) if isinstance(raw, dict) else raw
     if not isinstance(state, dict) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise CliError(f"{source}: no state dict found (expected {{'segmenter': state_dict}} "
-                       "or a bare state dict of tensors)")
+        raise CliError(f"{source}: no state dict found (expected {{'segmenter': "
+                              "state_dict}} or a bare state dict of tensors)")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def import_official(src: str | pathlib.Path, config: ModelConfig) -> tuple[nn.Module, dict[str, Any]]:
-    """Build ``config``'s model and load an official checkpoint into it, strictly.
+    """Build ``config``'s model and load an official checkpoint into it, strictly; keys that do
+    not match are named as the official file names them.
 
     Returns the model (eval mode) and the extra entries of the official file (``best_val``,
     ``epoch_start``) for the card.
@@ -117,7 +165,9 @@ def import_official(src: str | pathlib.Path, config: ModelConfig) -> tuple[nn.Mo
     raw = _torch_load(src)
     state = official_state_dict(raw, str(src))
     model = build_model(config)
-    load_state_strict(model, state, str(src))
+    flat = flat_decoder_keys(model)
+    _check_keys({flat.get(k, k): v for k, v in model.state_dict().items()}, state, str(src))
+    model.load_state_dict(from_flat_layout(model, state), strict=True)
     info = {k: raw[k] for k in ("best_val", "epoch_start")
             if isinstance(raw, dict) and k in raw and isinstance(raw[k], (int, float))}
     return model.eval(), info

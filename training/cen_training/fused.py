@@ -36,7 +36,7 @@ from torch import nn
 from .models import FusionSegmenter, LateFusionSegmenter
 from .models.fusion import pixel_shift, shuffle_channels
 from .models.parallel import BatchNormParallel, Branches, Parallel, SharedConv2d
-from .models.refinenet import CRPBlock, decode
+from .models.refinenet import CRPBlock, RefineNetDecoder
 from .models.resnet import BasicBlock, Bottleneck
 
 Logits = list[torch.Tensor]
@@ -196,21 +196,16 @@ class _SeparablePoolingCRP(CRPBlock):
         self.maxpool = Parallel(SeparableMaxPool(block.maxpool.module))
 
 
-_ENCODER_PARTS = ("normalizer", "conv1", "bn1", "maxpool", "layer1", "layer2", "layer3", "layer4")
+class _SeparablePoolingDecoder(RefineNetDecoder):
+    """``decoder``'s modules (shared, not copied), except that each chained-residual-pooling
+    block gets separable max-pools."""
 
-
-def _decoder_layers(model: FusionSegmenter) -> nn.Module:
-    """The decoder layers of ``model`` under their names, for ``decode``: the same modules
-    (shared, not copied), except that each chained-residual-pooling block gets separable
-    max-pools."""
-    layers = nn.Module()
-    for name, child in model.named_children():
-        if name in _ENCODER_PARTS:
-            continue
-        if isinstance(child, nn.Sequential) and isinstance(child[0], CRPBlock):
-            child = nn.Sequential(_SeparablePoolingCRP(child[0]))
-        layers.add_module(name, child)
-    return layers
+    def __init__(self, decoder: RefineNetDecoder) -> None:
+        nn.Module.__init__(self)  # RefineNetDecoder.__init__ would build new layers
+        for name, child in decoder.named_children():
+            if isinstance(child, nn.Sequential) and isinstance(child[0], CRPBlock):
+                child = nn.Sequential(_SeparablePoolingCRP(child[0]))
+            self.add_module(name, child)
 
 
 class FusedBranchNet(nn.Module):
@@ -227,10 +222,9 @@ class FusedBranchNet(nn.Module):
         self.num_branches = num
         self.stem = FoldedConv(model.conv1, model.bn1, num, input_groups)
         self.layers = nn.ModuleList(
-            nn.Sequential(*[FusedBlock(b, num) for b in getattr(model, f"layer{i}")])
-            for i in range(1, 5))
+            nn.Sequential(*[FusedBlock(b, num) for b in layer]) for layer in model.layers())
         # The decoder has no BN: keep its (shared) modules and run them on stacked branches.
-        self.decoder = _decoder_layers(model)
+        self.decoder = _SeparablePoolingDecoder(model.decoder)
         self.register_buffer("ensemble_weights", torch.softmax(model.alpha.detach(), dim=0))
 
     def forward(self, xs: Branches) -> Logits:
@@ -239,7 +233,7 @@ class FusedBranchNet(nn.Module):
         for layer in self.layers:
             x = layer(x)
             feats.append(torch.cat(x, dim=0) if self.num_branches > 1 else x[0])
-        logits = decode(self.decoder, *[[f] for f in feats])[0]
+        logits = self.decoder(*[[f] for f in feats])[0]
         branches = list(torch.chunk(logits, self.num_branches, dim=0))
         ensemble = sum(self.ensemble_weights[m] * b for m, b in enumerate(branches))
         return branches + [ensemble]

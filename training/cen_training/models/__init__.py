@@ -2,11 +2,11 @@
 
 ``build_model(ModelConfig(...))`` is the factory; see ``fusion_net`` for the archs.
 """
-from .fusion_net import (ARCHS, BACKBONES, MODALITIES, FusionSegmenter, LateFusionSegmenter,
-                         ModelConfig, build_model)
+from .fusion_net import (ARCHS, BACKBONES, LAYER_NAMES, MODALITIES, FusionSegmenter,
+                         LateFusionSegmenter, ModelConfig, build_model)
 from .imagenet import load_imagenet, read_imagenet_state_dict
-from .refinenet import DECODERS
+from .refinenet import DECODERS, RefineNetDecoder
 
-__all__ = ["ARCHS", "BACKBONES", "DECODERS", "MODALITIES", "FusionSegmenter",
-           "LateFusionSegmenter", "ModelConfig", "build_model", "load_imagenet",
-           "read_imagenet_state_dict"]
+__all__ = ["ARCHS", "BACKBONES", "DECODERS", "LAYER_NAMES", "MODALITIES", "FusionSegmenter",
+           "LateFusionSegmenter", "ModelConfig", "RefineNetDecoder", "build_model",
+           "load_imagenet", "read_imagenet_state_dict"]

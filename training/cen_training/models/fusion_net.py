@@ -2,7 +2,11 @@
 
 ``FusionSegmenter`` is the official CEN/AsymFusion network (shared convs, private BNs, learned
 ensemble ``alpha``) with the input normalisation of the engine contract inside ``forward``.
-Its ``state_dict`` keys are those of the official code without the ``module.`` prefix.
+Its ``state_dict`` keys are those of the official code without the ``module.`` prefix, except
+that the decoder's sit under ``decoder.`` (``cen_training.checkpoint`` maps the official layout).
+The encoder is the stem (``conv1``, ``bn1``) and the ResNet layers (``LAYER_NAMES``); the
+decoder is ``decoder`` and the ensemble weights ``alpha``, each trained with its own
+optimiser in the official recipe.
 
 Archs:
 - ``cen``: channel exchange in every residual block (``|gamma| < bn_threshold``).
@@ -25,7 +29,7 @@ from torch import nn
 from cen_perception.model_card import OFFICIAL_NORMALIZATION
 
 from .parallel import BatchNormParallel, Branches, Parallel, SharedConv2d, relu
-from .refinenet import DECODERS, build_decoder, decode
+from .refinenet import DECODERS, RefineNetDecoder
 from .resnet import LAYERS, BasicBlock, Bottleneck, make_layer
 
 ARCHS = ("cen", "asymfusion", "shared", "single", "early", "late")
@@ -34,6 +38,8 @@ BACKBONES = tuple(LAYERS)
 # modality for M = 3 without another sensor input).
 MODALITIES = ("rgb", "depth", "normals")
 _BLOCK_FUSION = {"cen": "exchange", "asymfusion": "shuffle"}
+# The ResNet stages (official names), in order; l1..l4 are their outputs.
+LAYER_NAMES = ("layer1", "layer2", "layer3", "layer4")
 
 
 @dataclass
@@ -153,7 +159,7 @@ class FusionSegmenter(nn.Module):
         self.num_branches = num
         self.normalizer = InputNormalizer(config.normalization)
 
-        kind, layers = LAYERS[config.backbone]
+        kind, depths = LAYERS[config.backbone]
         block = Bottleneck if kind == "bottleneck" else BasicBlock
         fusion = _BLOCK_FUSION.get(arch, "none")
         stem_in = 3 * len(self.modalities) if arch == "early" else 3
@@ -161,13 +167,13 @@ class FusionSegmenter(nn.Module):
         self.bn1 = BatchNormParallel(64, num)
         self.maxpool = Parallel(nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
         inplanes, channels = 64, []
-        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
-            setattr(self, f"layer{i + 1}",
-                    make_layer(block, inplanes, planes, n, num, stride=1 if i == 0 else 2,
-                               fusion=fusion, bn_threshold=config.bn_threshold))
+        for i, (name, planes, n) in enumerate(zip(LAYER_NAMES, (64, 128, 256, 512), depths)):
+            self.add_module(name, make_layer(block, inplanes, planes, n, num,
+                                             stride=1 if i == 0 else 2, fusion=fusion,
+                                             bn_threshold=config.bn_threshold))
             inplanes = planes * block.expansion
             channels.append(inplanes)
-        build_decoder(self, tuple(channels), config.num_classes, config.decoder)
+        self.decoder = RefineNetDecoder(tuple(channels), config.num_classes, config.decoder)
         self.alpha = nn.Parameter(torch.ones(num))
 
     # -- forward ----------------------------------------------------------------------
@@ -187,7 +193,7 @@ class FusionSegmenter(nn.Module):
 
     def forward_branches(self, xs: Branches) -> list[torch.Tensor]:
         """The official network on already-normalised branch inputs ``[N,3,H,W]`` each."""
-        outs = decode(self, *self.features(xs))
+        outs = self.decoder(*self.features(xs))
         weights = F.softmax(self.alpha, dim=0)
         ensemble = sum(weights[m] * out.detach() for m, out in enumerate(outs))
         return list(outs) + [ensemble]
@@ -195,10 +201,20 @@ class FusionSegmenter(nn.Module):
     def forward(self, rgb: torch.Tensor, depth: torch.Tensor) -> list[torch.Tensor]:
         return self.forward_branches(self.branch_inputs(rgb, depth))
 
+    # -- parts ------------------------------------------------------------------------
+    def layers(self) -> list[nn.Sequential]:
+        """The four ResNet layers, in order."""
+        return [getattr(self, name) for name in LAYER_NAMES]
+
+    def encoder_modules(self) -> dict[str, nn.Module]:
+        """The modules with encoder parameters (stem and layers), by their names."""
+        return {"conv1": self.conv1, "bn1": self.bn1,
+                **{name: getattr(self, name) for name in LAYER_NAMES}}
+
     # -- what training needs ----------------------------------------------------------
     def blocks(self):
-        for i in range(1, 5):
-            yield from getattr(self, f"layer{i}")
+        for layer in self.layers():
+            yield from layer
 
     def scaling_factors(self) -> list[torch.Tensor]:
         """The exchange-BN scaling factors (gamma), per block and branch, in parameter order."""
@@ -227,21 +243,19 @@ class FusionSegmenter(nn.Module):
         return float((gammas < threshold).float().mean())
 
     def encoder_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.named_parameters() if _is_encoder(n)]
+        """Stem and ResNet layers, in parameter order."""
+        return [p for module in self.encoder_modules().values() for p in module.parameters()]
 
     def decoder_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.named_parameters() if not _is_encoder(n)]
+        """The ensemble weights ``alpha``, then the decoder (``named_parameters`` order, which
+        the optimiser states in checkpoints follow)."""
+        return [self.alpha, *self.decoder.parameters()]
 
     def freeze_bn_stats(self) -> None:
         """Official recipe: BN running statistics frozen (gamma/beta still learn)."""
         for module in self.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.eval()
-
-
-def _is_encoder(name: str) -> bool:
-    head = name.split(".")[0] if not name.startswith("nets.") else name.split(".")[2]
-    return head in ("conv1", "bn1") or head.startswith("layer")
 
 
 class LateFusionSegmenter(nn.Module):
@@ -273,10 +287,10 @@ class LateFusionSegmenter(nn.Module):
     freeze_bn_stats = FusionSegmenter.freeze_bn_stats
 
     def encoder_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.named_parameters() if _is_encoder(n)]
+        return [p for net in self.nets for p in net.encoder_parameters()]
 
     def decoder_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.named_parameters() if not _is_encoder(n)]
+        return [p for net in self.nets for p in net.decoder_parameters()]
 
 
 def build_model(config: ModelConfig | dict[str, Any]) -> nn.Module:

@@ -55,10 +55,10 @@ def load_imagenet(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]
     own = model.state_dict()
     loaded, missing, mismatched = {}, [], []
     for prefix, net in _targets(model):
-        for key in net.state_dict():
+        encoder_keys = [f"{name}.{key}" for name, module in net.encoder_modules().items()
+                        for key in module.state_dict()]
+        for key in encoder_keys:
             parts = key.split(".")
-            if not (parts[0] in ("conv1", "bn1") or parts[0].startswith("layer")):
-                continue
             if ".module." in f".{key}":
                 src = key.replace(".module.", ".").replace("module.", "")
             else:

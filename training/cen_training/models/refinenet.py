@@ -19,6 +19,8 @@ from torch import nn
 from .parallel import Branches, Parallel, SharedConv2d, add, relu
 
 DECODERS = ("official", "light")
+# The official numbering of the stages that take a skip input (from l3, l2, l1).
+REFINE_STAGES = (2, 3, 4)
 _RCU_SUFFIXES = ("_conv", "_conv_relu_varout_dimred")
 
 
@@ -77,47 +79,62 @@ def decoder_widths(decoder: str) -> tuple[int, int]:
     return (512, 256) if decoder == "official" else (256, 128)
 
 
-def build_decoder(module: nn.Module, encoder_channels: tuple[int, int, int, int],
-                  num_classes: int, decoder: str) -> None:
-    """Add the decoder's layers to ``module`` under the official parameter names."""
-    top, width = decoder_widths(decoder)
-    k = 3 if decoder == "official" else 1
-    c1, c2, c3, c4 = encoder_channels
-    module.dropout = Parallel(nn.Dropout(p=0.5))
-    module.p_ims1d2_outl1_dimred = SharedConv2d(c4, top, k)
-    module.adapt_stage1_b = nn.Sequential(RCUBlock(top, top, 2, 2, k))
-    module.mflow_conv_g1_pool = nn.Sequential(CRPBlock(top, top, 4, k))
-    module.mflow_conv_g1_b = nn.Sequential(RCUBlock(top, top, 3, 2, k))
-    module.mflow_conv_g1_b3_joint_varout_dimred = SharedConv2d(top, width, k)
-    for stage, channels in ((2, c3), (3, c2), (4, c1)):
-        setattr(module, f"p_ims1d2_outl{stage}_dimred", SharedConv2d(channels, width, k))
-        setattr(module, f"adapt_stage{stage}_b", nn.Sequential(RCUBlock(width, width, 2, 2, k)))
-        setattr(module, f"adapt_stage{stage}_b2_joint_varout_dimred", SharedConv2d(width, width, k))
-        setattr(module, f"mflow_conv_g{stage}_pool", nn.Sequential(CRPBlock(width, width, 4, k)))
-        setattr(module, f"mflow_conv_g{stage}_b", nn.Sequential(RCUBlock(width, width, 3, 2, k)))
-        if stage < 4:
-            setattr(module, f"mflow_conv_g{stage}_b3_joint_varout_dimred",
-                    SharedConv2d(width, width, k))
-    module.clf_conv = SharedConv2d(width, num_classes, 3, bias=True)
+class RefineNetDecoder(nn.Module):
+    """The decoder's layers under their official names (``clf_conv``, ``adapt_stage1_b``, ...),
+    in the official order; ``kind`` is one of ``DECODERS``. ``forward(l1, l2, l3, l4)`` maps
+    the encoder's four layer outputs (branch lists) to each branch's logits at stride 4.
 
+    The official code keeps these layers on the segmenter itself, so an official state dict
+    names them without the ``decoder.`` prefix this module adds (see
+    ``cen_training.checkpoint.flat_decoder_keys``).
+    """
 
-def decode(module: nn.Module, l1: Branches, l2: Branches, l3: Branches, l4: Branches) -> Branches:
-    """Run the decoder built by ``build_decoder`` on the encoder outputs; returns logits."""
-    m = module
-    l4 = m.dropout(l4)
-    l3 = m.dropout(l3)
-    x = m.p_ims1d2_outl1_dimred(l4)
-    x = relu(m.adapt_stage1_b(x))
-    x = m.mflow_conv_g1_b(m.mflow_conv_g1_pool(x))
-    x = upsample_to(m.mflow_conv_g1_b3_joint_varout_dimred(x), l3)
-    for stage, skip, nxt in ((2, l3, l2), (3, l2, l1), (4, l1, None)):
-        y = getattr(m, f"p_ims1d2_outl{stage}_dimred")(skip)
-        y = getattr(m, f"adapt_stage{stage}_b")(y)
-        y = getattr(m, f"adapt_stage{stage}_b2_joint_varout_dimred")(y)
-        y = relu(add(y, x))
-        y = getattr(m, f"mflow_conv_g{stage}_pool")(y)
-        y = getattr(m, f"mflow_conv_g{stage}_b")(y)
-        if nxt is not None:
-            y = upsample_to(getattr(m, f"mflow_conv_g{stage}_b3_joint_varout_dimred")(y), nxt)
-        x = y
-    return m.clf_conv(m.dropout(x))
+    def __init__(self, encoder_channels: tuple[int, int, int, int], num_classes: int,
+                 kind: str = "official") -> None:
+        super().__init__()
+        top, width = decoder_widths(kind)
+        k = 3 if kind == "official" else 1
+        c1, c2, c3, c4 = encoder_channels
+        self.dropout = Parallel(nn.Dropout(p=0.5))
+        # Stage 1 (l4): no skip input yet.
+        self.p_ims1d2_outl1_dimred = SharedConv2d(c4, top, k)
+        self.adapt_stage1_b = nn.Sequential(RCUBlock(top, top, 2, 2, k))
+        self.mflow_conv_g1_pool = nn.Sequential(CRPBlock(top, top, 4, k))
+        self.mflow_conv_g1_b = nn.Sequential(RCUBlock(top, top, 3, 2, k))
+        self.mflow_conv_g1_b3_joint_varout_dimred = SharedConv2d(top, width, k)
+        # Stages 2, 3, 4 (l3, l2, l1): the skip input joins the upsampled previous stage.
+        for stage, channels in zip(REFINE_STAGES, (c3, c2, c1)):
+            self.add_module(f"p_ims1d2_outl{stage}_dimred", SharedConv2d(channels, width, k))
+            self.add_module(f"adapt_stage{stage}_b", nn.Sequential(RCUBlock(width, width, 2, 2, k)))
+            self.add_module(f"adapt_stage{stage}_b2_joint_varout_dimred",
+                            SharedConv2d(width, width, k))
+            self.add_module(f"mflow_conv_g{stage}_pool",
+                            nn.Sequential(CRPBlock(width, width, 4, k)))
+            self.add_module(f"mflow_conv_g{stage}_b", nn.Sequential(RCUBlock(width, width, 3, 2, k)))
+            if stage != REFINE_STAGES[-1]:
+                self.add_module(f"mflow_conv_g{stage}_b3_joint_varout_dimred",
+                                SharedConv2d(width, width, k))
+        self.clf_conv = SharedConv2d(width, num_classes, 3, bias=True)
+
+    def forward(self, l1: Branches, l2: Branches, l3: Branches, l4: Branches) -> Branches:
+        l4 = self.dropout(l4)
+        l3 = self.dropout(l3)
+        x = self.p_ims1d2_outl1_dimred(l4)
+        x = relu(self.adapt_stage1_b(x))
+        x = self.mflow_conv_g1_b(self.mflow_conv_g1_pool(x))
+        x = upsample_to(self.mflow_conv_g1_b3_joint_varout_dimred(x), l3)
+        for stage, skip, nxt in zip(REFINE_STAGES, (l3, l2, l1), (l2, l1, None)):
+            x = self._refine(stage, skip, x)
+            if nxt is not None:
+                x = upsample_to(getattr(self, f"mflow_conv_g{stage}_b3_joint_varout_dimred")(x),
+                                nxt)
+        return self.clf_conv(self.dropout(x))
+
+    def _refine(self, stage: int, skip: Branches, previous: Branches) -> Branches:
+        """One refinement stage: the skip input through its RCUs, plus the previous stage."""
+        y = getattr(self, f"p_ims1d2_outl{stage}_dimred")(skip)
+        y = getattr(self, f"adapt_stage{stage}_b")(y)
+        y = getattr(self, f"adapt_stage{stage}_b2_joint_varout_dimred")(y)
+        y = relu(add(y, previous))
+        y = getattr(self, f"mflow_conv_g{stage}_pool")(y)
+        return getattr(self, f"mflow_conv_g{stage}_b")(y)
