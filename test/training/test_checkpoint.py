@@ -5,7 +5,7 @@ import torch
 from cen_training.card import default_card
 from cen_training.checkpoint import (from_flat_layout, load_checkpoint, load_model,
                                      save_checkpoint)
-from cen_training.errors import TrainingError
+from cen_training.errors import CheckpointError
 from cen_training.models import ModelConfig, build_model
 
 
@@ -55,7 +55,7 @@ def test_a_version_1_checkpoint_with_a_wrong_key_names_it(tmp_path):
     ckpt = torch.load(path, weights_only=True)
     ckpt["model"]["clf_conv.module.weight"] = torch.zeros(4, 128, 1, 1)
     torch.save(ckpt, path)
-    with pytest.raises(TrainingError, match=r"mis-shaped key\(s\): decoder.clf_conv.module.weight"):
+    with pytest.raises(CheckpointError, match=r"mis-shaped key\(s\): decoder.clf_conv.module.weight"):
         load_model(path)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cen_training import CliError
+from cen_training.errors import DatasetError
 from cen_training.cli import main as cli_main
 from cen_training.data import (RGBDSegmentationDataset, TrainTransform, detect_layout,
                                load_class_list, pad_to, random_crop, random_mirror, random_scale,
@@ -74,7 +74,7 @@ def test_sunrgbd_is_told_apart_by_its_folder_name(tmp_path):
 
 def test_a_folder_that_is_no_dataset_gets_a_clear_error(tmp_path):
     (tmp_path / "rgb").mkdir()
-    with pytest.raises(CliError, match="not a dataset"):
+    with pytest.raises(DatasetError, match="not a dataset"):
         detect_layout(tmp_path)
 
 
@@ -82,14 +82,14 @@ def test_a_folder_that_is_no_dataset_gets_a_clear_error(tmp_path):
 
 def test_validation_names_a_missing_file(tiny_dataset_copy):
     (tiny_dataset_copy / "depth" / "train_00005.png").unlink()
-    with pytest.raises(CliError, match=r"sample train_00005: depth file .* not found"):
+    with pytest.raises(DatasetError, match=r"sample train_00005: depth file .* not found"):
         validate_dataset(tiny_dataset_copy, "train", progress=False)
 
 
 def test_validation_names_a_size_mismatch(tiny_dataset_copy):
     labels = np.zeros((60, 64), np.uint8)
     cv2.imwrite(str(tiny_dataset_copy / "labels" / "val_00002.png"), labels)
-    with pytest.raises(CliError, match=r"sample val_00002: sizes differ.*labels 64x60"):
+    with pytest.raises(DatasetError, match=r"sample val_00002: sizes differ.*labels 64x60"):
         validate_dataset(tiny_dataset_copy, ["train", "val"], progress=False)
 
 
@@ -99,13 +99,13 @@ def test_validation_names_an_out_of_range_label(tiny_dataset_copy):
     labels[10, 10] = 7  # 5 classes: 0..4 and 255 are fine
     labels[11, 11] = 255
     cv2.imwrite(str(path), labels)
-    with pytest.raises(CliError, match=r"sample train_00001: label id 7 .* out of range"):
+    with pytest.raises(DatasetError, match=r"sample train_00001: label id 7 .* out of range"):
         validate_dataset(tiny_dataset_copy, "train", progress=False)
 
 
 def test_validation_refuses_8_bit_depth(tiny_dataset_copy):
     cv2.imwrite(str(tiny_dataset_copy / "depth" / "train_00000.png"), np.ones((64, 64), np.uint8))
-    with pytest.raises(CliError, match="train_00000.png: depth must be a 16-bit PNG"):
+    with pytest.raises(DatasetError, match="train_00000.png: depth must be a 16-bit PNG"):
         validate_dataset(tiny_dataset_copy, "train", progress=False)
 
 
@@ -135,7 +135,7 @@ def test_builtin_class_lists(name, count, first, last):
 def test_bad_class_list_is_reported(tmp_path):
     path = tmp_path / "classes.yaml"
     path.write_text("classes:\n  - {name: floor, color: [0, 300, 0]}\n")
-    with pytest.raises(CliError, match="color must be"):
+    with pytest.raises(DatasetError, match="color must be"):
         load_class_list(path)
 
 

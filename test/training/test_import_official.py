@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cen_training import CliError
+from cen_training.errors import CheckpointError
 from cen_training.checkpoint import load_model
 from cen_training.models import ModelConfig, build_model
 
@@ -296,9 +296,9 @@ def test_truncated_file_is_a_clear_error(official_checkpoint, tmp_path):
 
 def test_load_model_refuses_foreign_files(official_checkpoint, tmp_path):
     _, _, src = official_checkpoint
-    with pytest.raises(CliError, match="import-official"):
+    with pytest.raises(CheckpointError, match="import-official"):
         load_model(src)
-    with pytest.raises(CliError, match="not found"):
+    with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "missing.pt")
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from cen_training import CliError
+from cen_training.errors import ConfigError, DatasetError
 from cen_training.checkpoint import load_checkpoint, load_model
 from cen_training.cli import main as cli_main
 from cen_training.data import RGBDSegmentationDataset
@@ -128,7 +128,7 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_dataset, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(tiny_dataset, tmp_path / "parts", **settings), on_epoch_end=interrupt)
     assert load_checkpoint(tmp_path / "parts" / "last.pt")["epoch"] == 1
-    with pytest.raises(CliError, match="already holds a run"):
+    with pytest.raises(ConfigError, match="already holds a run"):
         train(tiny_config(tiny_dataset, tmp_path / "parts", **settings))
     train(tiny_config(tiny_dataset, tmp_path / "parts", resume=True, **settings))
 
@@ -196,7 +196,7 @@ def test_modality_dropout_needs_a_depth_input(tiny_dataset, tmp_path, capsys):
 def test_a_broken_sample_stops_training_before_it_starts(tiny_dataset_copy, tmp_path):
     (tiny_dataset_copy / "labels" / "val_00001.png").write_bytes(b"")
     (tiny_dataset_copy / "labels" / "val_00001.png").unlink()
-    with pytest.raises(CliError, match="sample val_00001: labels file"):
+    with pytest.raises(DatasetError, match="sample val_00001: labels file"):
         train(tiny_config(tiny_dataset_copy, tmp_path / "run"))
     assert not (tmp_path / "run" / "last.pt").exists()
 

@@ -6,16 +6,16 @@ read bags, so the rest of the package works without it.
 """
 from __future__ import annotations
 
-from . import CliError
+from .errors import DatasetError
 
 
 def bag_module():
-    """``cen_perception.bag``, or a ``CliError`` saying what to install."""
+    """``cen_perception.bag``, or a ``DatasetError`` saying what to install."""
     try:
         from cen_perception import bag
     except ImportError as exc:
         missing = getattr(exc, "name", None) or "rosbags"
-        raise CliError(f"reading bags needs the cen_perception package and rosbags "
-                       f"({missing} is missing): pip install 'cen_training[bag]' and "
-                       "cen_perception") from None
+        raise DatasetError(f"reading bags needs the cen_perception package and rosbags "
+                           f"({missing} is missing): pip install 'cen_training[bag]' and "
+                           "cen_perception") from None
     return bag

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import CliError
+from .errors import CheckpointError
 from .io import atomic_write
 from .models import ModelConfig, RefineNetDecoder, build_model
 
@@ -45,12 +45,12 @@ def save_checkpoint(path: str | pathlib.Path, model: nn.Module, config: ModelCon
 
 def _torch_load(path: pathlib.Path) -> Any:
     if not path.is_file():
-        raise CliError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: checkpoint not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CliError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
                               f"{first}") from None
 
 
@@ -58,21 +58,21 @@ def _model_config(ckpt: dict[str, Any], path: pathlib.Path) -> ModelConfig:
     try:
         return ModelConfig.from_dict(ckpt["config"])
     except (ValueError, TypeError) as exc:
-        raise CliError(f"{path}: bad model config in checkpoint: {exc}") from None
+        raise CheckpointError(f"{path}: bad model config in checkpoint: {exc}") from None
 
 
 def load_checkpoint(path: str | pathlib.Path) -> dict[str, Any]:
     """Our checkpoint dict, its ``model`` state dict in the current layout (a version 1 file's
-    is mapped); ``CliError`` for a missing, corrupt or foreign file."""
+    is mapped); ``CheckpointError`` for a missing, corrupt or foreign file."""
     path = pathlib.Path(path)
     ckpt = _torch_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         hint = (" (an official CEN/AsymFusion checkpoint? convert it with "
                 "`cen-train import-official`)") if isinstance(ckpt, dict) and "segmenter" in ckpt else ""
-        raise CliError(f"{path}: not a cen_perception checkpoint{hint}")
+        raise CheckpointError(f"{path}: not a cen_perception checkpoint{hint}")
     for key in ("config", "card", "model"):
         if key not in ckpt:
-            raise CliError(f"{path}: checkpoint has no '{key}' entry")
+            raise CheckpointError(f"{path}: checkpoint has no '{key}' entry")
     if ckpt.get("version", 1) < 2:
         with torch.device("meta"):  # the key names only: no memory, no initialisation cost
             skeleton = build_model(_model_config(ckpt, path))
@@ -81,7 +81,7 @@ def load_checkpoint(path: str | pathlib.Path) -> dict[str, Any]:
 
 
 def _check_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str) -> None:
-    """``CliError`` naming every key of ``state`` that is missing, unexpected or
+    """``CheckpointError`` naming every key of ``state`` that is missing, unexpected or
     mis-shaped against ``own``."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -95,12 +95,12 @@ def _check_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], so
             shown = ", ".join(keys[:4]) + (f", ... ({len(keys)} in all)" if len(keys) > 4 else "")
             problems.append(f"{label} key(s): {shown}")
     if problems:
-        raise CliError(f"{source}: state dict does not match the model: "
+        raise CheckpointError(f"{source}: state dict does not match the model: "
                               + "; ".join(problems))
 
 
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load every key with its exact shape, or raise ``CliError`` naming what disagrees."""
+    """Load every key with its exact shape, or raise ``CheckpointError`` naming what disagrees."""
     _check_keys(model.state_dict(), state, source)
     model.load_state_dict(state, strict=True)
 
@@ -149,7 +149,7 @@ def official_state_dict(raw: Any, source: str) -> dict[str, torch.Tensor]:
     state = raw.get("segmenter", raw) if isinstance(raw, dict) else raw
     if not isinstance(state, dict) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise CliError(f"{source}: no state dict found (expected {{'segmenter': "
+        raise CheckpointError(f"{source}: no state dict found (expected {{'segmenter': "
                               "state_dict}} or a bare state dict of tensors)")
     return {k.removeprefix("module."): v for k, v in state.items()}
 

@@ -52,7 +52,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from . import CliError
+from .errors import CheckpointError, ConfigError
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import IGNORE_INDEX, RGBDSegmentationDataset, TrainTransform, validate_dataset
 from .data.datasets import image_size, training_depth_range
@@ -128,7 +128,7 @@ def per_stage(values, stages: int, what: str) -> list:
     if len(values) == 1:
         return values * stages
     if len(values) < stages:
-        raise CliError(f"{what}: {len(values)} values for {stages} stages")
+        raise ConfigError(f"{what}: {len(values)} values for {stages} stages")
     return values[:stages]
 
 
@@ -136,12 +136,12 @@ def resolve(config: TrainConfig, train_set: RGBDSegmentationDataset) -> TrainCon
     """Fill the defaults that depend on the data, the backbone or the optimiser."""
     lrs = ADAM_LRS if config.optimizer == "adam" else SGD_LRS
     if config.optimizer not in ("sgd", "adam"):
-        raise CliError(f"unknown optimizer {config.optimizer!r}; choose sgd or adam")
+        raise ConfigError(f"unknown optimizer {config.optimizer!r}; choose sgd or adam")
     if not 0.0 <= config.modality_dropout <= 1.0:
-        raise CliError(f"--modality-dropout {config.modality_dropout}: need a fraction in 0..1")
+        raise ConfigError(f"--modality-dropout {config.modality_dropout}: need a fraction in 0..1")
     if config.modality_dropout > 0 and not {"depth", "normals"} & set(config.modalities):
-        raise CliError("--modality-dropout blanks the depth input, which "
-                       f"{' + '.join(config.modalities)} does not use")
+        raise ConfigError("--modality-dropout blanks the depth input, which "
+                          f"{' + '.join(config.modalities)} does not use")
     epochs = config.epochs or [150 if config.backbone == "resnet152" else 100]
     crop = config.crop
     if crop is None:
@@ -167,7 +167,7 @@ def make_model_config(config: TrainConfig, train_set: RGBDSegmentationDataset) -
                            decoder=config.decoder, bn_threshold=config.bn_threshold,
                            normalization=dict(normalization))
     except ValueError as exc:
-        raise CliError(str(exc)) from None
+        raise ConfigError(str(exc)) from None
 
 
 def init_weights(model, config: TrainConfig, log) -> None:
@@ -178,14 +178,14 @@ def init_weights(model, config: TrainConfig, log) -> None:
             state = read_imagenet_state_dict(config.imagenet, config.backbone)
             loaded = load_imagenet(model, state)
         except (OSError, ValueError, RuntimeError) as exc:
-            raise CliError(f"{config.imagenet}: {str(exc).splitlines()[0]}") from None
+            raise CheckpointError(f"{config.imagenet}: {str(exc).splitlines()[0]}") from None
         log(f"ImageNet weights from {config.imagenet}: {len(loaded)} tensors")
     if config.init:
         state = load_checkpoint(config.init)["model"]
         own = model.state_dict()
         fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not fits:
-            raise CliError(f"{config.init}: no weights fit this model")
+            raise CheckpointError(f"{config.init}: no weights fit this model")
         model.load_state_dict(fits, strict=False)
         skipped = sorted(set(own) - set(fits))
         log(f"weights from {config.init}: {len(fits)} tensors"
@@ -257,8 +257,8 @@ def train(config: TrainConfig, on_epoch_end=None) -> dict:
     out_dir = pathlib.Path(config.out)
     use_amp = config.amp and device.type == "cuda"
     if not config.resume and (out_dir / "last.pt").exists():
-        raise CliError(f"{out_dir} already holds a run (last.pt): continue it with --resume "
-                       "or choose another --out")
+        raise ConfigError(f"{out_dir} already holds a run (last.pt): continue it with --resume "
+                          "or choose another --out")
 
     # Data: check every file first, so a broken sample stops the run before it starts.
     if config.check_data:
@@ -282,11 +282,11 @@ def train(config: TrainConfig, on_epoch_end=None) -> dict:
     resume_state = None
     if config.resume:
         if not (out_dir / "last.pt").is_file():
-            raise CliError(f"{out_dir / 'last.pt'}: nothing to resume")
+            raise CheckpointError(f"{out_dir / 'last.pt'}: nothing to resume")
         resume_state = load_checkpoint(out_dir / "last.pt")
         if ModelConfig.from_dict(resume_state["config"]) != model_config:
-            raise CliError(f"{out_dir / 'last.pt'}: the checkpoint's model differs from this "
-                           "run's options (arch, backbone, decoder, classes)")
+            raise CheckpointError(f"{out_dir / 'last.pt'}: the checkpoint's model differs from "
+                                  "this run's options (arch, backbone, decoder, classes)")
         model.load_state_dict(resume_state["model"])
         stage, stage_epoch = resume_state["stage"], resume_state["stage_epoch"]
         epoch, step = resume_state["epoch"], resume_state["step"]
@@ -310,14 +310,16 @@ def train(config: TrainConfig, on_epoch_end=None) -> dict:
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
     if config.batch_size % world:
-        raise CliError(f"--batch-size {config.batch_size} is not divisible by {world} processes")
+        raise ConfigError(f"--batch-size {config.batch_size} is not divisible by {world} "
+                          "processes")
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
                                  seed=config.seed, drop_last=True)
     train_loader = DataLoader(train_set, batch_size=config.batch_size // world, sampler=sampler,
                               num_workers=config.workers, pin_memory=device.type == "cuda",
                               drop_last=True)
     if len(train_loader) == 0:
-        raise CliError(f"{len(train_set)} training samples make no batch of {config.batch_size}")
+        raise ConfigError(f"{len(train_set)} training samples make no batch of "
+                          f"{config.batch_size}")
     val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=1,
                             num_workers=config.workers, pin_memory=device.type == "cuda")
 

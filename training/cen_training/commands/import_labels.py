@@ -110,15 +110,13 @@ def read_label_file(path: pathlib.Path, color_map: bool, palette: list[list[int]
             raise CliError(f"{path}: cannot read image")
         return colors_to_ids(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), palette, ignore_color,
                              str(path))
-    from ..data.datasets import read_labels
+    from ..data.datasets import ColorLabelsError, read_labels
 
     try:
         return read_labels(path)
-    except CliError as exc:
-        if "colour image" in str(exc):
-            raise CliError(f"{exc}; pass --color-map to map colours through the class "
-                           "list") from None
-        raise
+    except ColorLabelsError as exc:
+        raise CliError(f"{exc}; pass --color-map to map colours through the class "
+                       "list") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from .. import CliError
+from ..errors import DatasetError
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 BUILTIN_CLASS_LISTS = {"nyudv2": "nyudv2_40.yaml", "sunrgbd": "sunrgbd_37.yaml"}
@@ -52,22 +52,22 @@ class ClassList:
 def parse_class_list(data, source: str) -> ClassList:
     """Check and convert the parsed YAML of a class list."""
     if not isinstance(data, dict) or not isinstance(data.get("classes"), list):
-        raise CliError(f"{source}: expected a mapping with a 'classes' list")
+        raise DatasetError(f"{source}: expected a mapping with a 'classes' list")
     names, palette = [], []
     for index, entry in enumerate(data["classes"]):
         if not isinstance(entry, dict) or "name" not in entry or "color" not in entry:
-            raise CliError(f"{source}: class {index} needs 'name' and 'color'")
+            raise DatasetError(f"{source}: class {index} needs 'name' and 'color'")
         color = entry["color"]
         if (not isinstance(color, (list, tuple)) or len(color) != 3
                 or any(not isinstance(v, int) or not 0 <= v <= 255 for v in color)):
-            raise CliError(f"{source}: class {index} ({entry['name']}): color must be [R, G, B] "
-                           f"integers in 0..255, got {color!r}")
+            raise DatasetError(f"{source}: class {index} ({entry['name']}): color must be "
+                               f"[R, G, B] integers in 0..255, got {color!r}")
         names.append(str(entry["name"]))
         palette.append([int(v) for v in color])
     if not 1 <= len(names) <= 255:
-        raise CliError(f"{source}: {len(names)} classes; need 1..255 (255 is the ignore id)")
+        raise DatasetError(f"{source}: {len(names)} classes; need 1..255 (255 is the ignore id)")
     if len(set(names)) != len(names):
-        raise CliError(f"{source}: class names must be unique")
+        raise DatasetError(f"{source}: class names must be unique")
     return ClassList(names=names, palette=palette, dataset_name=str(data.get("name", "")))
 
 
@@ -79,11 +79,11 @@ def load_class_list(name_or_path: str | pathlib.Path) -> ClassList:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise CliError(f"{path}: class list not found") from None
+        raise DatasetError(f"{path}: class list not found") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise CliError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise DatasetError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     return parse_class_list(data, str(path))
 
 

@@ -29,13 +29,17 @@ import cv2
 import numpy as np
 import torch
 
-from .. import CliError
+from ..errors import DatasetError
 from .classes import IGNORE_INDEX, ClassList, load_class_list
 
 LAYOUTS = ("nyudv2", "sunrgbd", "generic")
 RGB_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Sample counts of the official splits, to tell SUN RGB-D from NYUDv2 by its lists.
 SUNRGBD_SPLIT_SIZES = (5285, 5050)
+
+
+class ColorLabelsError(DatasetError):
+    """A label image in colour where single-channel class ids were expected."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ def split_path(root: str | pathlib.Path, split: str) -> pathlib.Path:
         other = {"val": "test", "test": "val"}.get(split)
         if other and (root / f"{other}.txt").is_file():
             return root / f"{other}.txt"
-        raise CliError(f"{root}: split list {split}.txt not found")
+        raise DatasetError(f"{root}: split list {split}.txt not found")
     return path
 
 
@@ -70,7 +74,7 @@ def detect_layout(root: str | pathlib.Path) -> str:
     """``generic``, ``nyudv2`` or ``sunrgbd``, from what the folder holds."""
     root = pathlib.Path(root)
     if not root.is_dir():
-        raise CliError(f"{root}: dataset folder not found")
+        raise DatasetError(f"{root}: dataset folder not found")
     if (root / "classes.yaml").is_file() and (root / "labels").is_dir():
         return "generic"
     lists = [p for p in (root / f"{s}.txt" for s in ("train", "val", "test")) if p.is_file()]
@@ -81,7 +85,7 @@ def detect_layout(root: str | pathlib.Path) -> str:
                     len(_split_lines(p)) in SUNRGBD_SPLIT_SIZES for p in lists):
                 return "sunrgbd"
             return "nyudv2"
-    raise CliError(
+    raise DatasetError(
         f"{root}: not a dataset: expected rgb/, depth/, labels/, classes.yaml and train.txt "
         "(generic layout) or rgb/, depth/, masks/ with tab-separated split lists "
         "(official NYUDv2 / SUN RGB-D layout)")
@@ -94,7 +98,7 @@ def load_dataset_classes(root: str | pathlib.Path, layout: str) -> ClassList:
     if path.is_file():
         return load_class_list(path)
     if layout == "generic":
-        raise CliError(f"{path}: class list not found")
+        raise DatasetError(f"{path}: class list not found")
     return load_class_list(layout)
 
 
@@ -113,11 +117,12 @@ def list_samples(root: str | pathlib.Path, layout: str, split: str) -> list[Samp
         else:
             fields = line.split("\t") if "\t" in line else line.split()
             if len(fields) < 3:
-                raise CliError(f"{path}:{number}: expected 'rgb<TAB>mask<TAB>depth', got {line!r}")
+                raise DatasetError(f"{path}:{number}: expected 'rgb<TAB>mask<TAB>depth', "
+                                   f"got {line!r}")
             rgb, labels, depth = (root / f.strip().lstrip("/") for f in fields[:3])
             samples.append(SampleFiles(pathlib.Path(fields[0]).stem, rgb, depth, labels))
     if not samples:
-        raise CliError(f"{path}: split list is empty")
+        raise DatasetError(f"{path}: split list is empty")
     return samples
 
 
@@ -127,13 +132,13 @@ def _require(files: SampleFiles) -> None:
     for kind in ("rgb", "depth", "labels"):
         path = getattr(files, kind)
         if not path.is_file():
-            raise CliError(f"sample {files.name}: {kind} file {path} not found")
+            raise DatasetError(f"sample {files.name}: {kind} file {path} not found")
 
 
 def read_rgb(path: pathlib.Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise CliError(f"{path}: cannot read image")
+        raise DatasetError(f"{path}: cannot read image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -141,11 +146,11 @@ def read_depth_mm(path: pathlib.Path) -> np.ndarray:
     """A 16-bit depth PNG in millimetres, as uint16 ``[H, W]``."""
     depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if depth is None:
-        raise CliError(f"{path}: cannot read depth image")
+        raise DatasetError(f"{path}: cannot read depth image")
     if depth.ndim == 3:  # some tools write grey depth as three equal channels
         depth = depth[..., 0]
     if depth.dtype != np.uint16:
-        raise CliError(f"{path}: depth must be a 16-bit PNG in millimetres, got {depth.dtype}")
+        raise DatasetError(f"{path}: depth must be a 16-bit PNG in millimetres, got {depth.dtype}")
     return depth
 
 
@@ -158,15 +163,16 @@ def read_labels(path: pathlib.Path) -> np.ndarray:
             return np.asarray(image, dtype=np.uint8).copy()
     labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if labels is None:
-        raise CliError(f"{path}: cannot read label image")
+        raise DatasetError(f"{path}: cannot read label image")
     if labels.ndim == 3:
         if not (np.array_equal(labels[..., 0], labels[..., 1])
                 and np.array_equal(labels[..., 0], labels[..., 2])):
-            raise CliError(f"{path}: labels must be single-channel class ids, got a colour image")
+            raise ColorLabelsError(f"{path}: labels must be single-channel class ids, got a "
+                                   "colour image")
         labels = labels[..., 0]
     if labels.dtype != np.uint8:
         if labels.max() > 255:
-            raise CliError(f"{path}: label id {int(labels.max())} does not fit 0..255")
+            raise DatasetError(f"{path}: label id {int(labels.max())} does not fit 0..255")
         labels = labels.astype(np.uint8)
     return labels
 
@@ -188,7 +194,7 @@ def image_size(path: pathlib.Path) -> tuple[int, int]:
         return header[1], header[0]
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise CliError(f"{path}: cannot read image")
+        raise DatasetError(f"{path}: cannot read image")
     return image.shape[:2]
 
 
@@ -198,9 +204,9 @@ def read_sample(files: SampleFiles) -> dict:
     _require(files)
     rgb, depth, labels = read_rgb(files.rgb), read_depth_mm(files.depth), read_labels(files.labels)
     if not rgb.shape[:2] == depth.shape == labels.shape:
-        raise CliError(f"sample {files.name}: sizes differ: rgb {rgb.shape[1]}x{rgb.shape[0]}, "
-                       f"depth {depth.shape[1]}x{depth.shape[0]}, "
-                       f"labels {labels.shape[1]}x{labels.shape[0]}")
+        raise DatasetError(f"sample {files.name}: sizes differ: rgb {rgb.shape[1]}x{rgb.shape[0]}, "
+                           f"depth {depth.shape[1]}x{depth.shape[0]}, "
+                           f"labels {labels.shape[1]}x{labels.shape[0]}")
     return {"rgb": rgb, "depth": depth.astype(np.float32) / 1000.0, "labels": labels,
             "name": files.name}
 
@@ -223,7 +229,8 @@ class RGBDSegmentationDataset(torch.utils.data.Dataset):
         self.split = split
         self.layout = detect_layout(self.root) if layout == "auto" else layout
         if self.layout not in LAYOUTS:
-            raise CliError(f"unknown dataset layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+            raise DatasetError(f"unknown dataset layout {layout!r}; choose from "
+                               f"{', '.join(LAYOUTS)}")
         self.classes = load_dataset_classes(self.root, self.layout)
         self.samples = list_samples(self.root, self.layout, split)
         self.transform = transform
@@ -319,15 +326,15 @@ def _check_sample(files: SampleFiles, num_classes: int) -> tuple[tuple[int, int]
         depth_size = (header[1], header[0])
     labels = read_labels(files.labels)
     if not rgb_size == depth_size == labels.shape:
-        raise CliError(f"sample {files.name}: sizes differ: rgb {rgb_size[1]}x{rgb_size[0]}, "
-                       f"depth {depth_size[1]}x{depth_size[0]}, "
-                       f"labels {labels.shape[1]}x{labels.shape[0]}")
+        raise DatasetError(f"sample {files.name}: sizes differ: rgb {rgb_size[1]}x{rgb_size[0]}, "
+                           f"depth {depth_size[1]}x{depth_size[0]}, "
+                           f"labels {labels.shape[1]}x{labels.shape[0]}")
     histogram = np.bincount(labels.ravel(), minlength=256)
     bad = np.flatnonzero(histogram[num_classes:IGNORE_INDEX])
     if bad.size:
-        raise CliError(f"sample {files.name}: label id {int(bad[0]) + num_classes} in "
-                       f"{files.labels} is out of range (classes 0..{num_classes - 1}, "
-                       f"{IGNORE_INDEX} = ignore)")
+        raise DatasetError(f"sample {files.name}: label id {int(bad[0]) + num_classes} in "
+                           f"{files.labels} is out of range (classes 0..{num_classes - 1}, "
+                           f"{IGNORE_INDEX} = ignore)")
     return rgb_size, histogram
 
 
@@ -336,7 +343,7 @@ def validate_dataset(root: str | pathlib.Path, splits: str | list[str] = ("train
     """Check every sample of the given splits before anything trains on them.
 
     A missing file, RGB/depth/label images of different sizes, depth that is not 16-bit, or a
-    label id that is neither below the number of classes nor 255 raises :class:`CliError`
+    label id that is neither below the number of classes nor 255 raises :class:`DatasetError`
     naming the sample. Returns ``{"layout", "classes" (ClassList), "splits": {split:
     SplitSummary}}``.
     """
