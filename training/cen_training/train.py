@@ -57,7 +57,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import IGNORE_INDEX, RGBDSegmentationDataset, TrainTransform, validate_dataset
 from .data.datasets import image_size, training_depth_range
 from .evaluate import evaluate, output_names
-from .models import ModelConfig, build_model
+from .models import ModelConfig, build_model, init_from_imagenet
 
 SGD_LRS = {"enc": (5e-4, 2.5e-4, 1e-4), "dec": (3e-3, 1.5e-3, 7e-4)}
 # Adam is not part of the official recipe; these suit short runs from scratch.
@@ -173,12 +173,7 @@ def make_model_config(config: TrainConfig, train_set: RGBDSegmentationDataset) -
 def init_weights(model, config: TrainConfig, log) -> None:
     """ImageNet encoder weights (``--imagenet``) or a checkpoint's weights (``--init``)."""
     if config.imagenet:
-        from .models import load_imagenet, read_imagenet_state_dict
-        try:
-            state = read_imagenet_state_dict(config.imagenet, config.backbone)
-            loaded = load_imagenet(model, state)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{config.imagenet}: {str(exc).splitlines()[0]}") from None
+        loaded = init_from_imagenet(model, config.imagenet, config.backbone)
         log(f"ImageNet weights from {config.imagenet}: {len(loaded)} tensors")
     if config.init:
         state = load_checkpoint(config.init)["model"]

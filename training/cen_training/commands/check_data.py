@@ -8,6 +8,7 @@ from .train import HelpFormatter
 
 
 def register(subparsers) -> None:
+    from ..data import LAYOUTS
     p = subparsers.add_parser(
         "check-data", help="check every sample of a dataset and print a summary",
         description="Check that every listed sample has its RGB, depth and label files, that "
@@ -16,7 +17,7 @@ def register(subparsers) -> None:
         formatter_class=HelpFormatter)
     p.add_argument("data", type=pathlib.Path, metavar="DIR")
     p.add_argument("--splits", nargs="+", default=["train", "val"])
-    p.add_argument("--layout", default="auto", choices=["auto", "nyudv2", "sunrgbd", "generic"])
+    p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS))
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run)
 

@@ -21,6 +21,7 @@ NUM_SAMPLE_PICTURES = 6
 
 
 def register(subparsers) -> None:
+    from ..data import LAYOUTS
     p = subparsers.add_parser(
         "eval", help="evaluate a checkpoint: pixel acc, mean acc, mIoU per branch and ensemble",
         description="Evaluate a checkpoint on full images (single-scale by default, as the "
@@ -29,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("checkpoint", type=pathlib.Path, metavar="CKPT")
     p.add_argument("--data", required=True, type=pathlib.Path, help="dataset folder")
     p.add_argument("--split", default="val", help="split list to evaluate (val, test, train)")
-    p.add_argument("--layout", default="auto", choices=["auto", "nyudv2", "sunrgbd", "generic"])
+    p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS))
     p.add_argument("--out", required=True, type=pathlib.Path, metavar="REPORT.json")
     p.add_argument("--multi-scale", action="store_true",
                    help="average over input scales 0.5, 0.75, 1, 1.25, 1.5, 1.75")

@@ -7,8 +7,7 @@ import pathlib
 from .. import CliError
 from ..card import default_card
 from ..checkpoint import save_checkpoint
-from ..models import ARCHS, BACKBONES, DECODERS, ModelConfig, build_model, load_imagenet
-from ..models import read_imagenet_state_dict
+from ..models import ARCHS, BACKBONES, DECODERS, ModelConfig, build_model, init_from_imagenet
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,11 +35,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     model = build_model(config)
-    try:
-        state = read_imagenet_state_dict(args.source, args.backbone)
-        keys = load_imagenet(model, state)
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise CliError(f"{args.source}: {str(exc).splitlines()[0]}") from None
+    keys = init_from_imagenet(model, args.source, args.backbone)
     card = default_card(args.num_classes)
     card["dataset"] = {"name": "imagenet-init", "source": str(args.source)}
     save_checkpoint(args.out, model, config, card)

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data.classes import load_class_list
-    from ..data.datasets import image_size
+    from ..data.datasets import RGB_SUFFIXES, image_size
 
     out_dir: pathlib.Path = args.out_dir
     label_dir: pathlib.Path = args.label_dir
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             path = label_files[stem]
             ids = read_label_file(path, args.color_map, classes and classes.palette,
                                   ignore_color)
-            rgb_path = next((out_dir / "rgb" / f"{stem}{s}" for s in (".png", ".jpg")
+            rgb_path = next((out_dir / "rgb" / f"{stem}{s}" for s in RGB_SUFFIXES
                              if (out_dir / "rgb" / f"{stem}{s}").is_file()), None)
             if rgb_path is not None and tuple(image_size(rgb_path)) != ids.shape:
                 raise CliError(f"{path}: {ids.shape[1]}x{ids.shape[0]} labels for a "

@@ -22,6 +22,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def register(subparsers) -> None:
+    from ..data import LAYOUTS
     from ..models import ARCHS, BACKBONES, DECODERS
     p = subparsers.add_parser(
         "train", help="train a network on an RGB-D dataset",
@@ -39,7 +40,7 @@ def register(subparsers) -> None:
                    help="official: 3x3 convs everywhere (heavy); light: 1x1, half width")
     p.add_argument("--modalities", nargs="+", default=["rgb", "depth"],
                    help="branch inputs; one (rgb or depth) for --arch single")
-    p.add_argument("--layout", default="auto", choices=["auto", "nyudv2", "sunrgbd", "generic"],
+    p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS),
                    help="dataset layout")
     p.add_argument("--stages", type=int, default=3, help="training stages (each with fresh "
                    "optimisers and its own LRs)")

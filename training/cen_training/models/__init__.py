@@ -4,9 +4,9 @@
 """
 from .fusion_net import (ARCHS, BACKBONES, LAYER_NAMES, MODALITIES, FusionSegmenter,
                          LateFusionSegmenter, ModelConfig, build_model)
-from .imagenet import load_imagenet, read_imagenet_state_dict
+from .imagenet import init_from_imagenet, load_imagenet, read_imagenet_state_dict
 from .refinenet import DECODERS, RefineNetDecoder
 
 __all__ = ["ARCHS", "BACKBONES", "DECODERS", "LAYER_NAMES", "MODALITIES", "FusionSegmenter",
            "LateFusionSegmenter", "ModelConfig", "RefineNetDecoder", "build_model",
-           "load_imagenet", "read_imagenet_state_dict"]
+           "init_from_imagenet", "load_imagenet", "read_imagenet_state_dict"]

@@ -12,6 +12,8 @@ import pathlib
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
+
 # torchvision's released ImageNet weights (V1), fetched only on request.
 TORCHVISION_URLS = {
     "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
@@ -88,3 +90,13 @@ def load_imagenet(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]
     own.update(loaded)
     model.load_state_dict(own)
     return sorted(loaded)
+
+
+def init_from_imagenet(model: nn.Module, source: str | pathlib.Path, backbone: str) -> list[str]:
+    """Read ImageNet weights from ``source`` (see ``read_imagenet_state_dict``) into ``model``'s
+    encoder; returns the keys set. ``CheckpointError`` naming ``source`` when they cannot be
+    read or do not fit."""
+    try:
+        return load_imagenet(model, read_imagenet_state_dict(source, backbone))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{source}: {str(exc).splitlines()[0]}") from None
