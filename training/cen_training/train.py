@@ -31,6 +31,9 @@ exactly where the last completed epoch left off: model, optimisers, AMP scaler, 
 step, RNG states. Sample order and augmentation derive from (seed, epoch, index), so they do
 not depend on the number of data-loading workers either.
 
+``train`` reads as the run does: set-up, then per epoch ``train_one_epoch``, ``validate`` and
+``save_checkpoints``; ``RunState`` is what the run carries from one epoch to the next.
+
 Under ``torchrun`` every process trains on its share of each batch (DistributedDataParallel;
 NCCL on GPUs, gloo on CPUs) and only rank 0 writes files. On a GPU the forward pass runs in
 mixed precision (``torch.autocast`` float16 with a ``GradScaler``); on a CPU in float32.
@@ -52,10 +55,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from .errors import CheckpointError, ConfigError
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import IGNORE_INDEX, RGBDSegmentationDataset, TrainTransform, validate_dataset
 from .data.datasets import image_size, training_depth_range
+from .errors import CheckpointError, ConfigError
 from .evaluate import evaluate, output_names
 from .models import ModelConfig, build_model, init_from_imagenet
 
@@ -104,11 +107,301 @@ class TrainConfig:
     progress: bool = True
 
 
-# -- set-up helpers ------------------------------------------------------------------------
+@dataclass
+class RunState:
+    """Where a run stands. ``last.pt`` keeps all of it (``checkpoint_entries``), so that a
+    resumed run continues exactly."""
+    optimizers: list[torch.optim.Optimizer]  # encoder, decoder; fresh in every stage
+    scaler: torch.amp.GradScaler  # mixed precision (enabled on CUDA unless --no-amp)
+    stage: int = 0  # from 0
+    stage_epoch: int = 0  # epochs done in this stage
+    epoch: int = 0  # epochs done in all
+    step: int = 0  # optimiser steps done
+    best_miou: float = -1.0  # best validation ensemble mIoU so far
+    best_scores: dict = field(default_factory=dict)  # all its scores, for the model card
 
-def setup_distributed() -> tuple[int, int, torch.device, bool]:
-    """(rank, world size, device, whether this call joined the process group); joins it when
-    run by ``torchrun``."""
+    def record(self, scores: dict) -> bool:
+        """Keep ``scores`` (this epoch's validation, or empty) if they are the best yet;
+        whether they were."""
+        improved = bool(scores) and scores["ensemble"]["miou"] > self.best_miou
+        if improved:
+            self.best_miou = scores["ensemble"]["miou"]
+            self.best_scores = {"split": "val", "epoch": self.epoch, **scores}
+        return improved
+
+    def checkpoint_entries(self, config: TrainConfig) -> dict:
+        return {"train_config": dataclasses.asdict(config), "stage": self.stage,
+                "stage_epoch": self.stage_epoch, "epoch": self.epoch, "step": self.step,
+                "best_miou": self.best_miou, "best_scores": self.best_scores,
+                "optimizers": [o.state_dict() for o in self.optimizers],
+                "scaler": self.scaler.state_dict(), "rng": rng_state()}
+
+
+@dataclass(frozen=True)
+class Process:
+    """This process's place in the run (one of ``world`` under ``torchrun``)."""
+    rank: int
+    world: int
+    device: torch.device
+    joined_group: bool  # this process joined the process group here, and leaves it at the end
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes files and prints."""
+        return self.rank == 0
+
+    def log(self, message: str) -> None:
+        if self.is_main:
+            print(message)
+
+
+# -- the run -------------------------------------------------------------------------------
+
+def train(config: TrainConfig, on_epoch_end=None) -> dict:
+    """Train as ``config`` says; returns the best validation scores (every output), with
+    ``steps`` and ``epochs``.
+
+    ``on_epoch_end(state)`` is called after each epoch's checkpoint with a dict of ``epoch``,
+    ``stage``, ``step``, ``loss`` and ``scores``.
+    """
+    proc = setup_distributed()
+    out_dir = pathlib.Path(config.out)
+    if not config.resume and (out_dir / "last.pt").exists():
+        raise ConfigError(f"{out_dir} already holds a run (last.pt): continue it with --resume "
+                          "or choose another --out")
+    train_set, val_set, config = load_datasets(config, progress=config.progress and proc.is_main)
+
+    seed_everything(config.seed)
+    model_config = make_model_config(config, train_set)
+    model = build_model(model_config).to(proc.device)
+    resumed = read_resume_checkpoint(out_dir, model_config) if config.resume else None
+    state = start_state(model, config, resumed, proc)
+    model_without_ddp = model
+    if proc.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[proc.device.index] if proc.device.type == "cuda" else None)
+    train_loader, val_loader = make_loaders(train_set, val_set, config, proc)
+
+    names = output_names(model_without_ddp)
+    card = training_card(config, train_set, val_set, state, resumed, proc)
+    metrics_log = MetricsLog(out_dir, names, state, resumed is not None) if proc.is_main else None
+    proc.log(describe_run(config, model_config, train_set, val_set, proc, card["depth_range_m"]))
+
+    start_time = time.monotonic()
+    stopped = False  # a time or step limit was reached
+    while state.stage < config.stages and not stopped:
+        if state.stage_epoch >= config.epochs[state.stage]:  # next stage, fresh optimisers
+            state.stage, state.stage_epoch = state.stage + 1, 0
+            if state.stage < config.stages:
+                state.optimizers = make_optimizers(model_without_ddp, config, state.stage)
+            continue
+        epoch_start = time.monotonic()
+        loss, stopped = train_one_epoch(model, train_loader, state, config, proc, metrics_log,
+                                        start_time)
+        state.epoch += 1
+        state.stage_epoch += 1
+        if not math.isfinite(loss):
+            raise RuntimeError(f"training diverged: loss {loss} in epoch {state.epoch}")
+        scores = (validate(model_without_ddp, val_loader, train_set, config, proc)
+                  if validation_due(config, state, stopped) else {})
+        slim = model_without_ddp.slim_fraction(config.bn_threshold)
+        improved = state.record(scores)
+        if proc.is_main:
+            seconds = time.monotonic() - epoch_start
+            metrics_log.log_epoch(state, loss, slim, scores, seconds)
+            save_checkpoints(out_dir, model_without_ddp, model_config, card, config, state,
+                             improved)
+            proc.log(epoch_summary(state, loss, slim, scores, names, seconds, improved))
+        if on_epoch_end is not None:
+            on_epoch_end({"epoch": state.epoch, "stage": state.stage, "step": state.step,
+                          "loss": loss, "scores": scores})
+
+    if stopped:
+        limit = "step" if config.max_steps and state.step >= config.max_steps else "time"
+        proc.log(f"stopped at the {limit} limit: epoch {state.epoch}, step {state.step}, "
+                 f"{(time.monotonic() - start_time) / 60:.1f} min")
+    if proc.world > 1:
+        check_ranks_agree(model_without_ddp, proc)
+        if proc.joined_group:
+            dist.destroy_process_group()
+    if metrics_log is not None:
+        metrics_log.close()
+    proc.log(f"best val ensemble mIoU {state.best_miou:.2f}; checkpoints in {out_dir}")
+    return {**state.best_scores, "steps": state.step, "epochs": state.epoch}
+
+
+# -- one epoch -------------------------------------------------------------------------------
+
+def train_one_epoch(model, loader: DataLoader, state: RunState, config: TrainConfig,
+                    proc: Process, metrics_log: MetricsLog | None,
+                    start_time: float) -> tuple[float, bool]:
+    """One pass over the training batches, or up to the step or time limit; returns the mean
+    loss (over every process) and whether a limit stopped the pass. ``model`` may be wrapped
+    in DistributedDataParallel."""
+    from tqdm import tqdm
+
+    model_without_ddp = getattr(model, "module", model)
+    model.train()
+    if config.freeze_bn:
+        model_without_ddp.freeze_bn_stats()
+    loader.sampler.set_epoch(state.epoch)
+    loader.dataset.set_epoch(state.epoch)
+    use_amp = state.scaler.is_enabled()
+    loss_sum, batches, stopped = 0.0, 0, False
+    bar = tqdm(loader, desc=f"stage {state.stage + 1} epoch {state.epoch + 1}", unit="batch",
+               disable=not (config.progress and proc.is_main), leave=False)
+    for batch in bar:
+        rgb = batch["rgb"].to(proc.device, non_blocking=True)
+        depth = batch["depth"].to(proc.device, non_blocking=True)
+        labels = batch["labels"].to(proc.device, non_blocking=True)
+        with torch.autocast(device_type=proc.device.type, dtype=torch.float16, enabled=use_amp):
+            outputs = model(rgb, depth)
+        penalty = model_without_ddp.sparsity_penalty()
+        loss = segmentation_loss(outputs, labels, penalty, config.lamda)
+        for optimizer in state.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()
+        for optimizer in state.optimizers:
+            state.scaler.step(optimizer)
+        state.scaler.update()
+        state.step += 1
+        batches += 1
+        loss_sum += loss.item()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if metrics_log is not None and state.step % 10 == 0:
+            metrics_log.log_step(state.step, loss.item())
+        if limit_reached(config, state.step, start_time, proc):
+            stopped = True
+            break
+    bar.close()
+    total = torch.tensor([loss_sum, batches], dtype=torch.float64, device=proc.device)
+    if proc.world > 1:
+        dist.all_reduce(total)
+    return float(total[0] / total[1]), stopped
+
+
+def segmentation_loss(outputs: list[torch.Tensor], labels: torch.Tensor,
+                      penalty: torch.Tensor, lamda: float) -> torch.Tensor:
+    """Sum over outputs of the NLL (ignoring 255) plus ``lamda * penalty`` once per output."""
+    valid = (labels != IGNORE_INDEX).sum().clamp(min=1)
+    loss = labels.new_zeros((), dtype=torch.float32)
+    for out in outputs:
+        out = F.interpolate(out.float(), size=labels.shape[-2:], mode="bilinear",
+                            align_corners=False)
+        # Sum / valid count = the mean NLL, but 0 rather than NaN for an all-ignored crop.
+        nll = F.nll_loss(F.log_softmax(out, dim=1), labels, ignore_index=IGNORE_INDEX,
+                         reduction="sum")
+        loss = loss + nll / valid + lamda * penalty
+    return loss
+
+
+def limit_reached(config: TrainConfig, step: int, start_time: float, proc: Process) -> bool:
+    """Whether ``max_steps`` or ``max_minutes`` ends training after this step; every process
+    gets the same answer."""
+    if config.max_steps is not None and step >= config.max_steps:
+        return True
+    if config.max_minutes is None:
+        return False
+    over = torch.tensor(float(time.monotonic() - start_time > 60 * config.max_minutes))
+    if proc.world > 1:  # every process must stop after the same step
+        over = over.to(proc.device)
+        dist.all_reduce(over, op=dist.ReduceOp.MAX)
+    return bool(over.item())
+
+
+def validation_due(config: TrainConfig, state: RunState, stopped: bool) -> bool:
+    """Every ``val_every`` epochs, at the end of each stage, and when a limit stops the run."""
+    stage_done = state.stage_epoch >= config.epochs[state.stage]
+    return state.epoch % config.val_every == 0 or stage_done or stopped
+
+
+def validate(model, loader: DataLoader, train_set: RGBDSegmentationDataset,
+             config: TrainConfig, proc: Process) -> dict:
+    """Scores of every output on the validation split (each process scores its share)."""
+    meter = evaluate(model, loader, train_set.num_classes, proc.device,
+                     progress=config.progress and proc.is_main)
+    meter.all_reduce()
+    return meter.scores(train_set.classes.names)
+
+
+def save_checkpoints(out_dir: pathlib.Path, model, model_config: ModelConfig, card: dict,
+                     config: TrainConfig, state: RunState, improved: bool) -> None:
+    """``last.pt`` after every epoch, and ``best.pt`` when validation improved."""
+    card["metrics"] = state.best_scores
+    entries = state.checkpoint_entries(config)
+    save_checkpoint(out_dir / "last.pt", model, model_config, card, **entries)
+    if improved:
+        save_checkpoint(out_dir / "best.pt", model, model_config, card, **entries)
+
+
+def epoch_summary(state: RunState, loss: float, slim: float, scores: dict, names: list[str],
+                  seconds: float, improved: bool) -> str:
+    lrs = [optimizer.param_groups[0]["lr"] for optimizer in state.optimizers]
+    val_text = ""
+    if scores:
+        val_text = " | val mIoU " + ", ".join(f"{n} {scores[n]['miou']:.1f}" for n in names)
+    return (f"stage {state.stage + 1} epoch {state.epoch}: loss {loss:.4f}, lr {lrs[0]:.2g}/"
+            f"{lrs[1]:.2g}, slim {slim:.3f}{val_text} ({seconds:.0f} s)"
+            + (" *" if improved else ""))
+
+
+class MetricsLog:
+    """``RUN_DIR/metrics.csv`` (a row per epoch) and TensorBoard logs (``RUN_DIR/tensorboard``);
+    written by rank 0 only. A resumed run keeps the rows and events up to its checkpoint."""
+
+    def __init__(self, out_dir: pathlib.Path, names: list[str], state: RunState,
+                 resumed: bool) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(str(out_dir / "tensorboard"),
+                                    purge_step=state.step if state.step else None)
+        self.csv_path = out_dir / "metrics.csv"
+        self.columns = (["epoch", "stage", "step", "loss", "lr_enc", "lr_dec", "slim_fraction",
+                         "seconds"] + metric_columns(names))
+        kept_rows = []
+        if resumed and self.csv_path.is_file():
+            with open(self.csv_path, newline="") as f:  # drop rows past the checkpoint
+                kept_rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= state.epoch]
+        with open(self.csv_path, "w", newline="") as f:
+            csv_writer = csv.DictWriter(f, fieldnames=self.columns)
+            csv_writer.writeheader()
+            csv_writer.writerows(kept_rows)
+
+    def log_step(self, step: int, loss: float) -> None:
+        self.writer.add_scalar("train/loss_step", loss, step)
+
+    def log_epoch(self, state: RunState, loss: float, slim: float, scores: dict,
+                  seconds: float) -> None:
+        lr_enc, lr_dec = (optimizer.param_groups[0]["lr"] for optimizer in state.optimizers)
+        row = {"epoch": state.epoch, "stage": state.stage + 1, "step": state.step,
+               "loss": f"{loss:.6f}", "lr_enc": lr_enc, "lr_dec": lr_dec,
+               "slim_fraction": f"{slim:.6f}", "seconds": f"{seconds:.1f}"}
+        self.writer.add_scalar("train/loss", loss, state.step)
+        self.writer.add_scalar("train/lr_enc", lr_enc, state.step)
+        self.writer.add_scalar("train/lr_dec", lr_dec, state.step)
+        self.writer.add_scalar("train/slim_fraction", slim, state.step)
+        for name, s in scores.items():
+            for key in ("miou", "pixel_acc", "mean_acc"):
+                row[f"{name}_{key}"] = f"{s[key]:.4f}"
+                self.writer.add_scalar(f"val_{key}/{name}", s[key], state.step)
+        with open(self.csv_path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.columns).writerow(row)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def metric_columns(names: list[str]) -> list[str]:
+    return [f"{n}_{k}" for n in names for k in ("miou", "pixel_acc", "mean_acc")]
+
+
+# -- set-up ----------------------------------------------------------------------------------
+
+def setup_distributed() -> Process:
+    """This process's rank, world size and device; joins the process group when run by
+    ``torchrun`` (NCCL on GPUs, gloo on CPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
@@ -119,17 +412,24 @@ def setup_distributed() -> tuple[int, int, torch.device, bool]:
     joined = world > 1 and not dist.is_initialized()
     if joined:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return (dist.get_rank() if world > 1 else 0), world, device, joined
+    return Process(rank=dist.get_rank() if world > 1 else 0, world=world, device=device,
+                   joined_group=joined)
 
 
-def per_stage(values, stages: int, what: str) -> list:
-    """One value per stage: a single value repeats; otherwise exactly ``stages`` values."""
-    values = list(values)
-    if len(values) == 1:
-        return values * stages
-    if len(values) < stages:
-        raise ConfigError(f"{what}: {len(values)} values for {stages} stages")
-    return values[:stages]
+def load_datasets(config: TrainConfig, progress: bool
+                  ) -> tuple[RGBDSegmentationDataset, RGBDSegmentationDataset, TrainConfig]:
+    """The training and validation splits, and ``config`` with the defaults that depend on
+    them filled in. Every file is checked first, so a broken sample stops the run before it
+    starts."""
+    if config.check_data:
+        validate_dataset(config.data, ["train", "val"], layout=config.layout, progress=progress)
+    train_set = RGBDSegmentationDataset(config.data, "train", layout=config.layout,
+                                        seed=config.seed)
+    val_set = RGBDSegmentationDataset(config.data, "val", layout=train_set.layout)
+    config = resolve(config, train_set)
+    train_set.transform = TrainTransform(config.crop, tuple(config.scale_range),
+                                         depth_dropout=config.modality_dropout)
+    return train_set, val_set, config
 
 
 def resolve(config: TrainConfig, train_set: RGBDSegmentationDataset) -> TrainConfig:
@@ -156,6 +456,22 @@ def resolve(config: TrainConfig, train_set: RGBDSegmentationDataset) -> TrainCon
         crop=crop, freeze_bn=freeze_bn)
 
 
+def per_stage(values, stages: int, what: str) -> list:
+    """One value per stage: a single value repeats; otherwise exactly ``stages`` values."""
+    values = list(values)
+    if len(values) == 1:
+        return values * stages
+    if len(values) < stages:
+        raise ConfigError(f"{what}: {len(values)} values for {stages} stages")
+    return values[:stages]
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
 def make_model_config(config: TrainConfig, train_set: RGBDSegmentationDataset) -> ModelConfig:
     from cen_perception.model_card import OFFICIAL_NORMALIZATION, SUNRGBD_NORMALIZATION
     # SUN RGB-D: the official code scales each depth image to 0..255 (min-max).
@@ -168,6 +484,43 @@ def make_model_config(config: TrainConfig, train_set: RGBDSegmentationDataset) -
                            normalization=dict(normalization))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def read_resume_checkpoint(out_dir: pathlib.Path, model_config: ModelConfig) -> dict:
+    """``RUN_DIR/last.pt``, to continue; it must hold the model these options build."""
+    path = out_dir / "last.pt"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: nothing to resume")
+    ckpt = load_checkpoint(path)
+    if ModelConfig.from_dict(ckpt["config"]) != model_config:
+        raise CheckpointError(f"{path}: the checkpoint's model differs from this run's options "
+                              "(arch, backbone, decoder, classes)")
+    return ckpt
+
+
+def start_state(model, config: TrainConfig, resumed: dict | None, proc: Process) -> RunState:
+    """The weights and state a run starts from: those of ``resumed`` (its ``last.pt``: model,
+    optimisers, scaler, counters and RNG states), or fresh ones after ``init_weights``."""
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and proc.device.type == "cuda")
+    if resumed is None:
+        init_weights(model, config, proc.log)
+        return RunState(optimizers=make_optimizers(model, config, 0), scaler=scaler)
+    model.load_state_dict(resumed["model"])
+    state = RunState(optimizers=make_optimizers(model, config, resumed["stage"]), scaler=scaler,
+                     stage=resumed["stage"], stage_epoch=resumed["stage_epoch"],
+                     epoch=resumed["epoch"], step=resumed["step"],
+                     best_miou=resumed["best_miou"], best_scores=resumed["best_scores"])
+    proc.log(f"resuming {pathlib.Path(config.out) / 'last.pt'}: stage {state.stage + 1}, "
+             f"epoch {state.epoch} done")
+    before = resumed.get("train_config", {}).get("modality_dropout", 0.0)
+    if before != config.modality_dropout:
+        proc.log(f"note: the run so far used --modality-dropout {before}; it continues with "
+                 f"{config.modality_dropout}")
+    for optimizer, saved in zip(state.optimizers, resumed["optimizers"]):
+        optimizer.load_state_dict(saved)
+    scaler.load_state_dict(resumed["scaler"])
+    set_rng_state(resumed["rng"])
+    return state
 
 
 def init_weights(model, config: TrainConfig, log) -> None:
@@ -199,19 +552,61 @@ def make_optimizers(model, config: TrainConfig, stage: int):
                             weight_decay=config.weight_decay) for params, lr in groups]
 
 
-def segmentation_loss(outputs: list[torch.Tensor], labels: torch.Tensor,
-                      penalty: torch.Tensor, lamda: float) -> torch.Tensor:
-    """Sum over outputs of the NLL (ignoring 255) plus ``lamda * penalty`` once per output."""
-    valid = (labels != IGNORE_INDEX).sum().clamp(min=1)
-    loss = labels.new_zeros((), dtype=torch.float32)
-    for out in outputs:
-        out = F.interpolate(out.float(), size=labels.shape[-2:], mode="bilinear",
-                            align_corners=False)
-        # Sum / valid count = the mean NLL, but 0 rather than NaN for an all-ignored crop.
-        nll = F.nll_loss(F.log_softmax(out, dim=1), labels, ignore_index=IGNORE_INDEX,
-                         reduction="sum")
-        loss = loss + nll / valid + lamda * penalty
-    return loss
+def make_loaders(train_set: RGBDSegmentationDataset, val_set: RGBDSegmentationDataset,
+                 config: TrainConfig, proc: Process) -> tuple[DataLoader, DataLoader]:
+    """Training batches shared out over the processes (``batch_size`` in all), and each
+    process's share of the validation images, one at a time."""
+    if config.batch_size % proc.world:
+        raise ConfigError(f"--batch-size {config.batch_size} is not divisible by {proc.world} "
+                          "processes")
+    sampler = DistributedSampler(train_set, num_replicas=proc.world, rank=proc.rank,
+                                 shuffle=True, seed=config.seed, drop_last=True)
+    train_loader = DataLoader(train_set, batch_size=config.batch_size // proc.world,
+                              sampler=sampler, num_workers=config.workers,
+                              pin_memory=proc.device.type == "cuda", drop_last=True)
+    if len(train_loader) == 0:
+        raise ConfigError(f"{len(train_set)} training samples make no batch of "
+                          f"{config.batch_size}")
+    val_loader = DataLoader(Subset(val_set, range(proc.rank, len(val_set), proc.world)),
+                            batch_size=1, num_workers=config.workers,
+                            pin_memory=proc.device.type == "cuda")
+    return train_loader, val_loader
+
+
+def training_card(config: TrainConfig, train_set: RGBDSegmentationDataset,
+                  val_set: RGBDSegmentationDataset, state: RunState, resumed: dict | None,
+                  proc: Process) -> dict:
+    """The model card of the run's checkpoints (its ``metrics`` follow the best epoch). Only
+    rank 0 measures the training depth range, once per run (a resumed run keeps it)."""
+    depth_range = []  # only rank 0 writes cards
+    if proc.is_main:
+        depth_range = resumed["card"].get("depth_range_m") if resumed is not None else None
+        if depth_range is None:
+            depth_range = training_depth_range(train_set, progress=config.progress)
+    return {"class_names": train_set.classes.names, "palette": train_set.classes.palette,
+            "dataset": {**train_set.describe(), "train_samples": len(train_set),
+                        "val_samples": len(val_set)},
+            "training": {"recipe": "cen", "optimizer": config.optimizer, "crop": config.crop,
+                         "epochs": config.epochs, "lr_enc": config.lr_enc,
+                         "lr_dec": config.lr_dec, "lamda": config.lamda,
+                         "freeze_bn": config.freeze_bn,
+                         "modality_dropout": config.modality_dropout},
+            "depth_range_m": depth_range,
+            "metrics": state.best_scores}
+
+
+def describe_run(config: TrainConfig, model_config: ModelConfig,
+                 train_set: RGBDSegmentationDataset, val_set: RGBDSegmentationDataset,
+                 proc: Process, depth_range: list[float]) -> str:
+    return (f"{model_config.arch} {model_config.backbone} ({model_config.decoder} decoder) on "
+            f"{train_set.name}: {len(train_set)} train / {len(val_set)} val samples, "
+            f"{train_set.num_classes} classes; {proc.world} process(es) on {proc.device}; "
+            f"crop {config.crop}, batch {config.batch_size}, epochs per stage {config.epochs}, "
+            f"BN statistics {'frozen' if config.freeze_bn else 'learned'}"
+            + (f", depth dropped in {100 * config.modality_dropout:g}% of samples"
+               if config.modality_dropout else "")
+            + (f"; training depth {depth_range[0]:g}-{depth_range[1]:g} m (1st-99th percentile)"
+               if depth_range else ""))
 
 
 def rng_state() -> dict:
@@ -234,265 +629,12 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def metric_columns(names: list[str]) -> list[str]:
-    return [f"{n}_{k}" for n in names for k in ("miou", "pixel_acc", "mean_acc")]
-
-
-# -- the loop --------------------------------------------------------------------------------
-
-def train(config: TrainConfig, on_epoch_end=None) -> dict:
-    """Train as ``config`` says; returns the best validation scores (every output).
-
-    ``on_epoch_end(state)`` is called after each epoch's checkpoint with a dict of ``epoch``,
-    ``stage``, ``step``, ``loss`` and ``scores``.
-    """
-    rank, world, device, joined_process_group = setup_distributed()
-    is_main = rank == 0
-    log = print if is_main else (lambda *a, **k: None)
-    out_dir = pathlib.Path(config.out)
-    use_amp = config.amp and device.type == "cuda"
-    if not config.resume and (out_dir / "last.pt").exists():
-        raise ConfigError(f"{out_dir} already holds a run (last.pt): continue it with --resume "
-                          "or choose another --out")
-
-    # Data: check every file first, so a broken sample stops the run before it starts.
-    if config.check_data:
-        validate_dataset(config.data, ["train", "val"], layout=config.layout,
-                         progress=config.progress and is_main)
-    train_set = RGBDSegmentationDataset(config.data, "train", layout=config.layout,
-                                        seed=config.seed)
-    val_set = RGBDSegmentationDataset(config.data, "val", layout=train_set.layout)
-    config = resolve(config, train_set)
-    train_set.transform = TrainTransform(config.crop, tuple(config.scale_range),
-                                         depth_dropout=config.modality_dropout)
-
-    # Model, optimisers, scaler; then the state of an interrupted run, if resuming.
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    model_config = make_model_config(config, train_set)
-    model = build_model(model_config).to(device)
-    stage, stage_epoch, epoch, step, best_miou, best_scores = 0, 0, 0, 0, -1.0, {}
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    resume_state = None
-    if config.resume:
-        if not (out_dir / "last.pt").is_file():
-            raise CheckpointError(f"{out_dir / 'last.pt'}: nothing to resume")
-        resume_state = load_checkpoint(out_dir / "last.pt")
-        if ModelConfig.from_dict(resume_state["config"]) != model_config:
-            raise CheckpointError(f"{out_dir / 'last.pt'}: the checkpoint's model differs from "
-                                  "this run's options (arch, backbone, decoder, classes)")
-        model.load_state_dict(resume_state["model"])
-        stage, stage_epoch = resume_state["stage"], resume_state["stage_epoch"]
-        epoch, step = resume_state["epoch"], resume_state["step"]
-        best_miou, best_scores = resume_state["best_miou"], resume_state["best_scores"]
-        log(f"resuming {out_dir / 'last.pt'}: stage {stage + 1}, epoch {epoch} done")
-        before = resume_state.get("train_config", {}).get("modality_dropout", 0.0)
-        if before != config.modality_dropout:
-            log(f"note: the run so far used --modality-dropout {before}; it continues with "
-                f"{config.modality_dropout}")
-    else:
-        init_weights(model, config, log)
-    optimizers = make_optimizers(model, config, stage)
-    if resume_state is not None:
-        for optimizer, state in zip(optimizers, resume_state["optimizers"]):
-            optimizer.load_state_dict(state)
-        scaler.load_state_dict(resume_state["scaler"])
-        set_rng_state(resume_state["rng"])
-    model_without_ddp = model
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    if config.batch_size % world:
-        raise ConfigError(f"--batch-size {config.batch_size} is not divisible by {world} "
-                          "processes")
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
-                                 seed=config.seed, drop_last=True)
-    train_loader = DataLoader(train_set, batch_size=config.batch_size // world, sampler=sampler,
-                              num_workers=config.workers, pin_memory=device.type == "cuda",
-                              drop_last=True)
-    if len(train_loader) == 0:
-        raise ConfigError(f"{len(train_set)} training samples make no batch of "
-                          f"{config.batch_size}")
-    val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=1,
-                            num_workers=config.workers, pin_memory=device.type == "cuda")
-
-    names = output_names(model_without_ddp)
-    depth_range = []  # only rank 0 writes cards
-    if is_main:
-        depth_range = (resume_state["card"].get("depth_range_m") if resume_state is not None
-                       else None)
-        if depth_range is None:
-            depth_range = training_depth_range(train_set, progress=config.progress)
-    card = {"class_names": train_set.classes.names, "palette": train_set.classes.palette,
-            "dataset": {**train_set.describe(), "train_samples": len(train_set),
-                        "val_samples": len(val_set)},
-            "training": {"recipe": "cen", "optimizer": config.optimizer, "crop": config.crop,
-                         "epochs": config.epochs, "lr_enc": config.lr_enc,
-                         "lr_dec": config.lr_dec, "lamda": config.lamda,
-                         "freeze_bn": config.freeze_bn,
-                         "modality_dropout": config.modality_dropout},
-            "depth_range_m": depth_range,
-            "metrics": best_scores}
-    writer = None
-    csv_path = out_dir / "metrics.csv"
-    columns = (["epoch", "stage", "step", "loss", "lr_enc", "lr_dec", "slim_fraction", "seconds"]
-               + metric_columns(names))
-    if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=step if step else None)
-        kept_rows = []
-        if resume_state is not None and csv_path.is_file():
-            with open(csv_path, newline="") as f:  # drop rows past the checkpoint
-                kept_rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epoch]
-        with open(csv_path, "w", newline="") as f:
-            csv_writer = csv.DictWriter(f, fieldnames=columns)
-            csv_writer.writeheader()
-            csv_writer.writerows(kept_rows)
-    log(f"{model_config.arch} {model_config.backbone} ({model_config.decoder} decoder) on "
-        f"{train_set.name}: {len(train_set)} train / {len(val_set)} val samples, "
-        f"{train_set.num_classes} classes; {world} process(es) on {device}; crop {config.crop}, "
-        f"batch {config.batch_size}, epochs per stage {config.epochs}, "
-        f"BN statistics {'frozen' if config.freeze_bn else 'learned'}"
-        + (f", depth dropped in {100 * config.modality_dropout:g}% of samples"
-           if config.modality_dropout else "")
-        + (f"; training depth {depth_range[0]:g}-{depth_range[1]:g} m (1st-99th percentile)"
-           if depth_range else ""))
-
-    from tqdm import tqdm
-    start_time = time.monotonic()
-    stop_early = False  # a time or step limit was reached
-    while stage < config.stages and not stop_early:
-        if stage_epoch >= config.epochs[stage]:  # stage finished: next one, fresh optimisers
-            stage, stage_epoch = stage + 1, 0
-            if stage < config.stages:
-                optimizers = make_optimizers(model_without_ddp, config, stage)
-            continue
-        # One epoch.
-        epoch_start = time.monotonic()
-        scores = {}  # this epoch's validation scores, if it validates
-        model.train()
-        if config.freeze_bn:
-            model_without_ddp.freeze_bn_stats()
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        loss_sum, batches = 0.0, 0
-        bar = tqdm(train_loader, desc=f"stage {stage + 1} epoch {epoch + 1}", unit="batch",
-                   disable=not (config.progress and is_main), leave=False)
-        for batch in bar:
-            rgb = batch["rgb"].to(device, non_blocking=True)
-            depth = batch["depth"].to(device, non_blocking=True)
-            labels = batch["labels"].to(device, non_blocking=True)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                outputs = model(rgb, depth)
-            penalty = model_without_ddp.sparsity_penalty()
-            loss = segmentation_loss(outputs, labels, penalty, config.lamda)
-            for optimizer in optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            for optimizer in optimizers:
-                scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            batches += 1
-            loss_sum += loss.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if is_main and step % 10 == 0:
-                writer.add_scalar("train/loss_step", loss.item(), step)
-            if config.max_steps is not None and step >= config.max_steps:
-                stop_early = True
-                break
-            if config.max_minutes is not None:
-                over = torch.tensor(float(time.monotonic() - start_time > 60 * config.max_minutes))
-                if world > 1:  # every process must stop after the same step
-                    over = over.to(device)
-                    dist.all_reduce(over, op=dist.ReduceOp.MAX)
-                if over.item():
-                    stop_early = True
-                    break
-        bar.close()
-        epoch += 1
-        stage_epoch += 1
-        mean_loss = torch.tensor([loss_sum, batches], dtype=torch.float64, device=device)
-        if world > 1:
-            dist.all_reduce(mean_loss)
-        mean_loss = float(mean_loss[0] / mean_loss[1])
-        if not math.isfinite(mean_loss):
-            raise RuntimeError(f"training diverged: loss {mean_loss} in epoch {epoch}")
-
-        # Validation: every `val_every` epochs, at the end of each stage and of the run.
-        last_epoch = stop_early or (stage == config.stages - 1
-                                     and stage_epoch >= config.epochs[stage])
-        if epoch % config.val_every == 0 or stage_epoch >= config.epochs[stage] or last_epoch:
-            meter = evaluate(model_without_ddp, val_loader, train_set.num_classes, device,
-                             progress=config.progress and is_main)
-            meter.all_reduce()
-            scores = meter.scores(train_set.classes.names)
-        slim = model_without_ddp.slim_fraction(config.bn_threshold)
-        lrs = [optimizer.param_groups[0]["lr"] for optimizer in optimizers]
-        improved = bool(scores) and scores["ensemble"]["miou"] > best_miou
-        if improved:
-            best_miou = scores["ensemble"]["miou"]
-            best_scores = {"split": "val", "epoch": epoch, **scores}
-
-        if is_main:
-            seconds = time.monotonic() - epoch_start
-            row = {"epoch": epoch, "stage": stage + 1, "step": step, "loss": f"{mean_loss:.6f}",
-                   "lr_enc": lrs[0], "lr_dec": lrs[1], "slim_fraction": f"{slim:.6f}",
-                   "seconds": f"{seconds:.1f}"}
-            writer.add_scalar("train/loss", mean_loss, step)
-            writer.add_scalar("train/lr_enc", lrs[0], step)
-            writer.add_scalar("train/lr_dec", lrs[1], step)
-            writer.add_scalar("train/slim_fraction", slim, step)
-            for name, s in scores.items():
-                for key in ("miou", "pixel_acc", "mean_acc"):
-                    row[f"{name}_{key}"] = f"{s[key]:.4f}"
-                    writer.add_scalar(f"val_{key}/{name}", s[key], step)
-            with open(csv_path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=columns).writerow(row)
-            writer.flush()
-            card["metrics"] = best_scores
-            state = {"train_config": dataclasses.asdict(config), "stage": stage,
-                     "stage_epoch": stage_epoch, "epoch": epoch, "step": step,
-                     "best_miou": best_miou, "best_scores": best_scores,
-                     "optimizers": [o.state_dict() for o in optimizers],
-                     "scaler": scaler.state_dict(), "rng": rng_state()}
-            save_checkpoint(out_dir / "last.pt", model_without_ddp, model_config, card, **state)
-            if improved:
-                save_checkpoint(out_dir / "best.pt", model_without_ddp, model_config, card,
-                                **state)
-            val_text = ""
-            if scores:
-                val_text = " | val mIoU " + ", ".join(
-                    f"{n} {scores[n]['miou']:.1f}" for n in names)
-            log(f"stage {stage + 1} epoch {epoch}: loss {mean_loss:.4f}, lr {lrs[0]:.2g}/"
-                f"{lrs[1]:.2g}, slim {slim:.3f}{val_text} ({seconds:.0f} s)"
-                + (" *" if improved else ""))
-        if on_epoch_end is not None:
-            on_epoch_end({"epoch": epoch, "stage": stage, "step": step, "loss": mean_loss,
-                          "scores": scores})
-
-    if stop_early:
-        log(f"stopped at the {'step' if config.max_steps and step >= config.max_steps else 'time'}"
-            f" limit: epoch {epoch}, step {step}, {(time.monotonic() - start_time) / 60:.1f} min")
-    if world > 1:
-        check_ranks_agree(model_without_ddp, device, log)
-        if joined_process_group:
-            dist.destroy_process_group()
-    if is_main:
-        writer.close()
-        log(f"best val ensemble mIoU {best_miou:.2f}; checkpoints in {out_dir}")
-    return {**best_scores, "steps": step, "epochs": epoch}
-
-
-def check_ranks_agree(model, device: torch.device, log) -> None:
+def check_ranks_agree(model, proc: Process) -> None:
     """Every process must end with the same parameters; raise if they differ."""
-    flat = torch.cat([p.detach().flatten().float() for p in model.parameters()]).to(device)
+    flat = torch.cat([p.detach().flatten().float() for p in model.parameters()]).to(proc.device)
     gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, flat)
     difference = max(float((g - gathered[0]).abs().max()) for g in gathered)
     if difference != 0.0:
         raise RuntimeError(f"processes disagree: parameters differ by up to {difference:g}")
-    log(f"parameters identical on all {dist.get_world_size()} processes")
+    proc.log(f"parameters identical on all {dist.get_world_size()} processes")
