@@ -41,6 +41,7 @@ setup(
     entry_points={
         "console_scripts": [
             "cen_segmentation_node = cen_perception.node:main",
+            "cen_segmentation_managed_node = cen_perception.node:main_managed",
             "cen-perception-bag = cen_perception.bag:main",
             "cen-perception-play = cen_perception.player:main",
             "cen-perception-bench = cen_perception.bench:main",

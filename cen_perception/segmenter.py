@@ -28,6 +28,7 @@ class SegmentationResult:
     confidence: Optional[np.ndarray]   # float32 [H, W] at the same size, or None
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
     depth_resized: bool = False        # depth came at another size than the RGB image
+    depth: Optional[np.ndarray] = None  # float32 [H, W] metres at the RGB image's size
 
 
 def _resize(image: np.ndarray, size_hw: tuple[int, int], interpolation: int) -> np.ndarray:
@@ -96,7 +97,7 @@ class Segmenter:
 
         timings["resize"] = (resized - start + done - inferred) * 1e3
         timings["infer"] = (inferred - resized) * 1e3
-        return SegmentationResult(labels, confidence, timings, depth_resized)
+        return SegmentationResult(labels, confidence, timings, depth_resized, depth)
 
 
 __all__ = ["Segmenter", "SegmentationResult"]

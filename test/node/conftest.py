@@ -18,14 +18,17 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config" / "segmentation.yaml"
-NODE_SCRIPT = pathlib.Path(sys.executable).parent / "cen_segmentation_node"
-OUTPUT_KINDS = ("labels", "color", "overlay", "confidence")
+OUTPUT_KINDS = ("labels", "color", "overlay", "confidence", "points", "camera_info")
 
 
-def node_command() -> list[str]:
-    if NODE_SCRIPT.is_file():
-        return [str(NODE_SCRIPT)]
-    return [sys.executable, "-m", "cen_perception.node"]
+def node_command(managed: bool = False) -> list[str]:
+    script = pathlib.Path(sys.executable).parent / (
+        "cen_segmentation_managed_node" if managed else "cen_segmentation_node")
+    if script.is_file():
+        return [str(script)]
+    entry = "main_managed" if managed else "main"
+    return [sys.executable, "-c", f"import sys; from cen_perception.node import {entry}; "
+                                  f"sys.exit({entry}())"]
 
 
 def stamp_key(stamp) -> tuple[int, int]:
@@ -35,11 +38,12 @@ def stamp_key(stamp) -> tuple[int, int]:
 class NodeProcess:
     """``cen_segmentation_node`` as a subprocess in namespace ``namespace``."""
 
-    def __init__(self, log_path: pathlib.Path, ros_args: list[str], namespace: str) -> None:
+    def __init__(self, log_path: pathlib.Path, ros_args: list[str], namespace: str,
+                 managed: bool = False) -> None:
         self.namespace = namespace
         self.log_path = log_path
         self._log = open(log_path, "w")
-        command = node_command() + ["--ros-args", "-r", f"__ns:={namespace}", *ros_args]
+        command = node_command(managed) + ["--ros-args", "-r", f"__ns:={namespace}", *ros_args]
         self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
                                      cwd=REPO)
 
@@ -108,10 +112,13 @@ class Harness:
         return predicate()
 
     def subscribe(self, *kinds: str) -> None:
+        from sensor_msgs.msg import CameraInfo, PointCloud2
+
+        types = {"points": PointCloud2, "camera_info": CameraInfo}
         for kind in kinds:
             if kind not in self._subscriptions:
                 self._subscriptions[kind] = self.node.create_subscription(
-                    self._Image, f"segmentation/{kind}",
+                    types.get(kind, self._Image), f"segmentation/{kind}",
                     lambda msg, kind=kind: self._on_output(kind, msg), self.qos)
 
     def unsubscribe(self, *kinds: str) -> None:
@@ -147,6 +154,19 @@ class Harness:
         header = Header(frame_id=frame_id)
         header.stamp.sec, header.stamp.nanosec = sec, nanosec
         return header
+
+    def publish_camera_info(self, k, width: int, height: int, header=None) -> None:
+        """The colour camera's intrinsics on ``rgb/camera_info``."""
+        from sensor_msgs.msg import CameraInfo
+
+        if not hasattr(self, "camera_info_pub"):
+            self.camera_info_pub = self.node.create_publisher(CameraInfo, "rgb/camera_info",
+                                                              self.qos)
+        info = CameraInfo(width=width, height=height, distortion_model="plumb_bob",
+                          d=[0.0] * 5, k=[float(v) for v in k],
+                          p=[k[0], 0.0, k[2], 0.0, 0.0, k[4], k[5], 0.0, 0.0, 0.0, 1.0, 0.0])
+        info.header = header if header is not None else self.header()
+        self.camera_info_pub.publish(info)
 
     def publish(self, rgb_msg=None, depth_msg=None) -> None:
         if rgb_msg is not None:
@@ -206,6 +226,26 @@ class Harness:
         finally:
             self.node.destroy_client(client)
 
+    def call(self, srv_type, name: str, request, timeout: float = 20.0):
+        """Call the node's service ``name`` (relative to the node) and return the response.
+
+        One client per service, kept: a request sent the moment a new client sees the service
+        can lose its response (the reply path matches a little later), so a new client waits a
+        moment after the service is ready.
+        """
+        if not hasattr(self, "_service_clients"):
+            self._service_clients = {}
+        client = self._service_clients.get(name)
+        if client is None:
+            client = self.node.create_client(srv_type,
+                                             f"{self.namespace}/cen_segmentation/{name}")
+            assert self.spin_until(lambda: client.service_is_ready(), timeout), name
+            self.spin_until(lambda: False, timeout=1.0)
+            self._service_clients[name] = client
+        future = client.call_async(request)
+        assert self.spin_until(future.done, timeout), f"{name}: no response"
+        return future.result()
+
     def close(self) -> None:
         self.executor.shutdown()
         self.node.destroy_node()
@@ -233,10 +273,10 @@ def start_node(ros_context, tmp_path_factory):
     module. ``camera`` goes to ``Harness`` (reliability and transports of the camera)."""
     started = []
 
-    def start(*ros_args: str, **camera) -> tuple[NodeProcess, Harness]:
+    def start(*ros_args: str, managed: bool = False, **camera) -> tuple[NodeProcess, Harness]:
         namespace = f"/t{uuid.uuid4().hex[:10]}"
         log = tmp_path_factory.mktemp("node") / "node.log"
-        node = NodeProcess(log, list(ros_args), namespace)
+        node = NodeProcess(log, list(ros_args), namespace, managed=managed)
         harness = Harness(ros_context, namespace, **camera)
         started.append((node, harness))
         return node, harness
