@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from cen_perception.input_health import PROFILE_FILE, PROFILE_VARIABLES
-from cen_perception.node import (INPUT_TOPICS, NODE_NAME, OUTPUT_TOPICS, PARAMETERS,
+from cen_perception.node import (CLOUD_TOPIC, INPUT_TOPICS, NODE_NAME, OUTPUT_TOPICS,
+                                 PARAMETERS,
                                  READ_ONLY_PARAMETERS, check_parameter)
 
 # Parameters the launch file sets from its own arguments (the rest come from params_file).
@@ -225,13 +226,17 @@ def test_params_file_holds_exactly_the_node_parameters(repo_root):
         assert check_parameter(name, value) is None, name
 
 
-def test_rviz_layout_shows_the_node_overlay(repo_root):
+def test_rviz_layout_shows_the_node_overlay_and_cloud(repo_root):
     layout = yaml.safe_load((repo_root / "config" / "segmentation.rviz").read_text())
     displays = layout["Visualization Manager"]["Displays"]
     topics = {d["Name"]: (d["Topic"]["Value"], d["Enabled"]) for d in displays if "Topic" in d}
     assert topics, "no display subscribes to a topic"
-    node_topics = {f"/{topic}" for topic in OUTPUT_TOPICS.values()}
+    node_topics = {f"/{topic}" for topic in [*OUTPUT_TOPICS.values(), CLOUD_TOPIC]}
     assert {topic for topic, _ in topics.values()} <= node_topics
     assert (f"/{OUTPUT_TOPICS['overlay']}", True) in topics.values()
+    cloud = [d for d in displays if d.get("Topic", {}).get("Value") == f"/{CLOUD_TOPIC}"]
+    assert len(cloud) == 1 and cloud[0]["Enabled"]
+    assert cloud[0]["Class"] == "rviz_default_plugins/PointCloud2"
+    assert (cloud[0]["Color Transformer"], cloud[0]["Channel Name"]) == ("Intensity", "label")
     for display in displays:
         assert display["Class"].startswith("rviz_default_plugins/")
