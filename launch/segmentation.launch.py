@@ -6,6 +6,10 @@ driver itself and RViz, all with the Fast DDS profile for camera-size images.
         rgb_topic:=/camera/camera/color/image_raw \
         depth_topic:=/camera/camera/aligned_depth_to_color/image_raw rviz:=true
 
+``managed:=true`` starts the lifecycle variant (``cen_segmentation_managed_node``) unconfigured,
+for a lifecycle manager or ``ros2 lifecycle set``; ``autostart:=true`` configures and
+activates it from here.
+
 Camera-size images cross between processes through the *publisher's* Fast DDS shared-memory
 segment, so a camera driver started elsewhere only benefits from the profile when its own
 shell exported it. Started from here (``camera_launch``), it gets the profile with every other
@@ -23,12 +27,17 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import (DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction,
+from launch.actions import (DeclareLaunchArgument, EmitEvent, GroupAction,
+                            IncludeLaunchDescription, OpaqueFunction, RegisterEventHandler,
                             SetEnvironmentVariable)
-from launch.conditions import IfCondition
+from launch.conditions import IfCondition, UnlessCondition
+from launch.events import matches_action
 from launch.launch_description_sources import AnyLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from lifecycle_msgs.msg import Transition
 
 # Fast DDS 2.x (Humble, Jazzy) reads the first, 3.x (Kilted and newer) the second.
 FASTDDS_PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
@@ -99,6 +108,13 @@ def generate_launch_description():
             description="package whose share/<package>/launch holds camera_launch "
                         "(e.g. realsense2_camera); empty: camera_launch is a path"),
         DeclareLaunchArgument(
+            "managed", default_value="false",
+            description="start the lifecycle node cen_segmentation_managed_node (unconfigured) "
+                        "instead of the plain node"),
+        DeclareLaunchArgument(
+            "autostart", default_value="false",
+            description="with managed:=true, configure and activate it from here"),
+        DeclareLaunchArgument(
             "rviz", default_value="false", description="open RViz showing the overlay"),
     ]
     # Set before any process starts: the variables are read once, when rclpy/rclcpp start.
@@ -107,24 +123,52 @@ def generate_launch_description():
                                condition=IfCondition(LaunchConfiguration("fastdds_profile")))
         for name in FASTDDS_PROFILE_VARIABLES]
     camera = OpaqueFunction(function=include_camera)
+    node_parameters = [LaunchConfiguration("params_file"),
+                       {"engine_path": LaunchConfiguration("engine"),
+                        "qos": LaunchConfiguration("qos"),
+                        "rgb_transport": LaunchConfiguration("rgb_transport"),
+                        "depth_transport": LaunchConfiguration("depth_transport")}]
+    # image_transport's names: <topic>/compressed and <topic>/compressedDepth.
+    node_remappings = [("rgb/image", LaunchConfiguration("rgb_topic")),
+                       ("depth/image", LaunchConfiguration("depth_topic")),
+                       ("rgb/image/compressed", [LaunchConfiguration("rgb_topic"), "/compressed"]),
+                       ("depth/image/compressedDepth",
+                        [LaunchConfiguration("depth_topic"), "/compressedDepth"])]
     segmentation = Node(
         package="cen_perception",
         executable="cen_segmentation_node",
         name="cen_segmentation",
-        parameters=[LaunchConfiguration("params_file"),
-                    {"engine_path": LaunchConfiguration("engine"),
-                     "qos": LaunchConfiguration("qos"),
-                     "rgb_transport": LaunchConfiguration("rgb_transport"),
-                     "depth_transport": LaunchConfiguration("depth_transport")}],
-        # image_transport's names: <topic>/compressed and <topic>/compressedDepth.
-        remappings=[("rgb/image", LaunchConfiguration("rgb_topic")),
-                    ("depth/image", LaunchConfiguration("depth_topic")),
-                    ("rgb/image/compressed", [LaunchConfiguration("rgb_topic"), "/compressed"]),
-                    ("depth/image/compressedDepth",
-                     [LaunchConfiguration("depth_topic"), "/compressedDepth"])],
+        parameters=node_parameters,
+        remappings=node_remappings,
+        output="screen",
+        emulate_tty=True,
+        condition=UnlessCondition(LaunchConfiguration("managed")),
+    )
+    managed_node = LifecycleNode(
+        package="cen_perception",
+        executable="cen_segmentation_managed_node",
+        name="cen_segmentation",
+        namespace="",
+        parameters=node_parameters,
+        remappings=node_remappings,
         output="screen",
         emulate_tty=True,
     )
+
+    def transition(transition_id):
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(managed_node),
+                                           transition_id=transition_id))
+    autostart = IfCondition(LaunchConfiguration("autostart"))
+    managed = GroupAction(condition=IfCondition(LaunchConfiguration("managed")), actions=[
+        managed_node,
+        # Activate once configuring has ended in inactive (not after a later deactivate).
+        RegisterEventHandler(OnStateTransition(
+            target_lifecycle_node=managed_node, start_state="configuring",
+            goal_state="inactive", entities=[transition(Transition.TRANSITION_ACTIVATE)]),
+            condition=autostart),
+        GroupAction(condition=autostart,
+                    actions=[transition(Transition.TRANSITION_CONFIGURE)]),
+    ])
     rviz = Node(
         package="rviz2",
         executable="rviz2",
@@ -132,4 +176,5 @@ def generate_launch_description():
         arguments=["-d", os.path.join(share, "config", "segmentation.rviz")],
         condition=IfCondition(LaunchConfiguration("rviz")),
     )
-    return LaunchDescription(arguments + profile_environment + [camera, segmentation, rviz])
+    return LaunchDescription(arguments + profile_environment
+                             + [camera, segmentation, managed, rviz])

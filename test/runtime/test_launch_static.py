@@ -20,6 +20,16 @@ COMPRESSED_INPUTS = {"rgb/image/compressed": ("rgb_topic", "/compressed"),
 
 
 @pytest.fixture(scope="module")
+def setup_entry_points(repo_root) -> set[str]:
+    """Console script names setup.py installs."""
+    tree = ast.parse((repo_root / "setup.py").read_text())
+    scripts = next(n for n in ast.walk(tree) if isinstance(n, ast.Dict)
+                   and "console_scripts" in [getattr(k, "value", None) for k in n.keys])
+    entries = scripts.values[[k.value for k in scripts.keys].index("console_scripts")]
+    return {ast.literal_eval(e).split("=")[0].strip() for e in entries.elts}
+
+
+@pytest.fixture(scope="module")
 def launch_tree(repo_root):
     source = (repo_root / "launch" / "segmentation.launch.py").read_text()
     compile(source, "segmentation.launch.py", "exec")
@@ -46,11 +56,26 @@ def launch_config_names(node):
     return {c.args[0].value for c in calls(node, "LaunchConfiguration")}
 
 
-def segmentation_node(tree):
-    nodes = [c for c in calls(tree, "Node")
-             if ast.literal_eval(keyword(c, "executable")) == "cen_segmentation_node"]
+def segmentation_node(tree, executable="cen_segmentation_node", action="Node"):
+    nodes = [c for c in calls(tree, action)
+             if ast.literal_eval(keyword(c, "executable")) == executable]
     assert len(nodes) == 1
     return nodes[0]
+
+
+def assigned(tree, variable: str):
+    """The expression assigned to ``variable`` in the launch file."""
+    return next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == variable for t in n.targets))
+
+
+def node_keyword(tree, call, name):
+    """A keyword argument of ``call``, through the variable it names (shared by both nodes)."""
+    value = keyword(call, name)
+    return assigned(tree, value.id) if isinstance(value, ast.Name) else value
+
+
+NODES = [("cen_segmentation_node", "Node"), ("cen_segmentation_managed_node", "LifecycleNode")]
 
 
 def declared_arguments(tree) -> dict[str, ast.Call]:
@@ -61,7 +86,7 @@ def test_launch_arguments(launch_tree):
     declared = set(declared_arguments(launch_tree))
     assert declared == {"engine", "rgb_topic", "depth_topic", "rgb_transport", "depth_transport",
                         "qos", "params_file", "fastdds_profile", "camera_launch",
-                        "camera_package", "rviz"}
+                        "camera_package", "managed", "autostart", "rviz"}
     # Every LaunchConfiguration used is one of the declared arguments.
     assert launch_config_names(launch_tree) <= declared
     params_file = next(c for c in calls(launch_tree, "DeclareLaunchArgument")
@@ -71,11 +96,14 @@ def test_launch_arguments(launch_tree):
     assert {"config", "segmentation.yaml"} <= strings
 
 
-def test_launch_node_sets_only_declared_parameters(launch_tree):
-    node = segmentation_node(launch_tree)
+@pytest.mark.parametrize("executable, action", NODES)
+def test_launch_node_sets_only_declared_parameters(launch_tree, setup_entry_points, executable,
+                                                   action):
+    node = segmentation_node(launch_tree, executable, action)
+    assert executable in setup_entry_points
     assert ast.literal_eval(keyword(node, "package")) == "cen_perception"
     assert ast.literal_eval(keyword(node, "name")) == NODE_NAME
-    parameters = keyword(node, "parameters")
+    parameters = node_keyword(launch_tree, node, "parameters")
     set_values = {}
     for element in parameters.elts:
         if isinstance(element, ast.Dict):
@@ -98,8 +126,10 @@ def test_launch_argument_choices_and_defaults_are_the_node_parameters(launch_tre
         assert ast.literal_eval(keyword(call, "default_value")) == PARAMETERS[parameter].default
 
 
-def test_launch_remaps_the_node_inputs_raw_and_compressed(launch_tree):
-    remappings = keyword(segmentation_node(launch_tree), "remappings")
+@pytest.mark.parametrize("executable, action", NODES)
+def test_launch_remaps_the_node_inputs_raw_and_compressed(launch_tree, executable, action):
+    remappings = node_keyword(launch_tree, segmentation_node(launch_tree, executable, action),
+                              "remappings")
     remapped = {}
     for pair in remappings.elts:
         target = pair.elts[1]
@@ -117,6 +147,41 @@ def test_launch_remaps_the_node_inputs_raw_and_compressed(launch_tree):
         == set(COMPRESSED_INPUTS)
 
 
+def test_launch_starts_one_of_the_two_nodes_and_transitions_the_managed_one_on_request(
+        launch_tree):
+    declared = declared_arguments(launch_tree)
+    for name in ("managed", "autostart"):
+        assert ast.literal_eval(keyword(declared[name], "default_value")) == "false"
+    plain = segmentation_node(launch_tree)
+    condition = keyword(plain, "condition")
+    assert calls(condition, "UnlessCondition") and launch_config_names(condition) == {"managed"}
+    # The lifecycle node sits in a group that only runs with managed:=true ...
+    group = next(c for c in calls(launch_tree, "GroupAction")
+                 if launch_config_names(keyword(c, "condition")) == {"managed"})
+    assert calls(keyword(group, "condition"), "IfCondition")
+    lifecycle = segmentation_node(launch_tree, "cen_segmentation_managed_node", "LifecycleNode")
+    assert lifecycle in [assigned(launch_tree, element.id)
+                         for element in keyword(group, "actions").elts
+                         if isinstance(element, ast.Name)]
+    # ... with configure and, once configuring has ended, activate, both only on autostart.
+    emitted = {}
+    for change in calls(group, "transition"):
+        (transition,) = change.args
+        emitted[transition.attr] = change
+    assert set(emitted) == {"TRANSITION_CONFIGURE", "TRANSITION_ACTIVATE"}
+    (handler,) = calls(group, "OnStateTransition")
+    assert ast.literal_eval(keyword(handler, "start_state")) == "configuring"
+    assert ast.literal_eval(keyword(handler, "goal_state")) == "inactive"
+    assert emitted["TRANSITION_ACTIVATE"] in ast.walk(keyword(handler, "entities"))
+    autostart = assigned(launch_tree, "autostart")
+    assert calls(autostart, "IfCondition") and launch_config_names(autostart) == {"autostart"}
+    guarded = [n for n in ast.walk(group) if isinstance(n, ast.Call)
+               and isinstance(keyword(n, "condition"), ast.Name)
+               and keyword(n, "condition").id == "autostart"]
+    assert emitted["TRANSITION_CONFIGURE"] in [x for g in guarded for x in ast.walk(g)]
+    assert any(handler in ast.walk(g) for g in guarded)
+
+
 def launch_description_order(tree) -> list[str]:
     """Names of the variables the returned LaunchDescription is built from, in order."""
     generate = next(n for n in ast.walk(tree)
@@ -132,10 +197,7 @@ def test_launch_sets_the_fastdds_profile_for_every_process_it_starts(launch_tree
     assert len(settings) == 1  # one call in a loop over the variable names
     loop = next(n for n in ast.walk(launch_tree) if isinstance(n, ast.ListComp)
                 and settings[0] in ast.walk(n))
-    names_node = loop.generators[0].iter
-    names = ast.literal_eval(next(
-        n.value for n in ast.walk(launch_tree) if isinstance(n, ast.Assign)
-        and any(isinstance(t, ast.Name) and t.id == names_node.id for t in n.targets)))
+    names = ast.literal_eval(assigned(launch_tree, loop.generators[0].iter.id))
     # Fast DDS 2.x reads the first name, 3.x the second: both, as the node's remedy says.
     assert tuple(names) == PROFILE_VARIABLES
     condition = keyword(settings[0], "condition")
@@ -143,9 +205,8 @@ def test_launch_sets_the_fastdds_profile_for_every_process_it_starts(launch_tree
     assert ast.literal_eval(keyword(declared_arguments(launch_tree)["fastdds_profile"],
                                     "default_value")) == "true"
     # The value is the installed copy of the shipped profile ...
-    profile_value = next(n for n in ast.walk(launch_tree) if isinstance(n, ast.Assign)
-                         and any(isinstance(t, ast.Name) and t.id == "profile" for t in n.targets))
-    strings = [n.value for n in ast.walk(profile_value.value) if isinstance(n, ast.Constant)]
+    strings = [n.value for n in ast.walk(assigned(launch_tree, "profile"))
+               if isinstance(n, ast.Constant)]
     assert strings == ["config", PROFILE_FILE.name]
     assert PROFILE_FILE.is_file()
     setup = (repo_root / "setup.py").read_text()
@@ -154,7 +215,7 @@ def test_launch_sets_the_fastdds_profile_for_every_process_it_starts(launch_tree
     # ... set before the camera, the node and RViz start (they read it once, at start).
     order = launch_description_order(launch_tree)
     assert order.index("profile_environment") < min(
-        order.index(name) for name in ("camera", "segmentation", "rviz"))
+        order.index(name) for name in ("camera", "segmentation", "managed", "rviz"))
 
 
 def launch_module_functions(source: str, *names: str) -> dict:
