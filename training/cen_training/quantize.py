@@ -1,24 +1,35 @@
-"""INT8 static quantization of an exported model with ONNX Runtime, for CPUs with VNNI.
+"""Reduced-precision versions of an exported fp32 model, inside the same engine contract.
 
-``quantize_int8(fp32_onnx, int8_onnx, frames)`` writes a QDQ model (QuantizeLinear /
-DequantizeLinear pairs around the quantized operators, which ONNX Runtime fuses into
-QLinearConv and friends when it loads the file):
+Every version keeps the contract's inputs and outputs exactly (uint8 ``rgb``, float32
+``depth``; uint8 ``labels``, float32 ``confidence`` and ``logits``) and records its arithmetic
+in the model card's ``precision``:
 
-- weights int8, symmetric, one scale per output channel (``per_channel``); activations uint8
-  with a zero point (ONNX Runtime's fast u8 x s8 kernels; AVX512-VNNI multiplies exactly that
-  pair), their ranges measured by running the fp32 model over calibration frames (min/max by
-  default). The frames must look like what the model will see: inputs outside the calibrated
-  ranges saturate, and labels drift;
-- quantized: the network (convolutions, residual additions, exchange, pooling, concatenation,
-  the decoder's upsampling). Kept in float: the input preparation before the first
-  convolutions (layout, normalisation: a broadcast add over the image is cheap in float and
-  slow quantized), and everything after the classifier convolution (the ensemble weighting,
-  the upsampling to input size, argmax and softmax), so labels come from float logits at full
-  resolution;
-- the engine contract is unchanged: same inputs and outputs, same model card.
+- ``convert_fp16``: the graph in float16 inside (ONNX Runtime's float16 converter with
+  ``keep_io_types``): weights and activations float16, a cast after the ``depth`` input and
+  before each float output; ``rgb`` is cast from uint8 straight to float16 and labels come from
+  float16 through a cast to uint8, as TensorRT allows. For TensorRT; ONNX Runtime runs it on a
+  CPU too (where it has no float16 kernel it inserts casts to float32), so it can be checked.
+- ``quantize_int8(..., precision="int8")``: explicit quantization as TensorRT wants it, which
+  ONNX Runtime runs as well: QuantizeLinear / DequantizeLinear pairs, signed int8 with a zero
+  point of 0 everywhere (symmetric), one weight scale per output channel (axis 0), one scale per
+  activation tensor, biases left in float. The Q/DQ pairs sit where TensorRT's placement rules
+  put them: on every input of the convolutions and of the additions (residual and exchange
+  branches fuse into the convolution before them); convolution outputs, ReLU, pooling,
+  concatenation and upsampling stay in float between them, and TensorRT fuses the quantize
+  step into the convolution (and ReLU) before it.
+- ``quantize_int8(..., precision="int8-ort")``: for ONNX Runtime on a CPU only: uint8
+  activations with a zero point (a ReLU then costs nothing and every operator in
+  ``QUANTIZED_OPS`` runs on integers; the u8 x s8 pair is what ONNX Runtime's x86 kernels and
+  VNNI multiply), int8 weights symmetric per output channel on 7 bits, so that x86 CPUs
+  without VNNI (AVX2, AVX-512 before VNNI) cannot saturate their 16-bit intermediate sums.
+  TensorRT refuses uint8 Q/DQ.
 
-The result is meant for ONNX Runtime on a CPU. TensorRT builds its own INT8 engines from the
-fp32 export with a calibrator (``cen-train build-engine --precision int8``).
+Both INT8 schemes take activation ranges from running the fp32 model over calibration frames
+(min/max by default): the frames must look like what the model will see, since inputs outside
+the calibrated ranges saturate and labels drift. Both keep in float the input preparation before
+the first convolutions (layout, normalisation: a broadcast add over the image is cheap in float
+and slow quantized) and everything after the classifier convolution (ensemble weighting,
+upsampling to input size, argmax, softmax), so labels come from float logits at full resolution.
 """
 from __future__ import annotations
 
@@ -29,16 +40,34 @@ from typing import Iterable, Iterator, Optional, Sequence
 import numpy as np
 import onnx
 
-from . import CliError
-from .onnx_ops import check_engine_contract
+from cen_perception.model_card import METADATA_KEY, ModelCard
+
+from .errors import ConfigError, DatasetError, ExportError
+from .onnx_ops import check_engine_contract, check_tensorrt_ops
 
 Frame = tuple[str, np.ndarray, np.ndarray]  # (name, rgb uint8 [H,W,3], depth float32 [H,W] m)
 
-# Operators inside the network that run in int8 between convolutions; leaving one in float
-# costs a dequantize/quantize pair around it.
+# What ``cen-train export --precision`` accepts, and the model card precision each one records.
+PRECISIONS = ("fp32", "fp16", "int8", "int8-ort")
+CARD_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "int8-ort": "int8"}
+INT8_PRECISIONS = ("int8", "int8-ort")
+
+# int8-ort: operators inside the network that run in int8 between convolutions; leaving one in
+# float costs a dequantize/quantize pair around it.
 QUANTIZED_OPS = ("Conv", "Add", "Relu", "MaxPool", "Concat", "Where", "Resize", "Split", "Slice",
                  "Pad")
+# int8 (TensorRT's placement): Q/DQ on the inputs of these only.
+TENSORRT_QUANTIZED_OPS = ("Conv", "Add")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+# Farther than indoor RGB-D cameras measure (Kinect v2 about 4.5 m, RealSense D400 about 10 m):
+# a frame whose median depth lies beyond cannot have a depth file in millimetres.
+MAX_PLAUSIBLE_DEPTH_M = 10.0
+
+
+def median_depth_m(depth: np.ndarray) -> float:
+    """Median of the valid (finite, positive) depth values, in metres; 0 when none."""
+    valid = depth[np.isfinite(depth) & (depth > 0)]
+    return float(np.median(valid)) if valid.size else 0.0
 
 
 def frame_batches(frames: Iterable[Frame]) -> Iterator[dict[str, np.ndarray]]:
@@ -118,39 +147,150 @@ def classifier_convs(model: onnx.ModelProto) -> list[str]:
             if n.op_type == "Conv" and any(out in tail_inputs for out in n.output)]
 
 
+def set_card_precision(model: onnx.ModelProto, precision: str) -> None:
+    """Record ``precision`` (fp32 | fp16 | int8) in the model card in ``metadata_props``."""
+    metadata = {p.key: p.value for p in model.metadata_props}
+    card = ModelCard.from_metadata(metadata, source="ONNX model")
+    card.precision = precision
+    card.validate()
+    onnx.helper.set_model_props(model, {**metadata, METADATA_KEY: card.to_json()})
+
+
+def _uint8_casts_through_float(model: onnx.ModelProto) -> None:
+    """Put a cast to float32 before every cast to uint8 from another type: TensorRT converts
+    uint8 only from and to float, and ONNX Runtime's pre-processing merges the export's
+    argmax -> float -> uint8 casts into one from int64."""
+    from onnx import TensorProto, helper
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in list(inferred.graph.value_info) + list(inferred.graph.input)
+             + list(inferred.graph.output)}
+    nodes = []
+    for node in model.graph.node:
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        source = types.get(node.input[0]) if node.input else None
+        if (node.op_type == "Cast" and to == TensorProto.UINT8 and source is not None
+                and source not in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.UINT8)):
+            as_float = node.input[0] + "_as_float"
+            nodes.append(helper.make_node("Cast", [node.input[0]], [as_float], to=TensorProto.FLOAT,
+                                          name=node.name + "_to_float"))
+            node.input[0] = as_float
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
+def _sort_nodes(model: onnx.ModelProto) -> None:
+    """Put the nodes in topological order, as ONNX requires (the float16 converter appends its
+    input casts at the end)."""
+    nodes = list(model.graph.node)
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output}
+    order: list[int] = []
+    state = [0] * len(nodes)  # 0 unvisited, 1 in progress, 2 placed
+    for root in range(len(nodes)):
+        stack = [(root, False)]
+        while stack:
+            i, expanded = stack.pop()
+            if state[i] == 2 or (state[i] == 1 and not expanded):
+                continue
+            if expanded:
+                state[i] = 2
+                order.append(i)
+                continue
+            state[i] = 1
+            stack.append((i, True))
+            stack.extend((producer[name], False) for name in nodes[i].input
+                         if name in producer and state[producer[name]] == 0)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes[i] for i in order)
+
+
+def _input_size(model: onnx.ModelProto) -> tuple[int, int]:
+    dims = next(i for i in model.graph.input if i.name == "rgb").type.tensor_type.shape.dim
+    return int(dims[1].dim_value), int(dims[2].dim_value)
+
+
+def _finish(model: onnx.ModelProto, source: onnx.ModelProto, precision: str,
+            out_path: pathlib.Path, for_tensorrt: bool) -> onnx.ModelProto:
+    """Restore what the tools drop (card, producer), record the precision, check, write."""
+    del model.metadata_props[:]
+    model.metadata_props.extend(source.metadata_props)
+    model.producer_name = source.producer_name
+    set_card_precision(model, CARD_PRECISION[precision])
+    problems = check_engine_contract(model)
+    if for_tensorrt:
+        problems += [f"not importable by TensorRT: {op}" for op in check_tensorrt_ops(model)]
+    if problems:
+        raise ExportError(f"{out_path}: the {precision} model breaks the engine contract: "
+                          + "; ".join(problems))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out_path))
+    return model
+
+
+def convert_fp16(fp32_path: str | pathlib.Path, fp16_path: str | pathlib.Path) -> onnx.ModelProto:
+    """Write the float16 version of an exported fp32 model (same inputs and outputs)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    fp32_path, fp16_path = pathlib.Path(fp32_path), pathlib.Path(fp16_path)
+    source = onnx.load(str(fp32_path))
+    # keep_io_types: the float32 input (depth) and float outputs keep their type through casts;
+    # uint8 rgb and labels are untouched (their casts now go to and from float16).
+    model = convert_float_to_float16(source, keep_io_types=True)
+    _sort_nodes(model)
+    return _finish(model, source, "fp16", fp16_path, for_tensorrt=True)
+
+
 def quantize_int8(fp32_path: str | pathlib.Path, int8_path: str | pathlib.Path,
-                  frames: Sequence[Frame], per_channel: bool = True,
+                  frames: Sequence[Frame], precision: str = "int8", per_channel: bool = True,
                   calibration: str = "minmax", quantize_classifier: bool = True,
                   quantize_stem: bool = True, progress: bool = False) -> onnx.ModelProto:
     """Write the INT8 (QDQ) version of an exported fp32 model, calibrated on ``frames``.
 
-    ``frames`` should look like what the robot sees (dataset frames); their size must be the
-    model's input size. ``calibration``: ``minmax`` (ranges seen), ``percentile`` or
-    ``entropy`` (clip outliers; slower, more memory). ``quantize_classifier=False`` keeps the
-    last convolutions (the classifier) in float too; ``quantize_stem=False`` the first ones
-    (more faithful on inputs outside the calibrated range, but slower with ONNX Runtime on
-    x86: the max-pool after them then runs on uint8 in NCHW layout). ``progress``: a bar over
-    the frames.
+    ``precision``: ``"int8"`` (signed symmetric, TensorRT's Q/DQ placement; ONNX Runtime runs
+    it too) or ``"int8-ort"`` (uint8 activations, for ONNX Runtime on CPUs); see the module
+    docstring. ``frames`` should look like what the robot sees (dataset frames); their size must
+    be the model's input size. ``calibration``: ``minmax`` (ranges seen), ``percentile`` or
+    ``entropy`` (clip outliers; slower, far more memory). ``quantize_classifier=False`` keeps
+    the last convolutions (the classifier) in float too; ``quantize_stem=False`` the first ones
+    (more faithful on inputs outside the calibrated range, but slower with ONNX Runtime on x86:
+    the max-pool after them then runs on uint8 in NCHW layout). ``progress``: a bar over the
+    frames.
     """
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp32_path, int8_path = pathlib.Path(fp32_path), pathlib.Path(int8_path)
+    if precision not in INT8_PRECISIONS:
+        raise ConfigError(f"INT8 precision must be one of {', '.join(INT8_PRECISIONS)}, "
+                          f"got {precision!r}")
     if calibration not in CALIBRATION_METHODS:
-        raise CliError(f"calibration must be one of {', '.join(CALIBRATION_METHODS)}, "
-                       f"got {calibration!r}")
+        raise ConfigError(f"calibration must be one of {', '.join(CALIBRATION_METHODS)}, "
+                          f"got {calibration!r}")
     if not frames:
-        raise CliError("INT8 calibration needs at least one frame")
+        raise DatasetError("INT8 calibration needs at least one frame")
     source = onnx.load(str(fp32_path))
-    h, w = (d.dim_value for d in
-            next(i for i in source.graph.input if i.name == "rgb").type.tensor_type.shape.dim[1:3])
+    h, w = _input_size(source)
     bad = [name for name, rgb, _ in frames if rgb.shape[:2] != (h, w)]
     if bad:
-        raise CliError(f"calibration frame {bad[0]} is not {h}x{w}, the model's input size")
+        raise DatasetError(f"calibration frame {bad[0]} is not {h}x{w}, the model's input size")
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[calibration]
-    int8_path.parent.mkdir(parents=True, exist_ok=True)
+    for_tensorrt = precision == "int8"
+    options = {"WeightSymmetric": True, "CalibMovingAverage": False}
+    if for_tensorrt:
+        options.update({
+            "ActivationSymmetric": True,  # zero point 0: the only kind TensorRT takes
+            "QuantizeBias": False,  # TensorRT takes no int32 DequantizeLinear
+            # Outputs stay float: TensorRT fuses the quantize of the next convolution's or
+            # addition's input into the convolution (and addition, ReLU) before it.
+            "OpTypesToExcludeOutputQuantization": list(TENSORRT_QUANTIZED_OPS)})
+        op_types, activation_type = TENSORRT_QUANTIZED_OPS, QuantType.QInt8
+    else:
+        options.update({"ActivationSymmetric": False, "CalibTensorRangeSymmetric": False})
+        op_types, activation_type = QUANTIZED_OPS, QuantType.QUInt8
     with tempfile.TemporaryDirectory(prefix="cen_quantize_") as tmp:
         # Shape inference and constant folding first, as ONNX Runtime recommends: quantization
         # needs every tensor's shape, and folded constants are not quantized twice.
@@ -162,27 +302,29 @@ def quantize_int8(fp32_path: str | pathlib.Path, int8_path: str | pathlib.Path,
             exclude += classifier_convs(prepared_model)
         if not quantize_stem:
             exclude += stem_convs(prepared_model)
+        del prepared_model
         quantized = pathlib.Path(tmp) / "int8.onnx"
         quantize_static(
-            str(prepared), str(quantized), _data_reader(frames, progress), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(QUANTIZED_OPS), per_channel=per_channel,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            str(prepared), str(quantized), _data_reader(frames, progress),
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
+            per_channel=per_channel, reduce_range=not for_tensorrt,
+            activation_type=activation_type, weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude, calibrate_method=method,
-            calibration_providers=["CPUExecutionProvider"],
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
-                           "CalibTensorRangeSymmetric": False,
-                           "CalibMovingAverage": False})
+            calibration_providers=["CPUExecutionProvider"], extra_options=options)
         model = onnx.load(str(quantized))
-    # The calibrator and optimiser drop what they do not know: restore the card and producer.
-    del model.metadata_props[:]
-    model.metadata_props.extend(source.metadata_props)
-    model.producer_name = source.producer_name
-    # No TensorRT operator check: uint8 activations are for ONNX Runtime on CPUs (TensorRT
-    # quantizes to int8 only, from the fp32 export).
-    problems = check_engine_contract(model)
-    if problems:
-        raise CliError(f"{int8_path}: the INT8 model breaks the engine contract: "
-                       + "; ".join(problems))
-    onnx.save(model, str(int8_path))
-    return model
+    _uint8_casts_through_float(model)
+    return _finish(model, source, precision, int8_path, for_tensorrt)
 
+
+def convert_precision(fp32_path: str | pathlib.Path, out_path: str | pathlib.Path,
+                      precision: str, calib_frames: Optional[Sequence[Frame]] = None,
+                      calibration: str = "minmax", progress: bool = False) -> onnx.ModelProto:
+    """The ``precision`` version (see ``PRECISIONS``) of an exported fp32 model at ``out_path``;
+    INT8 needs ``calib_frames``."""
+    if precision not in PRECISIONS or precision == "fp32":
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS[1:])}, "
+                          f"got {precision!r}")
+    if precision == "fp16":
+        return convert_fp16(fp32_path, out_path)
+    return quantize_int8(fp32_path, out_path, calib_frames or [], precision=precision,
+                         calibration=calibration, progress=progress)
