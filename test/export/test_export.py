@@ -10,10 +10,11 @@ import torch
 
 from cen_perception.engines import open_engine
 from cen_perception.model_card import METADATA_KEY, ModelCard
-from cen_training import CliError
+from cen_training.bench import synthetic_frames
 from cen_training.card import default_card
 from cen_training.checkpoint import flat_decoder_keys, load_model, save_checkpoint
-from cen_training.export import export_and_verify, verify_parity
+from cen_training.errors import ConfigError, ExportError
+from cen_training.export import MIN_PRECISION_AGREEMENT, export_and_verify, verify_parity
 from cen_training.fused import fuse
 from cen_training.models import ModelConfig, build_model
 from cen_training.onnx_ops import check_engine_contract, check_tensorrt_ops
@@ -146,7 +147,7 @@ def test_export_errors_are_one_line(tmp_path, make_model):
     assert not (tmp_path / "m.onnx").exists()
     model = make_model("cen")
     save_checkpoint(tmp_path / "ok.pt", model, model.config, model.card)
-    with pytest.raises(CliError, match="multiples of 32"):
+    with pytest.raises(ConfigError, match="multiples of 32"):
         export_and_verify(load_model(tmp_path / "ok.pt"), tmp_path / "m.onnx", 60, 64)
 
 
@@ -158,3 +159,81 @@ def test_fused_graph_matches_training_graph_in_torch(make_model):
         with torch.no_grad():
             for a, b in zip(model(rgb, depth), fuse(model)(rgb, depth)):
                 assert torch.allclose(a, b, atol=1e-4 * float(a.abs().max()))
+
+
+def _write_dataset(root, frames):
+    """Frames in the generic dataset layout (rgb/*.png, depth/*.png in 16-bit millimetres)."""
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    for name, rgb, depth in frames:
+        cv2.imwrite(str(root / "rgb" / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / "depth" / f"{name}.png"), np.round(depth * 1000).astype(np.uint16))
+    return root
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8", "int8-ort"])
+def test_precision_export_agrees_with_fp32_and_records_its_precision(
+        precision, tmp_path, make_model, varied_model, real_frames):
+    # An untrained model's INT8 labels sit on near ties wherever its labels vary, so the INT8
+    # exports go through with labels that vary little; the INT8 arithmetic itself is checked
+    # in test_quantize (and the refusal below).
+    model = varied_model() if precision == "fp16" else make_model("cen")
+    path = tmp_path / f"{precision}.onnx"
+    calib = synthetic_frames((H, W), 4)
+    proto, report = export_and_verify(model, path, H, W, confidence=True, precision=precision,
+                                      calib_frames=calib, precision_frames=real_frames(H, W))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no partial files left
+    assert report.ok and report.precision.ok
+    assert report.precision.agreement >= MIN_PRECISION_AGREEMENT[precision]
+    assert report.precision.minimum == MIN_PRECISION_AGREEMENT[precision]
+    on_disk = onnx.load(str(path))
+    card = ModelCard.from_metadata({p.key: p.value for p in on_disk.metadata_props}, "x")
+    assert card.precision == {"int8-ort": "int8"}.get(precision, precision)
+    io = {v.name: v.type.tensor_type.elem_type for v in list(on_disk.graph.input) + list(on_disk.graph.output)}
+    assert io == {"rgb": onnx.TensorProto.UINT8, "depth": onnx.TensorProto.FLOAT,
+                  "labels": onnx.TensorProto.UINT8, "confidence": onnx.TensorProto.FLOAT}
+    assert check_engine_contract(proto) == []
+    # fp16 and int8 are for TensorRT too; int8-ort only for ONNX Runtime.
+    assert (check_tensorrt_ops(proto) == []) == (precision != "int8-ort")
+    ops = {n.op_type for n in proto.graph.node}
+    assert ("QuantizeLinear" in ops) == precision.startswith("int8")
+    assert "overall" in report.precision.summary()
+
+
+def test_precision_export_that_disagrees_is_refused(tmp_path, varied_model, real_frames):
+    # An untrained model with varied labels, calibrated on rendered scenes, checked on real
+    # frames: far below 98%.
+    model = varied_model()
+    with pytest.raises(ExportError, match=r"int8 model gives the fp32 model's labels on .* below "
+                                          r"the 98\.0% required"):
+        export_and_verify(model, tmp_path / "m.onnx", H, W, precision="int8",
+                          calib_frames=synthetic_frames((H, W), 2),
+                          precision_frames=real_frames(H, W))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError, match="needs calibration frames"):
+        export_and_verify(model, tmp_path / "m.onnx", H, W, precision="int8")
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        export_and_verify(model, tmp_path / "m.onnx", H, W, precision="int4")
+
+
+def test_export_cli_precision(tmp_path, make_model):
+    model = make_model("cen")
+    save_checkpoint(tmp_path / "ok.pt", model, model.config, model.card)
+    cli = [sys.executable, "-m", "cen_training.cli", "export", str(tmp_path / "ok.pt"),
+           "--height", "64", "--width", "64"]
+    proc = subprocess.run(cli + ["-o", str(tmp_path / "m.onnx"), "--precision", "int8"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "--precision int8 needs --calib-data DIR" in proc.stderr
+    assert not (tmp_path / "m.onnx").exists()
+    proc = subprocess.run(cli + ["--help"], capture_output=True, text=True)
+    assert "int8-ort" in proc.stdout and "fp16 99.5%" in proc.stdout and "int8 98.0%" in proc.stdout
+    calib = _write_dataset(tmp_path / "calib", synthetic_frames((64, 64), 3))
+    proc = subprocess.run(cli + ["-o", str(tmp_path / "m.onnx"), "--precision", "int8",
+                                 "--calib-data", str(calib), "--calib-frames", "2"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "int8 labels against the fp32 graph's" in proc.stdout and "(need 98.0%)" in proc.stdout
+    assert "calibrated on 2 frames" in proc.stdout
+    card = open_engine(tmp_path / "m.onnx").card
+    assert card.precision == "int8"

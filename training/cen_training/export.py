@@ -7,6 +7,12 @@ Inputs ``rgb`` uint8 [1,H,W,3] and ``depth`` float32 [1,H,W] (metres); outputs `
 ``fused.py``; the model card goes into ``metadata_props``. Before an export is reported as good,
 the file passes the ONNX checker, the engine-contract and TensorRT-operator checks, and ONNX
 Runtime reproduces the PyTorch training graph on random and real frames.
+
+``precision`` other than fp32 (``quantize.PRECISIONS``): the verified fp32 graph is converted
+(``quantize.convert_precision``: fp16, or INT8 calibrated on dataset frames), checked the same
+way, and must give the fp32 graph's labels on at least ``MIN_PRECISION_AGREEMENT`` of the
+pixels of real frames, all in ONNX Runtime, before it is written; the card records the
+precision.
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ import io
 import pathlib
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -25,15 +31,20 @@ from torch import nn
 
 from cen_perception.model_card import METADATA_KEY, ModelCard
 
-from . import CliError
+from .errors import ConfigError, ExportError
 from .fused import fuse
 from .onnx_ops import check_engine_contract, check_tensorrt_ops
+from .quantize import (INT8_PRECISIONS, MAX_PLAUSIBLE_DEPTH_M, PRECISIONS, Frame,
+                       convert_precision, median_depth_m)
 
 OPSET = 17
 # Parity thresholds: labels identical on at least this fraction of pixels; logits within
 # this absolute tolerance relative to their largest magnitude.
 MIN_LABEL_AGREEMENT = 0.999
 LOGIT_RTOL = 1e-3
+# A reduced-precision export: its labels against the fp32 export's, share of the pixels of the
+# real frames (all of them together).
+MIN_PRECISION_AGREEMENT = {"fp16": 0.995, "int8": 0.98, "int8-ort": 0.98}
 
 
 class ExportGraph(nn.Module):
@@ -103,7 +114,7 @@ def export_onnx(model: nn.Module, path: str | pathlib.Path, height: int, width: 
     """Write the ONNX file (without verification; see ``export_and_verify``)."""
     path = pathlib.Path(path)
     if height % 32 or width % 32:
-        raise CliError(f"--height and --width must be multiples of 32 (got {height}x{width})")
+        raise ConfigError(f"--height and --width must be multiples of 32 (got {height}x{width})")
     model = model.eval()
     network = fuse(model) if fused else model
     graph = ExportGraph(network, height, width, confidence, logits).eval()
@@ -128,17 +139,82 @@ def export_onnx(model: nn.Module, path: str | pathlib.Path, height: int, width: 
     return proto
 
 
-def check_onnx(proto: onnx.ModelProto, source: str) -> None:
-    """ONNX checker, the engine contract and TensorRT's parser coverage; ``CliError`` if not."""
+def check_onnx(proto: onnx.ModelProto, source: str, tensorrt: bool = True) -> None:
+    """ONNX checker, the engine contract and (``tensorrt``) TensorRT's parser coverage;
+    ``ExportError`` if not."""
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise CliError(f"{source}: ONNX checker: {str(exc).splitlines()[0]}") from None
+        raise ExportError(f"{source}: ONNX checker: {str(exc).splitlines()[0]}") from None
     problems = check_engine_contract(proto)
-    problems += [f"operator not supported by the TensorRT ONNX parser: {op}"
-                 for op in check_tensorrt_ops(proto)]
+    if tensorrt:
+        problems += [f"operator not supported by the TensorRT ONNX parser: {op}"
+                     for op in check_tensorrt_ops(proto)]
     if problems:
-        raise CliError(f"{source}: " + "; ".join(problems))
+        raise ExportError(f"{source}: " + "; ".join(problems))
+
+
+@dataclass
+class PrecisionReport:
+    """Labels of a reduced-precision export against those of the fp32 export (ONNX Runtime)."""
+    precision: str
+    frames: list[str] = field(default_factory=list)
+    label_agreement: list[float] = field(default_factory=list)  # per frame
+    counted: list[int] = field(default_factory=list)  # frames in the overall figure
+    median_depth_m: list[float] = field(default_factory=list)
+
+    @property
+    def minimum(self) -> float:
+        return MIN_PRECISION_AGREEMENT[self.precision]
+
+    @property
+    def agreement(self) -> float:
+        """Share of the counted frames' pixels (equal-size frames) with the fp32 label."""
+        return float(np.mean([self.label_agreement[i] for i in self.counted])) if self.counted else 1.0
+
+    @property
+    def ok(self) -> bool:
+        return self.agreement >= self.minimum
+
+    def summary(self) -> str:
+        lines = []
+        for i, name in enumerate(self.frames):
+            line = f"  {name:<28} labels agree {100 * self.label_agreement[i]:8.4f}%"
+            if i not in self.counted:
+                line += (f"  (left out: median depth {self.median_depth_m[i]:.1f} m, beyond "
+                         f"{MAX_PLAUSIBLE_DEPTH_M:g} m, so not millimetres)")
+            lines.append(line)
+        lines.append(f"  {'overall':<28} labels agree {100 * self.agreement:8.4f}% "
+                     f"(need {100 * self.minimum:.1f}%)")
+        return "\n".join(lines)
+
+
+def compare_precision(fp32_path: str | pathlib.Path, other_path: str | pathlib.Path,
+                      precision: str, frames: Sequence[Frame], threads: int = 0) -> PrecisionReport:
+    """Labels of ``other_path`` (a ``precision`` version of ``fp32_path``) against the fp32
+    model's on ``frames``, both in ONNX Runtime on the CPU. A frame whose median depth is beyond
+    ``MAX_PLAUSIBLE_DEPTH_M`` (a depth file not in millimetres, outside any calibration range)
+    is reported but left out of the overall figure, unless all are."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    # Integer products exact on every x86 CPU (those without VNNI saturate u8 x s8 sums of
+    # full-range int8 weights otherwise), so the check judges the quantization, not the CPU.
+    options.add_session_config_entry("session.x64quantprecision", "1")
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+                for p in (fp32_path, other_path)]
+    report = PrecisionReport(precision)
+    for name, rgb, depth in frames:
+        feed = {"rgb": rgb[None], "depth": depth[None]}
+        want, got = (s.run(["labels"], feed)[0] for s in sessions)
+        report.frames.append(name)
+        report.label_agreement.append(float((want == got).mean()))
+        report.median_depth_m.append(median_depth_m(depth))
+    plausible = [i for i, m in enumerate(report.median_depth_m) if m <= MAX_PLAUSIBLE_DEPTH_M]
+    report.counted = plausible or list(range(len(report.frames)))
+    return report
 
 
 @dataclass
@@ -147,6 +223,8 @@ class ParityReport:
     label_agreement: list[float] = field(default_factory=list)
     logit_error: list[float] = field(default_factory=list)      # max |diff| / max |ref|
     confidence_error: list[float] = field(default_factory=list)  # max |diff|
+    # A reduced-precision export: its labels against the fp32 export's.
+    precision: Optional[PrecisionReport] = None
 
     @property
     def ok(self) -> bool:
@@ -209,25 +287,60 @@ def verify_parity(model: nn.Module, onnx_path: str | pathlib.Path,
 
 def export_and_verify(model: nn.Module, path: str | pathlib.Path, height: int, width: int,
                       confidence: bool = False, logits: bool = False,
-                      real_frames: Optional[Iterable[tuple[str, np.ndarray, np.ndarray]]] = None,
-                      fused: bool = True) -> tuple[onnx.ModelProto, ParityReport]:
-    """Export, check, and verify parity; on any failure the file is removed and ``CliError``
-    raised, so a file at ``path`` is always a verified export."""
+                      real_frames: Optional[Iterable[Frame]] = None,
+                      fused: bool = True, precision: str = "fp32",
+                      calib_frames: Optional[Sequence[Frame]] = None,
+                      precision_frames: Optional[Sequence[Frame]] = None,
+                      calibration: str = "minmax",
+                      progress: bool = False) -> tuple[onnx.ModelProto, ParityReport]:
+    """Export, check, and verify parity; on any failure the file is removed and an
+    ``ExportError`` raised, so a file at ``path`` is always a verified export.
+
+    ``precision`` (``quantize.PRECISIONS``): fp32, or a version of the verified fp32 graph
+    whose labels must agree with it on ``precision_frames`` (default: ``real_frames``, else
+    ``calib_frames``, else random frames); INT8 is calibrated on ``calib_frames`` (required)
+    with ``calibration`` (minmax | percentile | entropy). The report's ``precision`` field holds
+    that comparison.
+    """
     path = pathlib.Path(path)
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision in INT8_PRECISIONS and not calib_frames:
+        raise ConfigError(f"--precision {precision} needs calibration frames like the robot's "
+                          "camera sees (--calib-data DIR)")
+    real_frames = list(real_frames or [])
     tmp = path.with_name(path.name + ".partial")
+    fp32_tmp = path.with_name(path.name + ".fp32.partial") if precision != "fp32" else tmp
     try:
-        proto = export_onnx(model, tmp, height, width, confidence, logits, fused)
+        proto = export_onnx(model, fp32_tmp, height, width, confidence, logits, fused)
         check_onnx(proto, str(path))
-        frames = list(random_frames(height, width)) + list(real_frames or [])
-        report = verify_parity(model, tmp, frames)
+        frames = list(random_frames(height, width)) + real_frames
+        report = verify_parity(model, fp32_tmp, frames)
         if not report.ok:
-            raise CliError(
+            raise ExportError(
                 f"{path}: ONNX Runtime does not reproduce the PyTorch model: labels agree on "
                 f"{100 * min(report.label_agreement):.3f}% of pixels (need "
                 f"{100 * MIN_LABEL_AGREEMENT:.1f}%), logits rel. error "
                 f"{max(report.logit_error, default=0.0):.1e}, confidence error "
                 f"{max(report.confidence_error, default=0.0):.1e}")
+        if precision != "fp32":
+            del proto
+            proto = convert_precision(fp32_tmp, tmp, precision, calib_frames, calibration,
+                                      progress=progress)
+            # int8-ort is for ONNX Runtime only: TensorRT takes no uint8 Q/DQ.
+            check_onnx(proto, str(path), tensorrt=precision != "int8-ort")
+            compared = (list(precision_frames or []) or real_frames or list(calib_frames or [])
+                        or list(random_frames(height, width)))
+            report.precision = compare_precision(fp32_tmp, tmp, precision, compared)
+            if not report.precision.ok:
+                hint = (" (calibrate on more frames like these, or try --calib-method "
+                        "percentile)" if precision in INT8_PRECISIONS else "")
+                raise ExportError(
+                    f"{path}: the {precision} model gives the fp32 model's labels on "
+                    f"{100 * report.precision.agreement:.2f}% of pixels, below the "
+                    f"{100 * report.precision.minimum:.1f}% required{hint}")
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+        fp32_tmp.unlink(missing_ok=True)
     return proto, report

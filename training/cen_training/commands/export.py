@@ -5,9 +5,31 @@ import argparse
 import pathlib
 
 from .. import CliError
+from ..errors import TrainingError
 from ..checkpoint import load_model
-from ..export import MIN_LABEL_AGREEMENT, export_and_verify
+from ..export import MIN_LABEL_AGREEMENT, MIN_PRECISION_AGREEMENT, export_and_verify
+from ..quantize import CALIBRATION_METHODS, INT8_PRECISIONS, MAX_PLAUSIBLE_DEPTH_M, PRECISIONS
 from ..tensorrt_build import find_calibration_pairs, load_calibration_frame
+
+PRECISION_HELP = f"""\
+precision (--precision), the arithmetic inside the graph; inputs and outputs are the same for
+all (uint8 rgb, float32 depth in; uint8 labels, float32 confidence/logits out):
+  fp32      float32
+  fp16      float16 (for TensorRT; ONNX Runtime runs it on a CPU too, not faster)
+  int8      signed, symmetric Q/DQ as TensorRT's explicit quantization wants it: int8 weights
+            per output channel, int8 activations per tensor, zero points 0, Q/DQ on the inputs
+            of convolutions and additions; ONNX Runtime runs it too (on a CPU not faster than
+            fp32). Calibrated on --calib-data.
+  int8-ort  for ONNX Runtime on a CPU only (about 0.5x the fp32 latency): uint8 activations
+            with zero points, int8 weights per output channel on 7 bits (no saturation on
+            CPUs without VNNI); TensorRT refuses it. Calibrated on --calib-data.
+The model card records fp32, fp16 or int8. A reduced-precision file must give the fp32
+export's labels (both in ONNX Runtime) on at least
+{', '.join(f'{p} {100 * v:.1f}%' for p, v in MIN_PRECISION_AGREEMENT.items())} of the pixels
+of real frames: ../shared/samples beside the repository when present, and the --data frames;
+else the calibration frames. Frames whose median depth is beyond {MAX_PLAUSIBLE_DEPTH_M:g} m
+(a depth file not in millimetres) are shown but not counted.
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "The file is checked (ONNX checker, engine contract, TensorRT parser "
                     "operators) and ONNX Runtime must reproduce the PyTorch model on random "
                     f"and real frames (labels on >= {100 * MIN_LABEL_AGREEMENT:.1f}% of pixels) "
-                    "before the export is written.")
+                    "before the export is written; --precision fp16 / int8 / int8-ort then "
+                    "convert it and check the labels against it.",
+        epilog=PRECISION_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=pathlib.Path, metavar="CKPT")
     p.add_argument("-o", "--output", type=pathlib.Path, required=True, metavar="MODEL.onnx")
     p.add_argument("--height", type=int, required=True, help="input height (multiple of 32)")
@@ -38,6 +62,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how many real frames the parity check uses (default: 4)")
     p.add_argument("--unfused", action="store_true",
                    help="export the training graph as it is, without folding (for comparison)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="arithmetic inside the graph (default: fp32); see below")
+    p.add_argument("--calib-data", type=pathlib.Path, metavar="DIR",
+                   help="INT8 (required): frames to calibrate on, like those the robot's camera "
+                        "sees: a dataset in the generic layout (rgb/, depth/ 16-bit mm PNG)")
+    p.add_argument("--calib-frames", type=int, default=32, metavar="N",
+                   help="INT8: calibrate on N frames spread over --calib-data (default: 32)")
+    p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default="minmax",
+                   help="INT8: activation ranges from min/max (default) or clipped by a "
+                        "percentile or entropy (slower, far more memory)")
     p.set_defaults(func=run)
 
 
@@ -53,6 +87,18 @@ def _real_frames(data: pathlib.Path | None, count: int, height: int, width: int)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..bench import DEFAULT_SAMPLES, load_frames, synthetic_frames
+
+    int8 = args.precision in INT8_PRECISIONS
+    if int8 and args.calib_data is None:
+        raise CliError(f"--precision {args.precision} needs --calib-data DIR: frames to "
+                       "calibrate on, like those the robot's camera sees")
+    if args.calib_data is not None and not int8:
+        raise CliError("--calib-data is for --precision int8 or int8-ort")
+    if args.calib_frames < 1:
+        raise CliError("--calib-frames must be >= 1")
+    size = (args.height, args.width)
+    calib = load_frames(args.calib_data, size, args.calib_frames) if int8 else None
     model = load_model(args.checkpoint)
     data = args.data
     if data is None:
@@ -63,17 +109,30 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{data}: dataset folder not found")
     try:
         frames = _real_frames(data, args.parity_frames, args.height, args.width)
-    except CliError:
+    except TrainingError:
         if args.data is not None:
             raise
         frames = []  # the recorded dataset is not in a layout with rgb/ and depth/
+    compared = []
+    if args.precision != "fp32":
+        samples = load_frames(DEFAULT_SAMPLES, size) if DEFAULT_SAMPLES.is_dir() else []
+        # Real frames first; without any, the calibration frames (INT8) or rendered scenes.
+        compared = samples + frames or calib or synthetic_frames(size, 4)
     _, report = export_and_verify(model, args.output, args.height, args.width,
                                   confidence=args.confidence, logits=args.logits,
-                                  real_frames=frames, fused=not args.unfused)
-    print(f"wrote {args.output} ({args.height}x{args.width}, outputs: labels"
+                                  real_frames=frames, fused=not args.unfused,
+                                  precision=args.precision, calib_frames=calib,
+                                  precision_frames=compared, calibration=args.calib_method,
+                                  progress=True)
+    print(f"wrote {args.output} ({args.height}x{args.width}, {args.precision}, outputs: labels"
           f"{', confidence' if args.confidence else ''}{', logits' if args.logits else ''})")
-    print("parity with PyTorch (ONNX Runtime, CPU):")
+    print("parity of the fp32 graph with PyTorch (ONNX Runtime, CPU):")
     print(report.summary())
+    if report.precision is not None:
+        print(f"{args.precision} labels against the fp32 graph's (ONNX Runtime, CPU"
+              + (f"; calibrated on {len(calib)} frames of {args.calib_data}" if calib else "")
+              + "):")
+        print(report.precision.summary())
     if not frames:
         print("note: no real frames were available for the parity check (use --data DIR)")
     return 0
