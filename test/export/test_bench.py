@@ -10,7 +10,8 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
-from cen_training import CliError
+from cen_perception.model_card import ModelCard
+from cen_training.errors import DatasetError
 from cen_training.bench import (BenchReport, BenchRow, count_gflop, load_frames, peak_memory,
                                 run_bench, sgemm_gflops, synthetic_frames)
 from cen_training.models import ModelConfig, build_model
@@ -77,7 +78,7 @@ def test_frames_from_the_samples_layout(samples_dir):
     synthetic = synthetic_frames((H, W), 2)
     assert len(synthetic) == 2 and synthetic[0][1].shape == (H, W, 3)
     assert not np.array_equal(synthetic[0][1], synthetic[1][1])
-    with pytest.raises(CliError, match="no frames"):
+    with pytest.raises(DatasetError, match="no frames"):
         load_frames(samples_dir / "nyuv2_frame0", (H, W))
 
 
@@ -86,25 +87,34 @@ def test_bench_runs_every_row(samples_dir, tmp_path):
     model = build_model(ModelConfig(arch="cen", backbone="resnet18", decoder="light",
                                     num_classes=5))
     # One thread: a shared test machine makes multi-threaded PyTorch crawl (spin-waits).
-    report = run_bench(model, H, W, threads=1, warmup=0, iters=2, int8=True,
+    report = run_bench(model, H, W, threads=1, warmup=0, iters=2, int8=True, fp16=True,
                        real_frames=load_frames(samples_dir, (H, W)), calib_count=2,
                        workdir=tmp_path, progress=False, sgemm_size=512)
     names = [row.name for row in report.rows]
     assert names == ["PyTorch training graph", "PyTorch fused graph",
-                     "ONNX Runtime fp32 (fused export)", "ONNX Runtime INT8 (QDQ)"]
-    training, fused, fp32, int8 = report.rows
+                     "ONNX Runtime fp32 (fused export)", "ONNX Runtime fp16 (--precision fp16)",
+                     "ONNX Runtime INT8 (--precision int8-ort)",
+                     "ONNX Runtime INT8 (--precision int8)"]
+    training, fused, fp32, fp16, int8_ort, int8 = report.rows
     for row in report.rows:
         assert len(row.latencies_ms) == 2 and min(row.latencies_ms) > 0
         assert row.p90_ms >= row.median_ms > 0
         assert row.peak_mib is None or row.peak_mib >= 0
-    # Folding removes the BN arithmetic; the export is the folded graph; INT8 counts the same
-    # operations as fp32.
+    # Folding removes the BN arithmetic; the export is the folded graph; the other precisions
+    # count the same operations as fp32.
     assert 0 < fused.gflop < training.gflop < 1.5 * fused.gflop
-    assert fp32.gflop == fused.gflop and int8.gflop == pytest.approx(fp32.gflop, rel=0.02)
-    assert fused.agreement >= 0.999 and fp32.agreement >= 0.999
-    assert 0 <= int8.agreement <= 1 and report.sgemm_gflops > 0
-    assert (tmp_path / "model_64x64.onnx").is_file()
-    assert (tmp_path / "model_64x64_int8.onnx").is_file()
+    assert fp32.gflop == fused.gflop == fp16.gflop
+    assert int8.gflop == pytest.approx(fp32.gflop, rel=0.02)
+    assert int8_ort.gflop == pytest.approx(fp32.gflop, rel=0.02)
+    assert fused.agreement >= 0.999 and fp32.agreement >= 0.999 and fp16.agreement >= 0.99
+    assert 0 <= int8.agreement <= 1 and 0 <= int8_ort.agreement <= 1 and report.sgemm_gflops > 0
+    # The files are those `cen-train export --precision` writes.
+    cards = {}
+    for precision in ("", "_fp16", "_int8-ort", "_int8"):
+        path = tmp_path / f"model_64x64{precision}.onnx"
+        meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        cards[precision] = ModelCard.from_metadata(meta, str(path)).precision
+    assert cards == {"": "fp32", "_fp16": "fp16", "_int8-ort": "int8", "_int8": "int8"}
     table = report.markdown()
     for name in names:
         assert f"| {name} |" in table
@@ -113,8 +123,10 @@ def test_bench_runs_every_row(samples_dir, tmp_path):
     # camera's range): reported per frame, left out of the agreement column.
     names = [name for name, _, _ in load_frames(samples_dir, (H, W))]
     kinect, nyu = names.index("esanet_kinect"), names.index("nyuv2_frame0")
-    assert int8.agreement == pytest.approx(int8.frame_agreement[nyu])
-    assert len(int8.frame_agreement) == 2 and 0 <= int8.frame_agreement[kinect] <= 1
+    for row in (int8, int8_ort):
+        assert row.agreement == pytest.approx(row.frame_agreement[nyu])
+        assert len(row.frame_agreement) == 2 and 0 <= row.frame_agreement[kinect] <= 1
+        assert f"{row.name} labels per frame: " in table
     assert "Left out of the agreement" in table and "esanet_kinect (" in table
 
 

@@ -1,4 +1,4 @@
-"""Inference benchmark: the training graph, the folded graph, its ONNX export and INT8 version.
+"""Inference benchmark: the training graph, the folded graph, its ONNX export in each precision.
 
 ``run_bench(model, height, width, threads=...)`` times, on the same machine, with the same
 number of threads and the same input frame, raw engine inputs -> labels through
@@ -7,7 +7,9 @@ number of threads and the same input frame, raw engine inputs -> labels through
 2. the PyTorch folded inference graph (``fused.fuse``),
 3. ONNX Runtime on the fp32 export of the folded graph (the file ``cen-train export`` writes),
    through the runtime's own engine (``cen_perception.engines.onnxruntime``, the node's settings),
-4. optionally the same on its INT8 (QDQ) version (``quantize.quantize_int8``),
+4. optionally the same on its fp16 version and on its two INT8 versions, ``int8-ort`` (uint8
+   activations, for ONNX Runtime) and ``int8`` (signed symmetric, TensorRT's Q/DQ), made by
+   ``quantize.convert_precision`` as ``cen-train export --precision`` makes them,
 
 and reports per row the latency (median and 90th percentile after warm-up), the arithmetic
 per frame, the rate achieved, that rate as a share of the machine's SGEMM rate, the peak memory
@@ -22,15 +24,16 @@ How the columns are measured:
   and reductions (MaxPool, ArgMax, ReduceMax, Softmax) 1 per element they read (a pooling
   window counts its area); Resize 4 per output element (bilinear: 2 per tap pair, or 1 for
   nearest). Layout and copy operators (Transpose, Concat, Slice, Cast, Reshape, Quantize- /
-  DequantizeLinear, ...) count nothing, so the INT8 row counts the same operations as fp32
-  (as integer operations).
+  DequantizeLinear, ...) count nothing, so the fp16 and INT8 rows count the same operations as
+  fp32 (in float16 or as integer operations).
 - SGEMM ceiling: the best of a few 4096 x 4096 x 4096 single-precision matrix products
   (``torch.mm``, MKL) at the same thread count, measured in the same run.
 - Peak memory: the growth of the process's resident set during the row's warm-up and timed
   runs over what it was just before them (Linux ``VmHWM`` after resetting it through
   ``/proc/self/clear_refs``, freed heap returned with ``malloc_trim`` first). It covers
   activations, workspaces and arenas; the weights are loaded before and not counted.
-- Labels agree: the share of pixels with the same label as the reference row, on the real
+- Labels agree: the share of pixels with the same label as the reference row (the training
+  graph for the folded graph and the fp32 export; the fp32 export for the others), on the real
   frames. A frame whose median valid depth lies beyond ``MAX_PLAUSIBLE_DEPTH_M`` cannot come
   from an indoor RGB-D camera read in millimetres (its depth file has another unit); it is
   reported on its own and left out of the column.
@@ -52,10 +55,10 @@ import onnx
 import torch
 from torch import nn
 
-from . import CliError
+from .errors import ConfigError, DatasetError, ExportError
 from .export import ExportGraph, check_onnx, export_onnx
 from .fused import fuse
-from .quantize import Frame, quantize_int8
+from .quantize import MAX_PLAUSIBLE_DEPTH_M, Frame, convert_precision, median_depth_m
 from .tensorrt_build import RGB_SUFFIXES, find_calibration_pairs, load_calibration_frame
 
 # Real frames used when none are given: the RGB-D samples kept beside the source repository
@@ -65,8 +68,10 @@ DEFAULT_SAMPLES = pathlib.Path(__file__).resolve().parents[3] / "shared" / "samp
 SGEMM_SIZE = 4096
 # Share of the CPU time other processes may take during a row before the report warns.
 BUSY_MACHINE = 0.10
-# Farther than indoor RGB-D cameras measure (Kinect v2 about 4.5 m, RealSense D400 about 10 m).
-MAX_PLAUSIBLE_DEPTH_M = 10.0
+# The reduced-precision rows: (precision, row name), in table order.
+PRECISION_ROWS = (("fp16", "ONNX Runtime fp16 (--precision fp16)"),
+                  ("int8-ort", "ONNX Runtime INT8 (--precision int8-ort)"),
+                  ("int8", "ONNX Runtime INT8 (--precision int8)"))
 
 _ELEMENTWISE_OPS = frozenset("""
     Add Sub Mul Div Relu LeakyRelu Clip Where Max Min Sum Mean Neg Abs Sqrt Exp Log Sigmoid Tanh
@@ -95,7 +100,7 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
 def _node_flop(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> int:
     def size(name: str) -> int:
         if name not in shapes:
-            raise CliError(f"cannot count FLOP: the shape of '{name}' (input or output of "
+            raise ExportError(f"cannot count FLOP: the shape of '{name}' (input or output of "
                            f"{node.op_type} node '{node.name}') is unknown")
         return int(np.prod(shapes[name], dtype=np.int64))
 
@@ -239,16 +244,16 @@ def load_frames(folder: str | pathlib.Path, size: Sequence[int],
                 limit: Optional[int] = None) -> list[Frame]:
     """Frames of a folder resized to ``size`` (H, W): a dataset in the generic layout
     (``rgb/``, ``depth/`` 16-bit mm PNG), or sub-folders each with ``rgb.png|jpg`` and
-    ``depth.png``. ``CliError`` when there are none."""
+    ``depth.png``. ``DatasetError`` when there are none."""
     folder = pathlib.Path(folder)
     if not folder.is_dir():
-        raise CliError(f"{folder}: folder not found")
+        raise DatasetError(f"{folder}: folder not found")
     if (folder / "rgb").is_dir() and (folder / "depth").is_dir():
         pairs = find_calibration_pairs(folder, limit=limit)
     else:
         pairs = _sample_pairs(folder)
         if not pairs:
-            raise CliError(f"{folder}: no frames (expected rgb/ and depth/ folders, or "
+            raise DatasetError(f"{folder}: no frames (expected rgb/ and depth/ folders, or "
                            "sub-folders with rgb.png|jpg and depth.png)")
         if limit is not None and 0 < limit < len(pairs):
             pairs = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, limit)]
@@ -368,12 +373,6 @@ def _time_runs(run: Callable[[], object], warmup: int, iters: int,
     return times
 
 
-def median_depth_m(depth: np.ndarray) -> float:
-    """Median of the valid (finite, positive) depth values, in metres; 0 when none."""
-    valid = depth[np.isfinite(depth) & (depth > 0)]
-    return float(np.median(valid)) if valid.size else 0.0
-
-
 def _agree(row: BenchRow, labels: list[np.ndarray], reference: list[np.ndarray],
            counted: Sequence[int]) -> None:
     """Per-frame agreement; the row's figure averages the frames in ``counted``."""
@@ -385,17 +384,19 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
               iters: int = 5, int8: bool = False, calib_frames: Optional[Sequence[Frame]] = None,
               real_frames: Optional[Sequence[Frame]] = None, calib_count: int = 8,
               workdir: Optional[str | pathlib.Path] = None, progress: bool = True,
-              title: Optional[str] = None, sgemm_size: int = SGEMM_SIZE) -> BenchReport:
+              title: Optional[str] = None, sgemm_size: int = SGEMM_SIZE,
+              fp16: bool = False) -> BenchReport:
     """Benchmark ``model`` at ``height`` x ``width`` (see the module docstring).
 
+    ``fp16``: add the fp16 row; ``int8``: the two INT8 rows (``int8-ort``, ``int8``).
     ``real_frames`` give the input of every timed run (the first with plausible depth) and
-    the label agreement; ``calib_frames`` calibrate the INT8 model (rendered synthetic scenes
+    the label agreement; ``calib_frames`` calibrate the INT8 models (rendered synthetic scenes
     when None). The ONNX files go to ``workdir`` (a temporary folder when None).
     """
     from tqdm import tqdm
 
     if threads < 1 or warmup < 0 or iters < 1:
-        raise CliError("--threads and --iters must be >= 1, --warmup >= 0")
+        raise ConfigError("--threads and --iters must be >= 1, --warmup >= 0")
     model = model.eval()
     config = model.config
     notes: list[str] = []
@@ -407,7 +408,9 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
     plausible = [i for i, m in enumerate(depth_medians) if m <= MAX_PLAUSIBLE_DEPTH_M]
     counted = plausible or list(range(len(real_frames)))  # none plausible: count them all
     left_out = [i for i in range(len(real_frames)) if i not in counted]
-    steps = 4 + int8 + (3 + int8) * (1 + warmup + iters)
+    precisions = [(p, name) for p, name in PRECISION_ROWS
+                  if (p == "fp16" and fp16) or (p != "fp16" and int8)]
+    steps = 4 + len(precisions) + (3 + len(precisions)) * (1 + warmup + iters)
     bar = tqdm(total=steps, desc="bench", unit="step", disable=not progress)
 
     def step(what: str) -> None:
@@ -436,7 +439,6 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
         training_gflop = count_gflop(export_onnx(model, training_path, height, width, fused=False))
         training_path.unlink()
         step("training-graph FLOP count")
-        int8_path = workdir / f"model_{height}x{width}_int8.onnx"
         if int8:
             if not calib_frames:
                 calib_frames = synthetic_frames((height, width), calib_count)
@@ -444,9 +446,13 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
                              "scenes (no --calib-data given).")
             else:
                 notes.append(f"INT8 calibrated on {len(calib_frames)} dataset frames.")
-            int8_gflop = count_gflop(quantize_int8(fp32_path, int8_path, calib_frames,
-                                                    progress=progress))
-            step("INT8 calibration")
+        converted: list[tuple[str, pathlib.Path, float]] = []
+        for precision, name in precisions:
+            path = workdir / f"model_{height}x{width}_{precision}.onnx"
+            gflop = count_gflop(convert_precision(fp32_path, path, precision, calib_frames,
+                                                  progress=progress))
+            converted.append((name, path, gflop))
+            step(f"{precision} model")
 
         _, rgb, depth = real_frames[counted[0]]
         runners: list[tuple[str, Callable[[], Callable], float]] = [
@@ -454,9 +460,8 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
             ("PyTorch fused graph", lambda: TorchRunner(fuse(model), height, width), fused_gflop),
             ("ONNX Runtime fp32 (fused export)", lambda: OrtRunner(fp32_path, threads), fused_gflop),
         ]
-        if int8:
-            runners.append(("ONNX Runtime INT8 (QDQ)", lambda: OrtRunner(int8_path, threads),
-                            int8_gflop))
+        runners += [(name, lambda path=path: OrtRunner(path, threads), gflop)
+                    for name, path, gflop in converted]
         report = BenchReport(title or _title(model, height, width), threads, ceiling, warmup,
                              iters, sgemm_size, notes=notes)
         labels: list[list[np.ndarray]] = []
@@ -476,14 +481,16 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
         # The ceiling is the machine's best: measured again, now that everything is warm.
         report.sgemm_gflops = max(ceiling, sgemm_gflops(threads, sgemm_size))
         step("SGEMM ceiling")
-        # Folded graph and fp32 export against the training graph; INT8 against fp32.
+        # Folded graph and fp32 export against the training graph; the others against fp32.
         for i in (1, 2):
             _agree(report.rows[i], labels[i], labels[0], counted)
-        if int8:
-            _agree(report.rows[3], labels[3], labels[2], counted)
+        for i in range(3, len(report.rows)):
+            _agree(report.rows[i], labels[i], labels[2], counted)
     notes.append(f"Labels agree: fraction of pixels with the same label on {len(counted)} "
                  f"frame(s) ({', '.join(real_frames[i][0] for i in counted)}); the folded graph "
-                 "and the fp32 export against the training graph, INT8 against the fp32 export.")
+                 "and the fp32 export against the training graph, "
+                 + ("the other precisions" if precisions else "nothing else")
+                 + " against the fp32 export.")
     if left_out:
         listed = ", ".join(f"{real_frames[i][0]} ({depth_medians[i]:.1f} m)" for i in left_out)
         notes.append(f"Left out of the agreement: frames whose median depth is beyond "
@@ -491,10 +498,11 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
                      f"so their depth files are not in millimetres: {listed}. They are "
                      "outside any calibration range"
                      + ("; their per-frame figures follow." if int8 else "."))
-    if int8:
-        per_frame = ", ".join(f"{name} {100 * a:.2f}%" for (name, _, _), a in
-                              zip(real_frames, report.rows[3].frame_agreement))
-        notes.append(f"INT8 labels per frame: {per_frame}.")
+    for row in report.rows[3:]:
+        if "INT8" in row.name:
+            per_frame = ", ".join(f"{name} {100 * a:.2f}%" for (name, _, _), a in
+                                  zip(real_frames, row.frame_agreement))
+            notes.append(f"{row.name} labels per frame: {per_frame}.")
     if config.arch == "cen":
         notes.append(f"Exchanged channels (|gamma| < {config.bn_threshold:g}): "
                      f"{100 * model.slim_fraction():.1f}%.")

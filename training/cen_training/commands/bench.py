@@ -1,5 +1,5 @@
-"""``cen-train bench``: inference latency of the training graph, the folded graph, its ONNX
-export and its INT8 version, side by side (see ``cen_training.bench``)."""
+"""``cen-train bench``: inference latency of the training graph, the folded graph and its ONNX
+export in each precision, side by side (see ``cen_training.bench``)."""
 from __future__ import annotations
 
 import argparse
@@ -14,10 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "bench",
-        help="benchmark inference: PyTorch, folded graph, ONNX Runtime fp32 and INT8",
+        help="benchmark inference: PyTorch, folded graph, ONNX Runtime fp32, fp16 and INT8",
         description="Time raw inputs -> labels through the PyTorch training graph, the folded "
-                    "inference graph, ONNX Runtime on the fp32 export and (--int8) on its INT8 "
-                    "QDQ version, with the same threads and input frame, and print one markdown "
+                    "inference graph, ONNX Runtime on the fp32 export and (--fp16, --int8) on "
+                    "its fp16 and INT8 versions as `cen-train export --precision` makes them, "
+                    "with the same threads and input frame, and print one markdown "
                     "table: latency median/p90, GFLOP per frame (counted on each ONNX graph), "
                     "GFLOP/s and its share of a 4096^3 SGEMM measured in the same run, peak "
                     "memory of inference, speed relative to the training graph and label "
@@ -37,9 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="threads for PyTorch, ONNX Runtime and the SGEMM (default: 2)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per graph (default: 1)")
     p.add_argument("--iters", type=int, default=5, help="timed runs per graph (default: 5)")
+    p.add_argument("--fp16", action="store_true",
+                   help="also time the fp16 version of the export (--precision fp16)")
     p.add_argument("--int8", action="store_true",
-                   help="also quantize the export to INT8 (ONNX Runtime static quantization, "
-                        "QDQ) and time it")
+                   help="also quantize the export to INT8 both ways and time them: "
+                        "--precision int8-ort (uint8 activations, for ONNX Runtime) and "
+                        "--precision int8 (signed symmetric Q/DQ, for TensorRT)")
     p.add_argument("--calib-data", type=pathlib.Path, metavar="DIR",
                    help="frames to calibrate INT8 on: a dataset in the generic layout (rgb/, "
                         "depth/); default: rendered synthetic scenes")
@@ -54,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--real-frames", type=int, default=4,
                    help="at most this many real frames (default: 4)")
     p.add_argument("--save-models", type=pathlib.Path, metavar="DIR",
-                   help="keep the fp32 and INT8 ONNX files in DIR")
+                   help="keep the ONNX files (fp32 and each other precision) in DIR")
     p.add_argument("--out", type=pathlib.Path, metavar="TABLE.md",
                    help="also write the table to this file")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -99,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
              if args.calib_data is not None else None)
     model, source = _model(args)
     report = run_bench(model, args.height, args.width, threads=args.threads,
-                       warmup=args.warmup, iters=args.iters, int8=args.int8,
+                       warmup=args.warmup, iters=args.iters, int8=args.int8, fp16=args.fp16,
                        calib_frames=calib, real_frames=real, calib_count=args.calib_frames,
                        workdir=args.save_models, progress=args.progress)
     report.title += f" ({source})"
