@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 
 from cen_perception.engines.base import EngineError
 from cen_perception.model_card import METADATA_KEY, ModelCard
-from cen_training import CliError
+from cen_training.errors import DatasetError, EngineBuildError
 from cen_training.tensorrt_build import (BuildFacts, build_plan, cached_paths,
                                          calibration_batches, calibration_sha256,
                                          calibrator_class, card_from_onnx,
@@ -98,13 +98,13 @@ def test_legacy_notes_follow_nvidia_deprecations():
 
 
 def test_tensorrt_11_refuses_weak_typing_naming_the_onnx_route():
-    with pytest.raises(CliError) as info:
+    with pytest.raises(EngineBuildError) as info:
         build_plan("11.4.0", "fp32", fp16=True)
     assert str(info.value) == (
         "TensorRT 11.4.0 has no weak typing (--fp16 needs BuilderFlag.FP16, removed in TensorRT "
         "11): put the precision in the ONNX model instead (cen-train export CKPT -o "
         "model_fp16.onnx --height H --width W --precision fp16) and build that without --fp16")
-    with pytest.raises(CliError) as info:
+    with pytest.raises(EngineBuildError) as info:
         build_plan("11.4.0", "fp32", legacy_int8=True)
     assert str(info.value) == (
         "TensorRT 11.4.0 has no weak typing (--legacy-int8 needs BuilderFlag.INT8 and the INT8 "
@@ -115,21 +115,21 @@ def test_tensorrt_11_refuses_weak_typing_naming_the_onnx_route():
 
 @pytest.mark.parametrize("version", ["8.6.1", "10.3.0", "11.4.0"])
 def test_legacy_flags_need_an_fp32_graph(version):
-    with pytest.raises(CliError, match="--fp16 lowers an fp32 model's precision, but this "
+    with pytest.raises(EngineBuildError, match="--fp16 lowers an fp32 model's precision, but this "
                                        "model is already int8: build it without --fp16"):
         build_plan(version, "int8", fp16=True)
-    with pytest.raises(CliError, match="already fp16: build it without --legacy-int8"):
+    with pytest.raises(EngineBuildError, match="already fp16: build it without --legacy-int8"):
         build_plan(version, "fp16", legacy_int8=True)
-    with pytest.raises(CliError, match="exclude each other"):
+    with pytest.raises(EngineBuildError, match="exclude each other"):
         build_plan(version, "fp32", fp16=True, legacy_int8=True)
 
 
 def test_unsupported_tensorrt_versions_are_refused():
-    with pytest.raises(CliError, match="TensorRT 8.5.3 is too old; 8.6, 10.x or 11.x is needed"):
+    with pytest.raises(EngineBuildError, match="TensorRT 8.5.3 is too old; 8.6, 10.x or 11.x is needed"):
         build_plan("8.5.3", "fp32")
-    with pytest.raises(CliError, match="9.2.0 .* is not supported"):
+    with pytest.raises(EngineBuildError, match="9.2.0 .* is not supported"):
         build_plan("9.2.0", "fp32")
-    with pytest.raises(CliError, match="cannot read the TensorRT version"):
+    with pytest.raises(EngineBuildError, match="cannot read the TensorRT version"):
         build_plan("unknown", "fp32")
     with pytest.raises(ValueError):
         build_plan("10.3.0", "bf16")
@@ -205,16 +205,16 @@ def test_calibration_frame_matches_the_engine_inputs(calib_dir):
 
 
 def test_bad_calibration_folders_are_refused(tmp_path, calib_dir):
-    with pytest.raises(CliError, match="rgb/ and depth/"):
+    with pytest.raises(DatasetError, match="rgb/ and depth/"):
         find_calibration_pairs(tmp_path / "nothing")
     empty = tmp_path / "empty"
     (empty / "rgb").mkdir(parents=True)
     (empty / "depth").mkdir()
-    with pytest.raises(CliError, match="no rgb/depth image pairs"):
+    with pytest.raises(DatasetError, match="no rgb/depth image pairs"):
         find_calibration_pairs(empty)
     rgb_path, depth_path = find_calibration_pairs(calib_dir)[0]
     cv2.imwrite(str(depth_path), np.zeros((40, 60), np.uint8))  # 8-bit depth
-    with pytest.raises(CliError, match="16-bit PNG in millimetres"):
+    with pytest.raises(DatasetError, match="16-bit PNG in millimetres"):
         load_calibration_frame(rgb_path, depth_path, (24, 32))
 
 
@@ -222,7 +222,7 @@ def test_every_calibration_frame_is_checked_before_the_build(calib_dir):
     pairs = find_calibration_pairs(calib_dir)
     check_calibration_frames(pairs, (24, 32), progress=False)
     cv2.imwrite(str(pairs[3][1]), np.zeros((40, 60), np.uint8))  # 8-bit depth
-    with pytest.raises(CliError) as info:
+    with pytest.raises(DatasetError) as info:
         check_calibration_frames(pairs, (24, 32), progress=False)
     assert str(info.value) == (f"{pairs[3][1]}: depth must be a single-channel 16-bit PNG in "
                                "millimetres")
@@ -287,7 +287,7 @@ def test_frame_unreadable_during_calibration_is_raised_after_the_build(calib_dir
     assert len(upload.frames) == 2
     calibrator.write_calibration_cache(b"scales from two frames")
     assert not cache.exists()  # a cut-short calibration is never cached
-    with pytest.raises(CliError) as info:
+    with pytest.raises(EngineBuildError) as info:
         calibrator.raise_if_failed()
     assert str(info.value) == (f"INT8 calibration failed after 2 of 5 frames: {pairs[2][1]}: "
                                "depth must be a single-channel 16-bit PNG in millimetres")
@@ -298,7 +298,7 @@ def test_device_copy_failure_is_kept_and_raised(calib_dir, tmp_path):
     calibrator = _calibrator(pairs, tmp_path / "c.calib", RecordingUpload(fail_at=1))
     assert calibrator.get_batch(["rgb", "depth"]) is not None
     assert calibrator.get_batch(["rgb", "depth"]) is None
-    with pytest.raises(CliError, match=r"after 1 of 5 frames: copying 'rgb' to the GPU failed: "
+    with pytest.raises(EngineBuildError, match=r"after 1 of 5 frames: copying 'rgb' to the GPU failed: "
                                        r"cudaErrorIllegalAddress$"):
         calibrator.raise_if_failed()
 
@@ -308,7 +308,7 @@ def test_unknown_input_name_and_short_calibration_are_not_cached(calib_dir, tmp_
     cache = tmp_path / "c.calib"
     calibrator = _calibrator(pairs, cache, RecordingUpload())
     assert calibrator.get_batch(["rgb", "depth", "normals"]) is None
-    with pytest.raises(CliError, match="frame 1 has no input 'normals'"):
+    with pytest.raises(EngineBuildError, match="frame 1 has no input 'normals'"):
         calibrator.raise_if_failed()
     short = _calibrator(pairs, cache, RecordingUpload())
     short.get_batch(["rgb", "depth"])
@@ -341,7 +341,7 @@ def test_engine_and_sidecar_card_are_written(tmp_path, toy_onnx_factory):
 
 def test_card_from_onnx_without_card_is_a_cli_error():
     model = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
-    with pytest.raises(CliError, match="no model card"):
+    with pytest.raises(EngineBuildError, match="no model card"):
         card_from_onnx(model)
 
 
@@ -424,7 +424,7 @@ def test_precision_comes_from_the_graph_and_must_match_the_card(tmp_path, toy_on
                                                          kind))
         assert precision == kind == card.precision
     wrong = _toy_variant(tmp_path / "wrong.onnx", toy, "int8", "fp32")
-    with pytest.raises(CliError) as info:
+    with pytest.raises(EngineBuildError) as info:
         load_engine_model(wrong)
     assert str(info.value) == (f"{wrong}: the model card says precision fp32 but the graph is "
                                "int8")
@@ -433,7 +433,7 @@ def test_precision_comes_from_the_graph_and_must_match_the_card(tmp_path, toy_on
 def test_onnx_runtime_uint8_int8_model_names_the_export_route(tmp_path, toy_onnx_factory):
     path = _toy_variant(tmp_path / "ort_int8.onnx", toy_onnx_factory(48, 64), "int8", "int8",
                         zero_type=TensorProto.UINT8)
-    with pytest.raises(CliError) as info:
+    with pytest.raises(EngineBuildError) as info:
         load_engine_model(path)
     assert str(info.value) == (
         f"{path}: not a valid engine model: TensorRT cannot parse DequantizeLinear(uint8); "

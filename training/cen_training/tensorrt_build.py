@@ -38,7 +38,6 @@ import os
 import pathlib
 import shlex
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
@@ -50,11 +49,12 @@ from cen_perception.engines import tensorrt as trt_runtime
 from cen_perception.engines.base import EngineError
 from cen_perception.model_card import ModelCard, ModelCardError
 
-from . import CliError
+from .data.datasets import RGB_SUFFIXES
+from .errors import DatasetError, EngineBuildError, TrainingError
+from .io import atomic_write
 from .onnx_ops import check_engine_contract, check_tensorrt_ops, graph_precision
 
 PRECISIONS = ("fp32", "fp16", "int8")
-RGB_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Kinect-style sensors mark invalid depth with the largest 16-bit value; the contract uses 0.
 DEPTH_INVALID_MM = 65535
 STRONG_TYPING_FROM = 10  # TensorRT major version: strongly typed networks
@@ -106,30 +106,30 @@ def build_plan(tensorrt_version: str, onnx_precision: str, legacy_int8: bool = F
     """What to ask TensorRT ``tensorrt_version`` for to build a graph of ``onnx_precision``.
 
     ``fp16`` / ``legacy_int8``: the legacy weak-typing requests (an fp32 graph only; TensorRT
-    8.6 to 10.x). Raises ``CliError`` (one line) for a combination TensorRT cannot build.
+    8.6 to 10.x). Raises ``EngineBuildError`` (one line) for a combination TensorRT cannot build.
     """
     if onnx_precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {onnx_precision!r}")
     try:
         major, minor, _ = trt_runtime.tensorrt_version(tensorrt_version)
     except EngineError as exc:
-        raise CliError(str(exc)) from None
+        raise EngineBuildError(str(exc)) from None
     if (major, minor) < trt_runtime.MIN_TENSORRT:
-        raise CliError(f"TensorRT {tensorrt_version} is too old; 8.6, 10.x or 11.x is needed")
+        raise EngineBuildError(f"TensorRT {tensorrt_version} is too old; 8.6, 10.x or 11.x is needed")
     if major == 9:
-        raise CliError(f"TensorRT {tensorrt_version} (a 9.x release for large language models) "
+        raise EngineBuildError(f"TensorRT {tensorrt_version} (a 9.x release for large language models) "
                        "is not supported; use 8.6, 10.x or 11.x")
     if fp16 and legacy_int8:
-        raise CliError("--fp16 and --legacy-int8 exclude each other")
+        raise EngineBuildError("--fp16 and --legacy-int8 exclude each other")
     legacy = "--legacy-int8" if legacy_int8 else "--fp16" if fp16 else None
     wanted = "int8" if legacy_int8 else "fp16"
     if legacy and onnx_precision != "fp32":
-        raise CliError(f"{legacy} lowers an fp32 model's precision, but this model is already "
+        raise EngineBuildError(f"{legacy} lowers an fp32 model's precision, but this model is already "
                        f"{onnx_precision}: build it without {legacy}")
     if legacy and major >= WEAK_TYPING_REMOVED_IN:
         removed = ("BuilderFlag.INT8 and the INT8 calibrator" if legacy_int8
                    else "BuilderFlag.FP16")
-        raise CliError(f"TensorRT {tensorrt_version} has no weak typing ({legacy} needs "
+        raise EngineBuildError(f"TensorRT {tensorrt_version} has no weak typing ({legacy} needs "
                        f"{removed}, removed in TensorRT 11): put the precision in the ONNX "
                        f"model instead ({onnx_route(wanted)}) and build that without {legacy}")
     if legacy:
@@ -224,13 +224,13 @@ def find_calibration_pairs(folder: str | pathlib.Path,
     folder = pathlib.Path(folder)
     rgb_dir, depth_dir = folder / "rgb", folder / "depth"
     if not rgb_dir.is_dir() or not depth_dir.is_dir():
-        raise CliError(f"{folder}: calibration data needs rgb/ and depth/ folders "
+        raise DatasetError(f"{folder}: calibration data needs rgb/ and depth/ folders "
                        "(the generic dataset layout)")
     depth_by_stem = {p.stem: p for p in depth_dir.glob("*.png")}
     pairs = sorted((p, depth_by_stem[p.stem]) for p in rgb_dir.iterdir()
                    if p.suffix.lower() in RGB_SUFFIXES and p.stem in depth_by_stem)
     if not pairs:
-        raise CliError(f"{folder}: no rgb/depth image pairs with matching names")
+        raise DatasetError(f"{folder}: no rgb/depth image pairs with matching names")
     if limit is not None and 0 < limit < len(pairs):
         pairs = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, limit)]
     return pairs
@@ -244,9 +244,9 @@ def load_calibration_frame(rgb_path: str | pathlib.Path, depth_path: str | pathl
     bgr = cv2.imread(str(rgb_path), cv2.IMREAD_COLOR)
     depth_mm = cv2.imread(str(depth_path), cv2.IMREAD_UNCHANGED)
     if bgr is None:
-        raise CliError(f"{rgb_path}: not a readable image")
+        raise DatasetError(f"{rgb_path}: not a readable image")
     if depth_mm is None or depth_mm.dtype != np.uint16 or depth_mm.ndim != 2:
-        raise CliError(f"{depth_path}: depth must be a single-channel 16-bit PNG in millimetres")
+        raise DatasetError(f"{depth_path}: depth must be a single-channel 16-bit PNG in millimetres")
     rgb = cv2.cvtColor(cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
     # Nearest keeps invalid (0) pixels from bleeding into their neighbours.
     depth_mm = cv2.resize(depth_mm, (w, h), interpolation=cv2.INTER_NEAREST)
@@ -273,7 +273,7 @@ def calibration_sha256(pairs: Sequence[tuple[pathlib.Path, pathlib.Path]]) -> st
 def check_calibration_frames(pairs: Sequence[tuple[pathlib.Path, pathlib.Path]],
                              input_size: Sequence[int], progress: bool = True) -> None:
     """Read every calibration frame once before a build, so an unreadable one stops it early
-    with its name (a ``CliError``) instead of surfacing inside TensorRT's callback."""
+    with its name (a ``EngineBuildError``) instead of surfacing inside TensorRT's callback."""
     from tqdm import tqdm
 
     for rgb_path, depth_path in tqdm(pairs, desc="checking calibration frames", unit="frame",
@@ -326,7 +326,7 @@ def calibrator_class(base: type) -> type:
                     return None
                 missing = [name for name in names if name not in batch]
                 if missing:
-                    raise CliError(f"calibration frame {self.delivered + 1} has no input "
+                    raise EngineBuildError(f"calibration frame {self.delivered + 1} has no input "
                                    f"{', '.join(map(repr, missing))}")
                 pointers = [int(p) for p in self._upload(batch, list(names))]
                 self.delivered += 1
@@ -348,18 +348,18 @@ def calibrator_class(base: type) -> type:
             if self.error is not None or self.delivered < self.count:
                 return  # a failed or shortened calibration must not be reused
             try:
-                _write_atomically(self.cache_file, lambda tmp: tmp.write_bytes(bytes(cache)))
+                atomic_write(self.cache_file, lambda tmp: tmp.write_bytes(bytes(cache)))
             except BaseException as exc:  # noqa: BLE001
                 self.error = exc
 
         def raise_if_failed(self) -> None:
-            """Raise the first error a callback kept, as a ``CliError`` naming the frame."""
+            """Raise the first error a callback kept, as a ``EngineBuildError`` naming the frame."""
             if self.error is None:
                 return
             error = self.error
-            message = str(error) if isinstance(error, (CliError, EngineError)) else (
+            message = str(error) if isinstance(error, (TrainingError, EngineError)) else (
                 f"{type(error).__name__}: {error}")
-            raise CliError(f"INT8 calibration failed after {self.delivered} of {self.count} "
+            raise EngineBuildError(f"INT8 calibration failed after {self.delivered} of {self.count} "
                            f"frames: {message}") from error
 
     return EntropyCalibrator
@@ -392,20 +392,7 @@ def card_from_onnx(model) -> ModelCard:
     try:
         return ModelCard.from_metadata(metadata, source="ONNX model")
     except ModelCardError as exc:
-        raise CliError(str(exc)) from None
-
-
-def _write_atomically(path: pathlib.Path, write: Callable[[pathlib.Path], None]) -> None:
-    """Write through a temporary file, so a failure never leaves half a file at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(pathlib.Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+        raise EngineBuildError(str(exc)) from None
 
 
 def write_engine(engine: bytes | memoryview | str | pathlib.Path, output: str | pathlib.Path,
@@ -413,16 +400,16 @@ def write_engine(engine: bytes | memoryview | str | pathlib.Path, output: str | 
     """Write an engine (serialized bytes, or a cached engine file to copy) and its sidecar card."""
     output = pathlib.Path(output)
     if isinstance(engine, (str, pathlib.Path)):
-        _write_atomically(output, lambda tmp: shutil.copyfile(engine, tmp))
+        atomic_write(output, lambda tmp: shutil.copyfile(engine, tmp))
     else:
-        _write_atomically(output, lambda tmp: tmp.write_bytes(bytes(engine)))
+        atomic_write(output, lambda tmp: tmp.write_bytes(bytes(engine)))
     card.save_sidecar(output)
     return output
 
 
 # -- GPU and TensorRT -----------------------------------------------------------------------
 def gpu_facts(device: int = 0) -> tuple[str, tuple[int, int]]:
-    """(name, compute capability) of a CUDA device, made current; ``CliError`` where there is
+    """(name, compute capability) of a CUDA device, made current; ``EngineBuildError`` where there is
     none. Checked before TensorRT is imported: without a driver TensorRT can crash at exit."""
     try:
         cudart = trt_runtime.import_cudart()
@@ -430,24 +417,24 @@ def gpu_facts(device: int = 0) -> tuple[str, tuple[int, int]]:
         props = trt_runtime.cuda_call(cudart, cudart.cudaGetDeviceProperties(device),
                                       "cudaGetDeviceProperties")
     except EngineError as exc:
-        raise CliError(str(exc)) from None
+        raise EngineBuildError(str(exc)) from None
     name = props.name
     name = name.split(b"\0", 1)[0].decode() if isinstance(name, bytes) else str(name)
     return name.strip(), (int(props.major), int(props.minor))
 
 
 def import_tensorrt():
-    """The ``tensorrt`` module (8.6 or newer); ``CliError`` where it is missing."""
+    """The ``tensorrt`` module (8.6 or newer); ``EngineBuildError`` where it is missing."""
     try:
         return trt_runtime.import_tensorrt()
     except EngineError as exc:
-        raise CliError(str(exc)) from None
+        raise EngineBuildError(str(exc)) from None
 
 
 def _member(owner, name: str, what: str, plan: BuildPlan):
     value = getattr(owner, name, None)
     if value is None:
-        raise CliError(f"TensorRT {plan.tensorrt_version} has no {what}.{name}; put the "
+        raise EngineBuildError(f"TensorRT {plan.tensorrt_version} has no {what}.{name}; put the "
                        f"precision in the ONNX model instead ({onnx_route(plan.precision)})")
     return value
 
@@ -464,7 +451,7 @@ def network_flags(trt, plan: BuildPlan) -> int:
         # without it would be too.
         if strongly_typed is None and trt_runtime.tensorrt_version(
                 plan.tensorrt_version)[0] < WEAK_TYPING_REMOVED_IN:
-            raise CliError(f"TensorRT {plan.tensorrt_version} has no "
+            raise EngineBuildError(f"TensorRT {plan.tensorrt_version} has no "
                            "NetworkDefinitionCreationFlag.STRONGLY_TYPED")
         if strongly_typed is not None:
             flags |= 1 << int(strongly_typed)
@@ -481,7 +468,7 @@ def build_serialized(trt, onnx_path: pathlib.Path, plan: BuildPlan, workspace_gb
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(" ".join(str(parser.get_error(i)).split())
                            for i in range(parser.num_errors))
-        raise CliError(f"{onnx_path}: TensorRT's ONNX parser failed: {errors or 'no details'}")
+        raise EngineBuildError(f"{onnx_path}: TensorRT's ONNX parser failed: {errors or 'no details'}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     for name in plan.builder_flags:
@@ -492,17 +479,17 @@ def build_serialized(trt, onnx_path: pathlib.Path, plan: BuildPlan, workspace_gb
     if calibrator is not None:
         calibrator.raise_if_failed()  # an engine from a cut-short calibration is not kept
     if serialized is None:
-        raise CliError(f"{onnx_path}: TensorRT could not build an engine (see its log above)")
+        raise EngineBuildError(f"{onnx_path}: TensorRT could not build an engine (see its log above)")
     return bytes(serialized)
 
 
 def load_engine_model(onnx_path: pathlib.Path) -> tuple[ModelCard, str]:
     """The model card and graph precision of an ONNX file, after the engine contract and the
-    TensorRT operator checks; ``CliError`` naming every problem."""
+    TensorRT operator checks; ``EngineBuildError`` naming every problem."""
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends for non-ONNX files
-        raise CliError(f"{onnx_path}: not an ONNX model ({type(exc).__name__})") from None
+        raise EngineBuildError(f"{onnx_path}: not an ONNX model ({type(exc).__name__})") from None
     problems = check_engine_contract(model)
     unsupported = check_tensorrt_ops(model)
     problems += [f"TensorRT cannot parse {op}" for op in unsupported]
@@ -511,11 +498,11 @@ def load_engine_model(onnx_path: pathlib.Path) -> tuple[ModelCard, str]:
         if any(op.endswith("Linear(uint8)") for op in unsupported):
             hint = (" (uint8 Q/DQ is ONNX Runtime's INT8 for CPUs; one INT8 model for both "
                     f"backends comes from {onnx_route('int8')})")
-        raise CliError(f"{onnx_path}: not a valid engine model: " + "; ".join(problems) + hint)
+        raise EngineBuildError(f"{onnx_path}: not a valid engine model: " + "; ".join(problems) + hint)
     card = card_from_onnx(model)
     precision = graph_precision(model)
     if card.precision != precision:
-        raise CliError(f"{onnx_path}: the model card says precision {card.precision} but the "
+        raise EngineBuildError(f"{onnx_path}: the model card says precision {card.precision} but the "
                        f"graph is {precision}")
     return card, precision
 
@@ -529,25 +516,25 @@ def build_engine(onnx_path: str | pathlib.Path, output: str | pathlib.Path,
     """Build (or take from the cache) the engine for ``onnx_path`` and write it to ``output``
     with its ``<output>.json`` card. The precision is the ONNX graph's; ``fp16`` and
     ``legacy_int8`` are the legacy weak-typing requests (see ``build_plan``). Raises
-    ``CliError`` with one line on any failure."""
+    ``EngineBuildError`` with one line on any failure."""
     onnx_path, output = pathlib.Path(onnx_path), pathlib.Path(output)
     if not onnx_path.is_file():
-        raise CliError(f"{onnx_path}: file not found")
+        raise EngineBuildError(f"{onnx_path}: file not found")
     if legacy_int8 and calib_data is None:
-        raise CliError("--legacy-int8 needs --calib-data DIR (a dataset folder with rgb/ and "
+        raise EngineBuildError("--legacy-int8 needs --calib-data DIR (a dataset folder with rgb/ and "
                        "depth/)")
     if calib_data is not None and not legacy_int8:
-        raise CliError("--calib-data is only used with --legacy-int8 (an int8 ONNX model "
+        raise EngineBuildError("--calib-data is only used with --legacy-int8 (an int8 ONNX model "
                        "carries its own scales)")
     if workspace_gb <= 0:
-        raise CliError(f"--workspace-gb must be positive, got {workspace_gb}")
+        raise EngineBuildError(f"--workspace-gb must be positive, got {workspace_gb}")
     card, onnx_precision = load_engine_model(onnx_path)
     pairs = find_calibration_pairs(calib_data, calib_limit) if legacy_int8 else []
     cache_dir = pathlib.Path(cache_dir) if cache_dir else default_cache_dir()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CliError(f"{cache_dir}: cannot create the engine cache ({exc.strerror})") from None
+        raise EngineBuildError(f"{cache_dir}: cannot create the engine cache ({exc.strerror})") from None
 
     gpu_name, capability = gpu_facts(device)
     trt = import_tensorrt()

@@ -164,7 +164,7 @@ def probe_machine(device: int) -> Probe:
     from cen_perception.engines import tensorrt as trt_runtime
     from cen_perception.engines.base import EngineError
 
-    from .. import CliError
+    from ..errors import EngineBuildError
 
     torch_available = torch.cuda.is_available() and device < torch.cuda.device_count()
     torch_problem = torch_line(torch.__version__, torch.version.cuda, torch_available)
@@ -184,7 +184,7 @@ def probe_machine(device: int) -> Probe:
                    f"{trt_runtime.cuda_version_text(runtime)})")
     except EngineError:  # cuda-python is not installed
         bindings = None
-    except CliError as exc:  # e.g. --device beyond the GPUs there are
+    except EngineBuildError as exc:  # e.g. --device beyond the GPUs there are
         cuda_problem = str(exc)
     tensorrt, tensorrt_problem = _installed_tensorrt(), None
     if tensorrt is not None and cuda_problem is None:
