@@ -17,7 +17,7 @@ $(STAMP): requirements-dev.txt setup.py training/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
-	$(PY) -m pip install --quiet -e ".[onnxruntime,bag]" -e "training[test,bag]"
+	$(PY) -m pip install --quiet -e ".[onnxruntime,tools]" -e "training[test,bag]"
 	touch $@
 
 test: $(STAMP)

@@ -22,7 +22,9 @@ setup(
         (f"share/{package_name}/config", glob("config/*.yaml") + glob("config/*.rviz")
          + [f"{package_name}/fastdds_large_images.xml"]),
     ],
-    install_requires=["numpy>=1.24", "opencv-python-headless>=4.8", "pyyaml>=6"],
+    # The node and its core modules need only these (and rclpy with the message packages,
+    # which come from ROS 2, not from pip).
+    install_requires=["numpy>=1.24", "opencv-python-headless>=4.8"],
     extras_require={
         # CPU default backend.
         "onnxruntime": ["onnxruntime>=1.17"],
@@ -31,7 +33,9 @@ setup(
         # machines take 12.x; `tensorrt-cu13` for TensorRT built for CUDA 13.
         "tensorrt": ["cuda-python>=12,<13"],
         "tensorrt-cu13": ["cuda-python>=13,<14"],
-        "bag": ["rosbags>=0.10", "tqdm>=4.60"],
+        # The tools beside the node (bags, player, benches): not needed on a robot.
+        "tools": ["rosbags>=0.10", "tqdm>=4.60"],
+        "bag": ["rosbags>=0.10", "tqdm>=4.60"],  # the former name of "tools"
     },
     zip_safe=True,
     maintainer="cen_perception maintainers",
