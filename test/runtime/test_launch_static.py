@@ -210,7 +210,7 @@ def test_launch_sets_the_fastdds_profile_for_every_process_it_starts(launch_tree
     assert strings == ["config", PROFILE_FILE.name]
     assert PROFILE_FILE.is_file()
     setup = (repo_root / "setup.py").read_text()
-    assert f'(f"share/{{package_name}}/config"' in setup
+    assert '(f"share/{package_name}/config"' in setup
     assert f'[f"{{package_name}}/{PROFILE_FILE.name}"]' in setup
     # ... set before the camera, the node and RViz start (they read it once, at start).
     order = launch_description_order(launch_tree)
