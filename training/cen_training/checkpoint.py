@@ -2,7 +2,7 @@
 
 Our checkpoint is a ``torch.save`` dict readable with ``weights_only=True``::
 
-    {"format": "cen_perception.checkpoint", "version": 2,
+    {"format": "cen_perception.checkpoint", "version": 2, "task": "segmentation",
      "config": ModelConfig.to_dict(), "card": {class_names, palette, dataset, metrics, ...},
      "model": state_dict, ...training state (optimisers, epoch, stage, RNG)...}
 
@@ -14,6 +14,11 @@ their own: ``decoder.clf_conv.module.weight`` where the official code has
 Reading maps the flat layout to ours (``from_flat_layout``); the official import then checks
 that every key and shape matches, and an error names the keys that do not, as the file names
 them.
+
+Translation checkpoints (``task: "translation"``, ``models.translation``) hold a
+``TranslationConfig`` and the generator's state dict; a file without ``task`` is a
+segmentation checkpoint. The official translation code saves the bare generator state dict
+(``torch.save(G.state_dict())``, no ``module.`` prefix): ``import_official_translation``.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from torch import nn
 from .errors import CheckpointError
 from .io import atomic_write
 from .models import ModelConfig, RefineNetDecoder, build_model
+from .models.translation import TranslationConfig, build_translation_model
 
 FORMAT = "cen_perception.checkpoint"
 # 2: the decoder's keys under "decoder."; 1: the flat layout (still read).
@@ -36,10 +42,12 @@ VERSION = 2
 
 def save_checkpoint(path: str | pathlib.Path, model: nn.Module, config: ModelConfig,
                     card: dict[str, Any], **extra: Any) -> pathlib.Path:
-    """Write a checkpoint atomically (see ``cen_training.io.atomic_write``)."""
+    """Write a checkpoint atomically (see ``cen_training.io.atomic_write``); ``config`` is a
+    ``ModelConfig`` or a ``TranslationConfig``."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    payload = {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "card": dict(card),
-               "model": model.state_dict(), **extra}
+    payload = {"format": FORMAT, "version": VERSION,
+               "task": getattr(config, "task", "segmentation"), "config": config.to_dict(),
+               "card": dict(card), "model": model.state_dict(), **extra}
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -61,6 +69,13 @@ def _model_config(ckpt: dict[str, Any], path: pathlib.Path) -> ModelConfig:
         raise CheckpointError(f"{path}: bad model config in checkpoint: {exc}") from None
 
 
+def _translation_config(ckpt: dict[str, Any], path: pathlib.Path) -> TranslationConfig:
+    try:
+        return TranslationConfig.from_dict(ckpt["config"])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: bad translation config in checkpoint: {exc}") from None
+
+
 def load_checkpoint(path: str | pathlib.Path) -> dict[str, Any]:
     """Our checkpoint dict, its ``model`` state dict in the current layout (a version 1 file's
     is mapped); ``CheckpointError`` for a missing, corrupt or foreign file."""
@@ -73,7 +88,7 @@ def load_checkpoint(path: str | pathlib.Path) -> dict[str, Any]:
     for key in ("config", "card", "model"):
         if key not in ckpt:
             raise CheckpointError(f"{path}: checkpoint has no '{key}' entry")
-    if ckpt.get("version", 1) < 2:
+    if ckpt.get("version", 1) < 2 and ckpt.get("task", "segmentation") == "segmentation":
         with torch.device("meta"):  # the key names only: no memory, no initialisation cost
             skeleton = build_model(_model_config(ckpt, path))
         ckpt["model"] = from_flat_layout(skeleton, ckpt["model"])
@@ -112,7 +127,10 @@ def load_model(path: str | pathlib.Path) -> nn.Module:
     """
     path = pathlib.Path(path)
     ckpt = load_checkpoint(path)
-    model = build_model(_model_config(ckpt, path))
+    if ckpt.get("task", "segmentation") == "translation":
+        model = build_translation_model(_translation_config(ckpt, path))
+    else:
+        model = build_model(_model_config(ckpt, path))
     load_state_strict(model, ckpt["model"], str(path))
     model.card = dict(ckpt["card"])
     return model.eval()
@@ -171,3 +189,15 @@ def import_official(src: str | pathlib.Path, config: ModelConfig) -> tuple[nn.Mo
     info = {k: raw[k] for k in ("best_val", "epoch_start")
             if isinstance(raw, dict) and k in raw and isinstance(raw[k], (int, float))}
     return model.eval(), info
+
+
+def import_official_translation(src: str | pathlib.Path,
+                                config: TranslationConfig) -> nn.Module:
+    """Build ``config``'s generator and load a generator state dict saved by the official
+    translation code (``torch.save(G.state_dict())``; a ``module.`` prefix is tolerated),
+    strictly; keys that do not match are named. Returns the generator in eval mode."""
+    src = pathlib.Path(src)
+    state = official_state_dict(_torch_load(src), str(src))
+    model = build_translation_model(config)
+    load_state_strict(model, state, str(src))
+    return model.eval()

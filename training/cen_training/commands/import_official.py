@@ -1,4 +1,6 @@
-"""``cen-train import-official``: convert a checkpoint written by the official CEN/AsymFusion code."""
+"""``cen-train import-official``: convert a checkpoint written by the official CEN/AsymFusion code
+(segmentation, or with ``--task translation`` the generator of the image-to-image translation
+code)."""
 from __future__ import annotations
 
 import argparse
@@ -9,8 +11,9 @@ from cen_perception.model_card import OFFICIAL_NORMALIZATION, SUNRGBD_NORMALIZAT
 
 from .. import CliError
 from ..card import default_card
-from ..checkpoint import import_official, save_checkpoint
+from ..checkpoint import import_official, import_official_translation, save_checkpoint
 from ..models import ModelConfig
+from ..models.translation import TranslationConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,12 +24,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "({'segmenter': state_dict} with 'module.' prefixes, or a bare state dict) "
                     "into a cen_perception checkpoint. Every key and shape must match; the "
                     "official input normalisation is recorded (RGB ImageNet mean/std; depth "
-                    "mm/5000 repeated to 3 channels, or per-image min-max for SUN-RGBD).")
+                    "mm/5000 repeated to 3 channels, or per-image min-max for SUN-RGBD). "
+                    "--task translation: a generator saved by the official image-to-image "
+                    "translation code (torch.save(G.state_dict()), e.g. checkpoint-gen.pkl).")
     p.add_argument("src", type=pathlib.Path, metavar="SRC.pth")
     p.add_argument("out", type=pathlib.Path, metavar="OUT.pt")
-    p.add_argument("--arch", choices=("cen", "asymfusion"), required=True)
-    p.add_argument("--backbone", choices=("resnet50", "resnet101", "resnet152"), required=True)
-    p.add_argument("--num-classes", type=int, required=True)
+    p.add_argument("--task", choices=("segmentation", "translation"), default="segmentation")
+    p.add_argument("--arch", choices=("cen", "asymfusion", "shared"), default=None,
+                   help="segmentation: cen or asymfusion (required); translation: cen "
+                        "(default) or shared (the official code run with --exchange 0)")
+    p.add_argument("--backbone", choices=("resnet50", "resnet101", "resnet152"),
+                   help="segmentation (required)")
+    p.add_argument("--num-classes", type=int, help="segmentation (required)")
+    p.add_argument("--inputs", nargs="+", default=["reshading", "edge_texture"],
+                   help="translation: the input domains, in the official order (default: the "
+                        "official reshading edge_texture)")
+    p.add_argument("--target", default="rgb", help="translation: the target domain")
     p.add_argument("--dataset", choices=("nyudv2", "sunrgbd"), default="nyudv2",
                    help="training dataset: sets class names, palette and depth normalisation "
                         "(default: nyudv2)")
@@ -36,6 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task == "translation":
+        return run_translation(args)
+    missing = [f"--{name.replace('_', '-')}" for name in ("arch", "backbone", "num_classes")
+               if getattr(args, name) is None]
+    if missing:
+        raise CliError(f"segmentation needs {', '.join(missing)}")
+    if args.arch == "shared":
+        raise CliError("--arch shared is for --task translation; segmentation: cen or asymfusion")
     norm = SUNRGBD_NORMALIZATION if args.dataset == "sunrgbd" else OFFICIAL_NORMALIZATION
     try:
         config = ModelConfig(arch=args.arch, backbone=args.backbone, modalities=["rgb", "depth"],
@@ -49,4 +70,25 @@ def run(args: argparse.Namespace) -> int:
     save_checkpoint(args.out, model, config, card)
     print(f"wrote {args.out} ({args.arch} {args.backbone}, {args.num_classes} classes, "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters)")
+    return 0
+
+
+def run_translation(args: argparse.Namespace) -> int:
+    from ..data.taskonomy import domain_name
+    try:
+        config = TranslationConfig(arch=args.arch or "cen",
+                                   inputs=[domain_name(d) for d in args.inputs],
+                                   target=domain_name(args.target))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if config.arch not in ("cen", "shared"):
+        raise CliError(f"--arch {config.arch}: the official translation generator is cen or shared")
+    model = import_official_translation(args.src, config)
+    card = {"task": "translation", "inputs": config.inputs, "target": config.target,
+            "dataset": {"name": "taskonomy", "source": "official checkpoint " + args.src.name},
+            "normalization": "each input uint8 RGB, x / 255, mean 0.5, std 0.5; outputs in "
+                             "[-1, 1]"}
+    save_checkpoint(args.out, model, config, card)
+    print(f"wrote {args.out} ({config.arch} generator, {' + '.join(config.inputs)} -> "
+          f"{config.target}, {sum(p.numel() for p in model.parameters()):,} parameters)")
     return 0
