@@ -19,6 +19,12 @@ what the node feeds the network when depth is missing) in a fraction P of the tr
 samples, after the other augmentations, so that a model degrades gracefully when a robot's
 depth camera drops out.
 
+Fine-tuning (``init``) starts from a checkpoint's weights: every key must fit, except the
+classifier (``decoder.clf_conv.*``), which starts fresh when the class count differs. The class
+list the model learns is the dataset's, or ``classes`` (a YAML class list); ``class_map`` maps
+the dataset's classes into it as labels are read (``data.classes.ClassMap``), e.g. NYUDv2's 40
+into a robot's 8.
+
 The model card of every checkpoint records the training data (and the dropout), and
 ``depth_range_m``: the 1st and 99th percentile of the training split's valid depth (from up to
 200 frames; ``data.datasets.training_depth_range``), computed once at the start of a run.
@@ -46,6 +52,7 @@ import math
 import os
 import pathlib
 import random
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -55,13 +62,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import IGNORE_INDEX, RGBDSegmentationDataset, TrainTransform, validate_dataset
+from .checkpoint import _check_keys, load_checkpoint, save_checkpoint
+from .data import (IGNORE_INDEX, ClassMap, RGBDSegmentationDataset, TrainTransform,
+                   dataset_class_map, validate_dataset)
 from .data.datasets import image_size, training_depth_range
 from .errors import CheckpointError, ConfigError
 from .evaluate import evaluate, output_names
 from .models import ModelConfig, build_model, init_from_imagenet
 
+# The classifier's keys: the only ones that may differ in shape from an --init checkpoint.
+CLASSIFIER_KEY = re.compile(r"(^|\.)decoder\.clf_conv\.")
 SGD_LRS = {"enc": (5e-4, 2.5e-4, 1e-4), "dec": (3e-3, 1.5e-3, 7e-4)}
 # Adam is not part of the official recipe; these suit short runs from scratch.
 ADAM_LRS = {"enc": (1e-3, 5e-4, 2.5e-4), "dec": (1e-3, 5e-4, 2.5e-4)}
@@ -94,6 +104,8 @@ class TrainConfig:
     freeze_bn: bool | None = None  # None: frozen when starting from pretrained weights
     imagenet: str | None = None
     init: str | None = None
+    classes: str | None = None  # the class list to learn (YAML); None: the dataset's
+    class_map: str | None = None  # dataset classes -> ``classes`` (YAML), applied as read
     resume: bool = False
     workers: int = 2
     seed: int = 0
@@ -175,7 +187,7 @@ def train(config: TrainConfig, on_epoch_end=None) -> dict:
     model_config = make_model_config(config, train_set)
     model = build_model(model_config).to(proc.device)
     resumed = read_resume_checkpoint(out_dir, model_config) if config.resume else None
-    state = start_state(model, config, resumed, proc)
+    state = start_state(model, config, resumed, proc, train_set.classes.names)
     model_without_ddp = model
     if proc.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -186,6 +198,8 @@ def train(config: TrainConfig, on_epoch_end=None) -> dict:
     card = training_card(config, train_set, val_set, state, resumed, proc)
     metrics_log = MetricsLog(out_dir, names, state, resumed is not None) if proc.is_main else None
     proc.log(describe_run(config, model_config, train_set, val_set, proc, card["depth_range_m"]))
+    if config.class_map is not None:
+        proc.log(train_set.class_map.describe())
 
     start_time = time.monotonic()
     stopped = False  # a time or step limit was reached
@@ -421,15 +435,24 @@ def load_datasets(config: TrainConfig, progress: bool
     """The training and validation splits, and ``config`` with the defaults that depend on
     them filled in. Every file is checked first, so a broken sample stops the run before it
     starts."""
+    class_map = run_class_map(config)
     if config.check_data:
-        validate_dataset(config.data, ["train", "val"], layout=config.layout, progress=progress)
+        validate_dataset(config.data, ["train", "val"], layout=config.layout, progress=progress,
+                         class_map=class_map)
     train_set = RGBDSegmentationDataset(config.data, "train", layout=config.layout,
-                                        seed=config.seed)
-    val_set = RGBDSegmentationDataset(config.data, "val", layout=train_set.layout)
+                                        seed=config.seed, class_map=class_map)
+    val_set = RGBDSegmentationDataset(config.data, "val", layout=train_set.layout,
+                                      class_map=class_map)
     config = resolve(config, train_set)
     train_set.transform = TrainTransform(config.crop, tuple(config.scale_range),
                                          depth_dropout=config.modality_dropout)
     return train_set, val_set, config
+
+
+def run_class_map(config: TrainConfig) -> ClassMap | None:
+    """How the run reads the dataset's labels: through ``class_map`` into ``classes``, as they
+    are for a ``classes`` list of the dataset's own classes, or (None) as they are."""
+    return dataset_class_map(config.data, config.layout, config.class_map, config.classes)
 
 
 def resolve(config: TrainConfig, train_set: RGBDSegmentationDataset) -> TrainConfig:
@@ -498,12 +521,13 @@ def read_resume_checkpoint(out_dir: pathlib.Path, model_config: ModelConfig) -> 
     return ckpt
 
 
-def start_state(model, config: TrainConfig, resumed: dict | None, proc: Process) -> RunState:
+def start_state(model, config: TrainConfig, resumed: dict | None, proc: Process,
+                class_names: list[str] | None = None) -> RunState:
     """The weights and state a run starts from: those of ``resumed`` (its ``last.pt``: model,
     optimisers, scaler, counters and RNG states), or fresh ones after ``init_weights``."""
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and proc.device.type == "cuda")
     if resumed is None:
-        init_weights(model, config, proc.log)
+        init_weights(model, config, proc.log, class_names)
         return RunState(optimizers=make_optimizers(model, config, 0), scaler=scaler)
     model.load_state_dict(resumed["model"])
     state = RunState(optimizers=make_optimizers(model, config, resumed["stage"]), scaler=scaler,
@@ -523,22 +547,36 @@ def start_state(model, config: TrainConfig, resumed: dict | None, proc: Process)
     return state
 
 
-def init_weights(model, config: TrainConfig, log) -> None:
-    """ImageNet encoder weights (``--imagenet``) or a checkpoint's weights (``--init``)."""
+def init_weights(model, config: TrainConfig, log, class_names: list[str] | None = None) -> None:
+    """ImageNet encoder weights (``--imagenet``) or a checkpoint's weights (``--init``).
+
+    Every key of the checkpoint must fit the model, except the classifier
+    (``decoder.clf_conv.*``): when the class count differs it starts fresh (a new head), and
+    the log says so. ``class_names`` (this run's) only serve that message.
+    """
     if config.imagenet:
         loaded = init_from_imagenet(model, config.imagenet, config.backbone)
         log(f"ImageNet weights from {config.imagenet}: {len(loaded)} tensors")
     if config.init:
-        state = load_checkpoint(config.init)["model"]
-        own = model.state_dict()
-        fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        if not fits:
-            raise CheckpointError(f"{config.init}: no weights fit this model")
-        model.load_state_dict(fits, strict=False)
-        skipped = sorted(set(own) - set(fits))
-        log(f"weights from {config.init}: {len(fits)} tensors"
-            + (f"; kept fresh: {', '.join(skipped[:4])}{' ...' if len(skipped) > 4 else ''}"
-               if skipped else ""))
+        ckpt = load_checkpoint(config.init)
+        state, own = ckpt["model"], model.state_dict()
+        head = sorted(k for k in set(own) & set(state)
+                      if CLASSIFIER_KEY.search(k) and own[k].shape != state[k].shape)
+        kept = {k: v for k, v in state.items() if k not in head}
+        _check_keys({k: v for k, v in own.items() if k not in head}, kept,
+                    f"{config.init} (--init; arch, backbone, decoder and modalities must be "
+                    "this run's)")
+        model.load_state_dict(kept, strict=False)
+        old_names = ckpt["card"].get("class_names") or []
+        log(f"weights from {config.init}: {len(kept)} of {len(own)} tensors")
+        if head:
+            old = int(state[head[0]].shape[0])
+            log(f"new classifier head: {old} -> {int(own[head[0]].shape[0])} classes; "
+                f"{', '.join(head)} start fresh")
+        elif class_names and old_names and list(old_names) != list(class_names):
+            log(f"note: {config.init} was trained on other class names "
+                f"({', '.join(old_names[:4])}{' ...' if len(old_names) > 4 else ''}); its "
+                "classifier is kept, class i for class i")
 
 
 def make_optimizers(model, config: TrainConfig, stage: int):

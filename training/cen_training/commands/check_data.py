@@ -1,9 +1,12 @@
-"""``cen-train check-data``: check a dataset folder and summarise it."""
+"""``cen-train check-data``: check a dataset folder and summarise it; with ``--class-map``, also
+the class map (every source class mapped, ignored or caught by its ``other`` class; every name
+in the class lists) and the histogram of the mapped classes."""
 from __future__ import annotations
 
 import argparse
 import pathlib
 
+from .. import CliError
 from .train import HelpFormatter
 
 
@@ -18,15 +21,34 @@ def register(subparsers) -> None:
     p.add_argument("data", type=pathlib.Path, metavar="DIR")
     p.add_argument("--splits", nargs="+", default=["train", "val"])
     p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS))
+    p.add_argument("--class-map", type=pathlib.Path, metavar="MAP.yaml",
+                   help="check this class map (as `train --class-map` uses it) and summarise "
+                        "the mapped classes; needs --classes")
+    p.add_argument("--classes", type=pathlib.Path, metavar="CLASSES.yaml",
+                   help="the class list the map maps into; alone, it must list the "
+                        "dataset's own classes")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..data import validate_dataset
-    result = validate_dataset(args.data, args.splits, layout=args.layout, progress=args.progress)
+    from ..data import dataset_class_map, validate_dataset
+    if args.class_map is not None and args.classes is None:
+        raise CliError("--class-map needs --classes: the class list it maps into")
+    class_map = dataset_class_map(args.data, args.layout, args.class_map, args.classes)
+    if args.class_map is not None:
+        class_map.check_complete()
+    result = validate_dataset(args.data, args.splits, layout=args.layout, progress=args.progress,
+                              class_map=class_map)
     classes, splits = result["classes"], result["splits"]
     print(f"{args.data}: {result['layout']} layout, {classes.num_classes} classes: OK")
+    if args.class_map is not None:
+        print(f"  {class_map.describe()}: OK")
+        unused = [n for i, n in enumerate(classes.names)
+                  if not (class_map.lut[:class_map.source.num_classes] == i).any()]
+        if unused:
+            print(f"  no source class maps to {', '.join(unused)}: those classes get no "
+                  "labelled pixels")
     for name, summary in splits.items():
         sizes = ", ".join(f"{w}x{h} ({n})" for (h, w), n in summary.sizes.most_common(3))
         more = f" and {len(summary.sizes) - 3} more sizes" if len(summary.sizes) > 3 else ""

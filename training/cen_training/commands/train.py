@@ -76,7 +76,15 @@ def register(subparsers) -> None:
     p.add_argument("--imagenet", metavar="PATH", help="torchvision ResNet weights (.pth) for "
                    "the encoder")
     p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights "
-                   "(fine-tuning; layers whose shapes differ, e.g. the classifier, stay fresh)")
+                   "(fine-tuning); every key must fit except the classifier "
+                   "(decoder.clf_conv.*), which starts fresh when the class count differs")
+    p.add_argument("--classes", metavar="CLASSES.yaml",
+                   help="the class list to learn [default: the dataset's]; one that differs "
+                        "from the dataset's needs --class-map")
+    p.add_argument("--class-map", metavar="MAP.yaml",
+                   help="merge or rename the dataset's classes into --classes as labels are "
+                        "read (the files stay as they are); source classes it does not name "
+                        "become 255 (ignored) or its 'other' class")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR/last.pt exactly")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
     p.add_argument("--seed", type=int, default=0)
@@ -110,7 +118,8 @@ def run(args) -> int:
         optimizer=args.optimizer, lr_enc=args.lr_enc,
         lr_dec=args.lr_dec, momentum=args.momentum, weight_decay=args.weight_decay,
         lamda=args.lamda, bn_threshold=args.bn_threshold, freeze_bn=args.freeze_bn,
-        imagenet=args.imagenet, init=args.init, resume=args.resume, workers=args.workers,
+        imagenet=args.imagenet, init=args.init, classes=args.classes,
+        class_map=args.class_map, resume=args.resume, workers=args.workers,
         seed=args.seed, amp=args.amp, val_every=args.val_every, max_minutes=args.max_minutes,
         max_steps=args.max_steps,
         check_data=args.check_data, progress=args.progress)

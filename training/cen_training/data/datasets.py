@@ -15,7 +15,8 @@ Generic layout::
 
 Labels are single-channel class ids, 255 = ignore. The dataset hands out raw uint8 RGB, depth
 in metres (millimetres / 1000, 0 = invalid) and int64 labels; normalisation happens inside the
-model.
+model. With a class map (``classes.ClassMap``) the labels are mapped into another class list as
+they are read; the files stay as they are.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ import numpy as np
 import torch
 
 from ..errors import DatasetError
-from .classes import IGNORE_INDEX, ClassList, load_class_list
+from .classes import (IGNORE_INDEX, ClassList, ClassMap, load_class_list, load_class_map,
+                      parse_class_map)
 
 LAYOUTS = ("nyudv2", "sunrgbd", "generic")
 RGB_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -100,6 +102,28 @@ def load_dataset_classes(root: str | pathlib.Path, layout: str) -> ClassList:
     if layout == "generic":
         raise DatasetError(f"{path}: class list not found")
     return load_class_list(layout)
+
+
+def dataset_class_map(root: str | pathlib.Path, layout: str,
+                      map_path: str | pathlib.Path | None,
+                      classes_path: str | pathlib.Path | None) -> ClassMap | None:
+    """How the dataset's labels are read for the class list ``classes_path``: through the class
+    map ``map_path``; or, without one, as they are (an identity map, for the colours of
+    ``classes_path``), which needs ``classes_path`` to list the dataset's own classes. None
+    when neither is given."""
+    if map_path is not None and classes_path is None:
+        raise DatasetError("a class map needs the class list it maps into (--classes)")
+    if classes_path is None:
+        return None
+    layout = detect_layout(root) if layout == "auto" else layout
+    own, wanted = load_dataset_classes(root, layout), load_class_list(classes_path)
+    if map_path is not None:
+        return load_class_map(map_path, own, wanted)
+    if own.names != wanted.names:
+        raise DatasetError(f"{classes_path} lists other classes than {root} "
+                           f"({wanted.num_classes} vs {own.num_classes}); map the dataset's "
+                           "classes into it with --class-map")
+    return parse_class_map({"map": {n: n for n in own.names}}, own, wanted, str(classes_path))
 
 
 def list_samples(root: str | pathlib.Path, layout: str, split: str) -> list[SampleFiles]:
@@ -221,17 +245,27 @@ class RGBDSegmentationDataset(torch.utils.data.Dataset):
     ``name``. ``transform(sample, rng)`` (e.g. :class:`TrainTransform`) is applied to the numpy
     sample first; its generator is seeded from (seed, epoch, index), so augmentation is
     reproducible and independent of data-loading workers. Call :meth:`set_epoch` each epoch.
+
+    ``class_map`` (from the dataset's classes, see :func:`dataset_class_map`) maps the labels
+    as they are read; ``classes`` is then its target list and ``source_classes`` the
+    dataset's own.
     """
 
     def __init__(self, root: str | pathlib.Path, split: str = "train", transform=None,
-                 layout: str = "auto", seed: int = 0):
+                 layout: str = "auto", seed: int = 0, class_map: ClassMap | None = None):
         self.root = pathlib.Path(root)
         self.split = split
         self.layout = detect_layout(self.root) if layout == "auto" else layout
         if self.layout not in LAYOUTS:
             raise DatasetError(f"unknown dataset layout {layout!r}; choose from "
                                f"{', '.join(LAYOUTS)}")
-        self.classes = load_dataset_classes(self.root, self.layout)
+        self.source_classes = self.classes = load_dataset_classes(self.root, self.layout)
+        self.class_map = class_map
+        if class_map is not None:
+            if class_map.source.names != self.source_classes.names:
+                raise DatasetError(f"{class_map.path}: made for other source classes than "
+                                   f"those of {self.root}")
+            self.classes = class_map.target
         self.samples = list_samples(self.root, self.layout, split)
         self.transform = transform
         self.seed = seed
@@ -252,8 +286,12 @@ class RGBDSegmentationDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def load(self, index: int) -> dict:
-        """The untransformed sample as numpy arrays (see :func:`read_sample`)."""
-        return read_sample(self.samples[index])
+        """The untransformed sample as numpy arrays (see :func:`read_sample`), its labels
+        mapped through the class map if there is one."""
+        sample = read_sample(self.samples[index])
+        if self.class_map is not None:
+            sample["labels"] = self.class_map.apply(sample["labels"])
+        return sample
 
     def __getitem__(self, index: int) -> dict:
         sample = self.load(index)
@@ -267,7 +305,11 @@ class RGBDSegmentationDataset(torch.utils.data.Dataset):
 
     def describe(self) -> dict:
         """What a model card records about its training data."""
-        return {"name": self.name, "layout": self.layout, "path": str(self.root.resolve())}
+        described = {"name": self.name, "layout": self.layout, "path": str(self.root.resolve())}
+        if self.class_map is not None:
+            described["class_map"] = str(pathlib.Path(self.class_map.path).resolve())
+            described["source_classes"] = self.source_classes.names
+        return described
 
 
 # -- statistics ------------------------------------------------------------------------------
@@ -339,19 +381,24 @@ def _check_sample(files: SampleFiles, num_classes: int) -> tuple[tuple[int, int]
 
 
 def validate_dataset(root: str | pathlib.Path, splits: str | list[str] = ("train", "val"),
-                     layout: str = "auto", progress: bool = True, workers: int = 4) -> dict:
+                     layout: str = "auto", progress: bool = True, workers: int = 4,
+                     class_map: ClassMap | None = None) -> dict:
     """Check every sample of the given splits before anything trains on them.
 
     A missing file, RGB/depth/label images of different sizes, depth that is not 16-bit, or a
     label id that is neither below the number of classes nor 255 raises :class:`DatasetError`
     naming the sample. Returns ``{"layout", "classes" (ClassList), "splits": {split:
-    SplitSummary}}``.
+    SplitSummary}}``. With ``class_map`` the label ids are checked against the dataset's own
+    classes, and ``classes`` and the class histograms are the map's target classes.
     """
     from tqdm import tqdm
 
     root = pathlib.Path(root)
     layout = detect_layout(root) if layout == "auto" else layout
     classes = load_dataset_classes(root, layout)
+    if class_map is not None and class_map.source.names != classes.names:
+        raise DatasetError(f"{class_map.path}: made for other source classes than those of "
+                           f"{root}")
     summaries = {}
     for split in [splits] if isinstance(splits, str) else list(splits):
         samples = list_samples(root, layout, split)
@@ -362,8 +409,13 @@ def validate_dataset(root: str | pathlib.Path, splits: str | list[str] = ("train
             for size, histogram in tqdm(results, total=len(samples), desc=f"checking {split}",
                                         disable=not progress, leave=False):
                 summary.sizes[size] += 1
+                if class_map is not None:  # source id i's pixels count for target lut[i]
+                    histogram = np.bincount(class_map.lut, weights=histogram,
+                                            minlength=256).astype(np.int64)
                 summary.class_pixels += histogram
         finally:  # on the first problem, stop without checking the rest
             pool.shutdown(cancel_futures=True)
         summaries[split] = summary
+    if class_map is not None:
+        classes = class_map.target
     return {"layout": layout, "classes": classes, "splits": summaries}
