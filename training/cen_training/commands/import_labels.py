@@ -3,12 +3,16 @@
 The dataset folder is one ``cen-train extract-frames`` wrote (generic layout: ``rgb/``,
 ``depth/``, ``labels/``, ``train.txt``, ``val.txt``). Label files are matched to frames by
 stem (``LABEL_DIR/<stem>.png``) and written as single-channel class-id PNGs to
-``OUT_DIR/labels/``. Two kinds of label image are understood:
+``OUT_DIR/labels/``. Three kinds of labels are understood:
 
 * class ids: 8-bit single-channel (or indexed-colour, or grey saved as RGB) PNGs, 255 =
   unlabelled;
 * with ``--color-map``: colour-coded RGB PNGs, each colour mapped to the class with that
-  colour in the class list (``--ignore-color``, black by default, means unlabelled).
+  colour in the class list (``--ignore-color``, black by default, means unlabelled);
+* a CVAT "Segmentation mask 1.1" export, the zip CVAT downloads or its unpacked folder
+  (recognised by ``labelmap.txt`` beside ``SegmentationClass/``): colour masks mapped to class
+  ids through ``labelmap.txt``, its labels matched to the classes by name (see
+  ``cen_training.data.cvat``; ``select-frames`` and ``export-labels`` write the layout).
 
 Every file is checked before anything is written; an unknown colour, a class id outside the
 class list or a size that differs from the frame's stops the import with the file named.
@@ -25,6 +29,7 @@ import cv2
 import numpy as np
 
 from .. import CliError
+from ..data.cvat import colors_to_ids
 
 MAX_LISTED = 10
 
@@ -34,10 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "import-labels",
         help="import label PNGs from an annotation tool into a dataset folder",
         description="Match LABEL_DIR/<stem>.png to the frames of OUT_DIR (made by "
-                    "extract-frames) and write them to OUT_DIR/labels/ as class-id PNGs. "
-                    "Accepts 8-bit class-id PNGs, or colour-coded RGB PNGs with --color-map.")
+                    "extract-frames or select-frames) and write them to OUT_DIR/labels/ as "
+                    "class-id PNGs. Accepts 8-bit class-id PNGs, colour-coded RGB PNGs with "
+                    "--color-map, or a CVAT 'Segmentation mask 1.1' export (zip or folder; "
+                    "colours through its labelmap.txt, labels matched to classes by name).")
     p.add_argument("out_dir", type=pathlib.Path, metavar="OUT_DIR")
-    p.add_argument("label_dir", type=pathlib.Path, metavar="LABEL_DIR")
+    p.add_argument("label_dir", type=pathlib.Path, metavar="LABEL_DIR",
+                   help="folder of label PNGs, or a CVAT 'Segmentation mask 1.1' export (the "
+                        "downloaded zip or its folder)")
     p.add_argument("--classes", type=pathlib.Path,
                    help="class list (YAML); default OUT_DIR/classes.yaml; copied there when "
                         "it is missing")
@@ -79,27 +88,13 @@ def parse_color(text: str) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
-def colors_to_ids(image_rgb: np.ndarray, palette: list[list[int]],
-                  ignore_color: tuple[int, int, int], source: str) -> np.ndarray:
-    """Class ids for a colour-coded label image; an unknown colour is a ``CliError``."""
-    keys = (image_rgb[..., 0].astype(np.int32) << 16) | (image_rgb[..., 1].astype(np.int32) << 8) \
-        | image_rgb[..., 2].astype(np.int32)
-    lookup = {(r << 16) | (g << 8) | b: class_id for class_id, (r, g, b) in enumerate(palette)}
-    r, g, b = ignore_color
-    lookup.setdefault((r << 16) | (g << 8) | b, 255)
-    colors, inverse = np.unique(keys, return_inverse=True)
-    unknown = [int(c) for c in colors if int(c) not in lookup]
-    if unknown:
-        first = unknown[0]
-        where = np.argwhere(keys == first)[0]
-        rgb = ((first >> 16) & 255, (first >> 8) & 255, first & 255)
-        raise CliError(f"{source}: colour {list(rgb)} (first at row {where[0]}, column "
-                       f"{where[1]}) is not a class colour"
-                       + (f"; {len(unknown) - 1} more unknown colours" if len(unknown) > 1 else "")
-                       + " (class colours come from the class list; --ignore-color sets the "
-                         "unlabelled one)")
-    ids = np.array([lookup[int(c)] for c in colors], dtype=np.uint8)
-    return ids[inverse.reshape(keys.shape)]
+def palette_lookup(palette: list[list[int]], ignore_color: tuple[int, int, int]
+                   ) -> dict[tuple[int, int, int], int]:
+    """``{colour: class id}`` of a class list, ``ignore_color`` meaning 255 (unless a class has
+    that colour)."""
+    lookup = {tuple(int(v) for v in color): class_id for class_id, color in enumerate(palette)}
+    lookup.setdefault(tuple(ignore_color), 255)
+    return lookup
 
 
 def read_label_file(path: pathlib.Path, color_map: bool, palette: list[list[int]] | None,
@@ -108,8 +103,10 @@ def read_label_file(path: pathlib.Path, color_map: bool, palette: list[list[int]
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # drops alpha, expands indexed colour
         if image is None:
             raise CliError(f"{path}: cannot read image")
-        return colors_to_ids(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), palette, ignore_color,
-                             str(path))
+        return colors_to_ids(cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
+                             palette_lookup(palette, ignore_color), str(path),
+                             "class colours come from the class list; --ignore-color sets the "
+                             "unlabelled one")
     from ..data.datasets import ColorLabelsError, read_labels
 
     try:
@@ -120,17 +117,18 @@ def read_label_file(path: pathlib.Path, color_map: bool, palette: list[list[int]
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..data.classes import load_class_list
-    from ..data.datasets import RGB_SUFFIXES, image_size
+    from ..data.cvat import CvatExport, is_cvat_export
 
     out_dir: pathlib.Path = args.out_dir
     label_dir: pathlib.Path = args.label_dir
     if not out_dir.is_dir():
         raise CliError(f"{out_dir}: dataset folder not found")
-    if not label_dir.is_dir():
-        raise CliError(f"{label_dir}: label folder not found")
+    cvat = is_cvat_export(label_dir)
+    if not cvat and not label_dir.is_dir():
+        raise CliError(f"{label_dir}: label folder not found"
+                       + (" (a zip is read only as a CVAT 'Segmentation mask 1.1' export)"
+                          if label_dir.is_file() else ""))
     ignore_color = parse_color(args.ignore_color)
     stems = dataset_stems(out_dir)
 
@@ -145,13 +143,37 @@ def run(args: argparse.Namespace) -> int:
     if args.color_map and classes is None:
         raise CliError(f"--color-map needs the class colours: give --classes or put "
                        f"classes.yaml in {out_dir}")
-
+    if cvat and classes is None:
+        raise CliError(f"a CVAT export's labels are matched to classes by name: give --classes "
+                       f"or put classes.yaml in {out_dir}")
+    if cvat:
+        with CvatExport(label_dir) as export:
+            lookup = export.color_lookup(classes)  # every label checked before any mask
+            return import_labels(args, stems, classes, export.masks,
+                                 lambda member: export.read_labels(member, lookup),
+                                 dataset_classes, f"{label_dir} (CVAT export)")
     label_files = {p.stem: p for p in sorted(label_dir.glob("*.png"))}
+    return import_labels(
+        args, stems, classes, label_files,
+        lambda path: read_label_file(path, args.color_map, classes and classes.palette,
+                                     ignore_color),
+        dataset_classes, str(label_dir))
+
+
+def import_labels(args: argparse.Namespace, stems: list[str], classes, label_files: dict,
+                  read, dataset_classes: pathlib.Path, source: str) -> int:
+    """Check and convert ``label_files`` (stem -> what ``read`` takes) for the frames
+    ``stems``, then move them into ``OUT_DIR/labels/`` together."""
+    from tqdm import tqdm
+
+    from ..data.datasets import RGB_SUFFIXES, image_size
+
+    out_dir: pathlib.Path = args.out_dir
     matched = [s for s in stems if s in label_files]
     missing = [s for s in stems if s not in label_files]
     extra = sorted(set(label_files) - set(stems))
     if not matched:
-        raise CliError(f"{label_dir}: no <stem>.png matches a frame of {out_dir} "
+        raise CliError(f"{source}: no <stem>.png matches a frame of {out_dir} "
                        f"(frames look like {stems[0]}.png)")
     labels_dir = out_dir / "labels"
     existing_labels = [s for s in matched if (labels_dir / f"{s}.png").exists()]
@@ -164,8 +186,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         for stem in tqdm(matched, unit="label", desc="importing"):
             path = label_files[stem]
-            ids = read_label_file(path, args.color_map, classes and classes.palette,
-                                  ignore_color)
+            ids = read(path)
+            if not isinstance(path, pathlib.Path):  # a member of a CVAT export
+                path = f"{source}: {path}"
             rgb_path = next((out_dir / "rgb" / f"{stem}{s}" for s in RGB_SUFFIXES
                              if (out_dir / "rgb" / f"{stem}{s}").is_file()), None)
             if rgb_path is not None and tuple(image_size(rgb_path)) != ids.shape:
