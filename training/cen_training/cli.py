@@ -30,6 +30,7 @@ COMMANDS = (
     "bench_fusion",
     "extract_frames",
     "import_labels",
+    "select_frames",
     "export_labels",
 )
 
