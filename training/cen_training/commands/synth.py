@@ -21,6 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--height", type=int, default=120)
     p.add_argument("--width", type=int, default=160)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--translation", action="store_true",
+                   help="also write shading/, normal/ and edge_texture/ (8-bit PNGs derived "
+                        "from the rgb and depth images) for `cen-train translate`")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run)
 
@@ -37,4 +40,8 @@ def run(args) -> int:
                   args.seed, progress=args.progress)
     print(f"wrote {args.num_train} train + {args.num_val} val scenes of {args.width}x"
           f"{args.height} ({', '.join(CLASSES.names)}) to {args.out_dir}")
+    if args.translation:
+        from ..synth_translation import TRANSLATION_MODALITIES, write_translation_modalities
+        write_translation_modalities(args.out_dir, progress=args.progress)
+        print(f"and the translation modalities {', '.join(TRANSLATION_MODALITIES)}")
     return 0
