@@ -176,7 +176,7 @@ def test_exported_graph_stays_in_fast_operators(tmp_path):
     """The folded export keeps ONNX Runtime in its blocked layout: exchange as depthwise 1x1
     convolutions (no Where), depth fed once to a 1-channel stem (no Expand), and it still
     reproduces the training graph."""
-    from cen_training.export import export_and_verify
+    from cen_training.deploy.export import export_and_verify
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch="cen", backbone="resnet18", decoder="light",

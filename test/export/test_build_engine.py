@@ -16,11 +16,11 @@ from onnx import TensorProto, helper
 from cen_perception.engines.base import EngineError
 from cen_perception.model_card import METADATA_KEY, ModelCard
 from cen_training.errors import DatasetError, EngineBuildError
-from cen_training.tensorrt_build import (BuildFacts, build_plan, cached_paths,
+from cen_training.frames import find_rgbd_pairs, load_rgbd_frame
+from cen_training.deploy.tensorrt import (BuildFacts, build_plan, cached_paths,
                                          calibration_batches, calibration_sha256,
                                          calibrator_class, card_from_onnx,
                                          check_calibration_frames, discard_cached, file_sha256,
-                                         find_calibration_pairs, load_calibration_frame,
                                          load_engine_model, trtexec_command, write_engine)
 
 FACTS = BuildFacts(onnx_sha256="ab" * 32, tensorrt_version="10.3.0", gpu_name="NVIDIA Orin",
@@ -184,16 +184,16 @@ def calib_dir(tmp_path):
 
 
 def test_calibration_pairs_match_by_name_and_spread_over_the_folder(calib_dir):
-    pairs = find_calibration_pairs(calib_dir)
+    pairs = find_rgbd_pairs(calib_dir)
     assert [r.stem for r, _ in pairs] == [f"frame{i:02d}" for i in range(5)]
     assert all(r.stem == d.stem and d.parent.name == "depth" for r, d in pairs)
-    assert [r.stem for r, _ in find_calibration_pairs(calib_dir, limit=3)] == \
+    assert [r.stem for r, _ in find_rgbd_pairs(calib_dir, limit=3)] == \
         ["frame00", "frame02", "frame04"]
 
 
 def test_calibration_frame_matches_the_engine_inputs(calib_dir):
-    rgb_path, depth_path = find_calibration_pairs(calib_dir)[1]
-    batch = load_calibration_frame(rgb_path, depth_path, (24, 32))
+    rgb_path, depth_path = find_rgbd_pairs(calib_dir)[1]
+    batch = load_rgbd_frame(rgb_path, depth_path, (24, 32))
     rgb, depth = batch["rgb"], batch["depth"]
     assert rgb.dtype == np.uint8 and rgb.shape == (1, 24, 32, 3) and rgb.flags.c_contiguous
     assert depth.dtype == np.float32 and depth.shape == (1, 24, 32) and depth.flags.c_contiguous
@@ -201,25 +201,25 @@ def test_calibration_frame_matches_the_engine_inputs(calib_dir):
     assert np.isclose(depth[0, 20:, 20:], 1.501).all()  # millimetres -> metres
     assert (depth[0, :, :14] == 0).all() and (depth[0, :10, 18:] == 0).all()  # both invalids
     assert set(np.unique(depth)) == {np.float32(0), np.float32(1.501)}  # nearest: no blending
-    assert len(list(calibration_batches(find_calibration_pairs(calib_dir), (24, 32)))) == 5
+    assert len(list(calibration_batches(find_rgbd_pairs(calib_dir), (24, 32)))) == 5
 
 
 def test_bad_calibration_folders_are_refused(tmp_path, calib_dir):
     with pytest.raises(DatasetError, match="rgb/ and depth/"):
-        find_calibration_pairs(tmp_path / "nothing")
+        find_rgbd_pairs(tmp_path / "nothing")
     empty = tmp_path / "empty"
     (empty / "rgb").mkdir(parents=True)
     (empty / "depth").mkdir()
     with pytest.raises(DatasetError, match="no rgb/depth image pairs"):
-        find_calibration_pairs(empty)
-    rgb_path, depth_path = find_calibration_pairs(calib_dir)[0]
+        find_rgbd_pairs(empty)
+    rgb_path, depth_path = find_rgbd_pairs(calib_dir)[0]
     cv2.imwrite(str(depth_path), np.zeros((40, 60), np.uint8))  # 8-bit depth
     with pytest.raises(DatasetError, match="16-bit PNG in millimetres"):
-        load_calibration_frame(rgb_path, depth_path, (24, 32))
+        load_rgbd_frame(rgb_path, depth_path, (24, 32))
 
 
 def test_every_calibration_frame_is_checked_before_the_build(calib_dir):
-    pairs = find_calibration_pairs(calib_dir)
+    pairs = find_rgbd_pairs(calib_dir)
     check_calibration_frames(pairs, (24, 32), progress=False)
     cv2.imwrite(str(pairs[3][1]), np.zeros((40, 60), np.uint8))  # 8-bit depth
     with pytest.raises(DatasetError) as info:
@@ -259,14 +259,14 @@ def _calibrator(pairs, cache_file, upload, size=(24, 32)):
 
 
 def test_calibrator_feeds_every_frame_then_caches(calib_dir, tmp_path):
-    pairs = find_calibration_pairs(calib_dir)
+    pairs = find_rgbd_pairs(calib_dir)
     upload, cache = RecordingUpload(), tmp_path / "c.calib"
     calibrator = _calibrator(pairs, cache, upload)
     assert calibrator.read_calibration_cache() is None
     pointers = [calibrator.get_batch(["rgb", "depth"]) for _ in range(len(pairs))]
     assert pointers == [[0x1000 * i, 0x1000 * i + 1] for i in range(1, 6)]
     assert calibrator.get_batch(["rgb", "depth"]) is None  # no more frames
-    expected = load_calibration_frame(*pairs[2], (24, 32))
+    expected = load_rgbd_frame(*pairs[2], (24, 32))
     assert all(np.array_equal(upload.frames[2][k], expected[k]) for k in ("rgb", "depth"))
     calibrator.write_calibration_cache(b"scales")
     calibrator.raise_if_failed()
@@ -275,7 +275,7 @@ def test_calibrator_feeds_every_frame_then_caches(calib_dir, tmp_path):
 
 
 def test_frame_unreadable_during_calibration_is_raised_after_the_build(calib_dir, tmp_path):
-    pairs = find_calibration_pairs(calib_dir)
+    pairs = find_rgbd_pairs(calib_dir)
     upload, cache = RecordingUpload(), tmp_path / "c.calib"
     calibrator = _calibrator(pairs, cache, upload)
     cv2.imwrite(str(pairs[2][1]), np.zeros((40, 60), np.uint8))  # changed after the check
@@ -294,7 +294,7 @@ def test_frame_unreadable_during_calibration_is_raised_after_the_build(calib_dir
 
 
 def test_device_copy_failure_is_kept_and_raised(calib_dir, tmp_path):
-    pairs = find_calibration_pairs(calib_dir)
+    pairs = find_rgbd_pairs(calib_dir)
     calibrator = _calibrator(pairs, tmp_path / "c.calib", RecordingUpload(fail_at=1))
     assert calibrator.get_batch(["rgb", "depth"]) is not None
     assert calibrator.get_batch(["rgb", "depth"]) is None
@@ -304,7 +304,7 @@ def test_device_copy_failure_is_kept_and_raised(calib_dir, tmp_path):
 
 
 def test_unknown_input_name_and_short_calibration_are_not_cached(calib_dir, tmp_path):
-    pairs = find_calibration_pairs(calib_dir)
+    pairs = find_rgbd_pairs(calib_dir)
     cache = tmp_path / "c.calib"
     calibrator = _calibrator(pairs, cache, RecordingUpload())
     assert calibrator.get_batch(["rgb", "depth", "normals"]) is None
@@ -318,7 +318,7 @@ def test_unknown_input_name_and_short_calibration_are_not_cached(calib_dir, tmp_
 
 
 def test_calibration_digest_follows_the_images(calib_dir):
-    pairs = find_calibration_pairs(calib_dir)
+    pairs = find_rgbd_pairs(calib_dir)
     before = calibration_sha256(pairs)
     assert calibration_sha256(pairs) == before
     assert calibration_sha256(pairs[:-1]) != before

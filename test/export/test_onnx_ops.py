@@ -2,7 +2,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from cen_training.onnx_ops import OPSET, TENSORRT_OPS, check_engine_contract, check_tensorrt_ops
+from cen_training.deploy.onnx_ops import OPSET, TENSORRT_OPS, check_engine_contract, check_tensorrt_ops
 
 
 def _model(nodes, inputs, outputs, opset=OPSET, extra_opsets=()):
@@ -190,7 +190,7 @@ def test_uint8_output_of_any_op_inside_the_graph_is_reported():
 
 
 def test_graph_precision(toy_model):
-    from cen_training.onnx_ops import graph_precision
+    from cen_training.deploy.onnx_ops import graph_precision
 
     assert graph_precision(toy_model) == "fp32"
     x, y = _vec("x"), _vec("y")

@@ -13,10 +13,10 @@ from cen_perception.model_card import METADATA_KEY, ModelCard
 from cen_training.bench import load_frames
 from cen_training.card import default_card
 from cen_training.errors import ConfigError, DatasetError
-from cen_training.export import export_onnx
+from cen_training.deploy.export import export_onnx
 from cen_training.models import ModelConfig, build_model
-from cen_training.onnx_ops import check_engine_contract, check_tensorrt_ops
-from cen_training.quantize import (_data_reader, classifier_convs, convert_fp16, float_head,
+from cen_training.deploy.onnx_ops import check_engine_contract, check_tensorrt_ops
+from cen_training.deploy.quantize import (_data_reader, classifier_convs, convert_fp16, float_head,
                                    float_tail, frame_batches, quantize_int8, stem_convs)
 
 H, W = 64, 64

@@ -231,7 +231,7 @@ def test_engine_runs_from_another_thread(tmp_path, toy_onnx_factory):
     """The node calls infer on its worker thread: the engine sets its device there."""
     import numpy as np
 
-    from cen_training.tensorrt_build import build_engine
+    from cen_training.deploy.tensorrt import build_engine
 
     engine_path = build_engine(toy_onnx_factory(48, 64), tmp_path / "toy.engine",
                                cache_dir=tmp_path / "cache", progress=False, log=lambda _: None)

@@ -106,7 +106,7 @@ def test_training_reduces_the_loss_and_shrinks_the_penalised_scaling_factors(
 
 def test_export_carries_the_training_depth_range_into_the_model_card(trained_run, tmp_path):
     from cen_perception.model_card import ModelCard
-    from cen_training.export import export_onnx
+    from cen_training.deploy.export import export_onnx
     out, _ = trained_run
     proto = export_onnx(load_model(out / "last.pt"), tmp_path / "model.onnx", 64, 64)
     card = ModelCard.from_metadata({p.key: p.value for p in proto.metadata_props}, "model.onnx")

@@ -1,8 +1,10 @@
 """cen_training: build, train, evaluate and export CEN / AsymFusion RGB-D segmentation networks.
 
-Layout: ``models`` (the networks), ``checkpoint`` (save/load, official import), ``data``
-(datasets and transforms), ``train``/``evaluate`` (loops), ``export`` (ONNX), ``tensorrt_build``
-(engines), ``commands/`` (one module per ``cen-train`` sub-command).
+Layout, in the order data flows: ``data`` (datasets, transforms, class lists), ``models`` (the
+networks), ``train`` / ``evaluate`` (the loops), ``checkpoint`` (save/load, official import),
+``deploy`` (folded graph, ONNX export, fp16/INT8, TensorRT engines), ``frames`` (RGB-D frames
+from files), ``commands/`` (one module per ``cen-train`` sub-command, the only place errors
+become exit codes; see ``errors``).
 """
 __version__ = "0.1.0"
 

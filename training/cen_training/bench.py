@@ -56,10 +56,11 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, DatasetError, ExportError
-from .export import ExportGraph, check_onnx, export_onnx
-from .fused import fuse
-from .quantize import MAX_PLAUSIBLE_DEPTH_M, Frame, convert_precision, median_depth_m
-from .tensorrt_build import RGB_SUFFIXES, find_calibration_pairs, load_calibration_frame
+from .deploy.export import ExportGraph, check_onnx, export_onnx
+from .deploy.fused import fuse
+from .deploy.quantize import MAX_PLAUSIBLE_DEPTH_M, Frame, convert_precision, median_depth_m
+from .data.datasets import RGB_SUFFIXES
+from .frames import find_rgbd_pairs, load_rgbd_frame
 
 # Real frames used when none are given: the RGB-D samples kept beside the source repository
 # (``<repository>/../shared/samples``: sub-folders with rgb.jpg|png and depth.png), if present.
@@ -249,7 +250,7 @@ def load_frames(folder: str | pathlib.Path, size: Sequence[int],
     if not folder.is_dir():
         raise DatasetError(f"{folder}: folder not found")
     if (folder / "rgb").is_dir() and (folder / "depth").is_dir():
-        pairs = find_calibration_pairs(folder, limit=limit)
+        pairs = find_rgbd_pairs(folder, limit=limit)
     else:
         pairs = _sample_pairs(folder)
         if not pairs:
@@ -259,7 +260,7 @@ def load_frames(folder: str | pathlib.Path, size: Sequence[int],
             pairs = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, limit)]
     frames = []
     for rgb_path, depth_path in pairs:
-        batch = load_calibration_frame(rgb_path, depth_path, size)
+        batch = load_rgbd_frame(rgb_path, depth_path, size)
         name = rgb_path.stem if rgb_path.parent.name == "rgb" else rgb_path.parent.name
         frames.append((name, batch["rgb"][0], batch["depth"][0]))
     return frames

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from ..tensorrt_build import build_engine, default_cache_dir
+from ..deploy.tensorrt import build_engine, default_cache_dir
 
 EPILOG = """\
 precision comes from the ONNX model: export it with
@@ -59,7 +59,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import CliError
-    from ..tensorrt_build import onnx_route
+    from ..deploy.tensorrt import onnx_route
 
     if args.int8:
         raise CliError(f"--int8 is gone: an int8 ONNX model carries its precision ("

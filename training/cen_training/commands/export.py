@@ -7,9 +7,9 @@ import pathlib
 from .. import CliError
 from ..errors import TrainingError
 from ..checkpoint import load_model
-from ..export import MIN_LABEL_AGREEMENT, MIN_PRECISION_AGREEMENT, export_and_verify
-from ..quantize import CALIBRATION_METHODS, INT8_PRECISIONS, MAX_PLAUSIBLE_DEPTH_M, PRECISIONS
-from ..tensorrt_build import find_calibration_pairs, load_calibration_frame
+from ..deploy.export import MIN_LABEL_AGREEMENT, MIN_PRECISION_AGREEMENT, export_and_verify
+from ..deploy.quantize import CALIBRATION_METHODS, INT8_PRECISIONS, MAX_PLAUSIBLE_DEPTH_M, PRECISIONS
+from ..frames import find_rgbd_pairs, load_rgbd_frame
 
 PRECISION_HELP = f"""\
 precision (--precision), the arithmetic inside the graph; inputs and outputs are the same for
@@ -77,10 +77,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _real_frames(data: pathlib.Path | None, count: int, height: int, width: int):
     if data is None or count <= 0:
         return []
-    pairs = find_calibration_pairs(data, limit=count)
+    pairs = find_rgbd_pairs(data, limit=count)
     frames = []
     for rgb_path, depth_path in pairs:
-        batch = load_calibration_frame(rgb_path, depth_path, (height, width))
+        batch = load_rgbd_frame(rgb_path, depth_path, (height, width))
         frames.append((rgb_path.name, batch["rgb"][0], batch["depth"][0]))
     return frames
 

@@ -175,7 +175,7 @@ def probe_machine(device: int) -> Probe:
         bindings = trt_runtime.bindings_version()
         cuda_problem = trt_runtime.cuda_device_problem(cudart)
         if cuda_problem is None:
-            from ..tensorrt_build import gpu_facts
+            from ..deploy.tensorrt import gpu_facts
             name, (major, minor) = gpu_facts(device)
             _, driver = cudart.cudaDriverGetVersion()
             _, runtime = cudart.cudaRuntimeGetVersion()
@@ -497,7 +497,7 @@ def engine_row(spec: ModelSpec, precision: str, onnx_path: pathlib.Path, export_
     """Build the engine, compare its labels with ONNX Runtime's, time it."""
     from cen_perception.engines.tensorrt import TensorRTEngine
 
-    from ..tensorrt_build import build_engine
+    from ..deploy.tensorrt import build_engine
 
     notes: list[str] = []
     start = time.perf_counter()
@@ -700,7 +700,7 @@ def _cpu_name() -> str:
 
 def check(probe: Probe, args, say: Callable[[str], None]) -> list[Row]:
     """Every part this machine can run, in order; the rows of the table."""
-    from ..tensorrt_build import find_calibration_pairs, load_calibration_frame
+    from ..frames import find_rgbd_pairs, load_rgbd_frame
 
     rows: list[Row] = []
     specs = [MODELS[key] for key in args.models]
@@ -742,8 +742,8 @@ def check(probe: Probe, args, say: Callable[[str], None]) -> list[Row]:
         shutil.rmtree(data, ignore_errors=True)
         cli("synth", data, "--num-train", 32, "--num-val", 8, "--height", 240, "--width", 320,
             "--seed", 0, "--no-progress", log=work / "synth.log")
-    pairs = find_calibration_pairs(data, limit=args.frames)
-    frames = [load_calibration_frame(r, d, (HEIGHT, WIDTH)) for r, d in pairs]
+    pairs = find_rgbd_pairs(data, limit=args.frames)
+    frames = [load_rgbd_frame(r, d, (HEIGHT, WIDTH)) for r, d in pairs]
 
     torch_device = f"cuda:{args.device}" if probe.torch_gpu else "cpu"
     checkpoints: dict[str, Optional[pathlib.Path]] = {}
@@ -752,8 +752,8 @@ def check(probe: Probe, args, say: Callable[[str], None]) -> list[Row]:
     node_engine = None
 
     def make_fresh(spec: ModelSpec) -> None:
-        bn_frames = [load_calibration_frame(r, d, (240, 320))
-                     for r, d in find_calibration_pairs(data, limit=8)]
+        bn_frames = [load_rgbd_frame(r, d, (240, 320))
+                     for r, d in find_rgbd_pairs(data, limit=8)]
         checkpoints[spec.key] = part(
             "checkpoint with fresh weights", lambda: fresh_checkpoint(
                 spec, work / f"{spec.key}.pt", bn_frames, torch_device), model=spec.title)

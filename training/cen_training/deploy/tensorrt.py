@@ -41,7 +41,6 @@ import shutil
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
-import cv2
 import numpy as np
 import onnx
 
@@ -49,14 +48,13 @@ from cen_perception.engines import tensorrt as trt_runtime
 from cen_perception.engines.base import EngineError
 from cen_perception.model_card import ModelCard, ModelCardError
 
-from .data.datasets import RGB_SUFFIXES
-from .errors import DatasetError, EngineBuildError, TrainingError
-from .io import atomic_write
+from ..errors import EngineBuildError, TrainingError
+from ..frames import find_rgbd_pairs, load_rgbd_frame
+from ..io import atomic_write
 from .onnx_ops import check_engine_contract, check_tensorrt_ops, graph_precision
 
 PRECISIONS = ("fp32", "fp16", "int8")
 # Kinect-style sensors mark invalid depth with the largest 16-bit value; the contract uses 0.
-DEPTH_INVALID_MM = 65535
 STRONG_TYPING_FROM = 10  # TensorRT major version: strongly typed networks
 WEAK_TYPING_REMOVED_IN = 11  # BuilderFlag.FP16/INT8 and the INT8 calibrator are gone
 CALIBRATOR_DEPRECATED_FROM = (10, 1)
@@ -214,51 +212,10 @@ def trtexec_command(onnx_path: str | pathlib.Path, engine_path: str | pathlib.Pa
 
 
 # -- calibration images -------------------------------------------------------------------
-def find_calibration_pairs(folder: str | pathlib.Path,
-                           limit: Optional[int] = None) -> list[tuple[pathlib.Path, pathlib.Path]]:
-    """(rgb, depth) file pairs of a dataset in the generic layout, matched by file stem.
-
-    ``folder/rgb/<name>.png|jpg`` and ``folder/depth/<name>.png`` (16-bit millimetres). Spread
-    evenly over the dataset when ``limit`` is smaller than it.
-    """
-    folder = pathlib.Path(folder)
-    rgb_dir, depth_dir = folder / "rgb", folder / "depth"
-    if not rgb_dir.is_dir() or not depth_dir.is_dir():
-        raise DatasetError(f"{folder}: calibration data needs rgb/ and depth/ folders "
-                       "(the generic dataset layout)")
-    depth_by_stem = {p.stem: p for p in depth_dir.glob("*.png")}
-    pairs = sorted((p, depth_by_stem[p.stem]) for p in rgb_dir.iterdir()
-                   if p.suffix.lower() in RGB_SUFFIXES and p.stem in depth_by_stem)
-    if not pairs:
-        raise DatasetError(f"{folder}: no rgb/depth image pairs with matching names")
-    if limit is not None and 0 < limit < len(pairs):
-        pairs = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, limit)]
-    return pairs
-
-
-def load_calibration_frame(rgb_path: str | pathlib.Path, depth_path: str | pathlib.Path,
-                           input_size: Sequence[int]) -> dict[str, np.ndarray]:
-    """One engine input batch: ``rgb`` uint8 [1,H,W,3] (RGB order) and ``depth`` float32
-    [1,H,W] in metres (0 = invalid), resized to ``input_size`` (H, W)."""
-    h, w = int(input_size[0]), int(input_size[1])
-    bgr = cv2.imread(str(rgb_path), cv2.IMREAD_COLOR)
-    depth_mm = cv2.imread(str(depth_path), cv2.IMREAD_UNCHANGED)
-    if bgr is None:
-        raise DatasetError(f"{rgb_path}: not a readable image")
-    if depth_mm is None or depth_mm.dtype != np.uint16 or depth_mm.ndim != 2:
-        raise DatasetError(f"{depth_path}: depth must be a single-channel 16-bit PNG in millimetres")
-    rgb = cv2.cvtColor(cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
-    # Nearest keeps invalid (0) pixels from bleeding into their neighbours.
-    depth_mm = cv2.resize(depth_mm, (w, h), interpolation=cv2.INTER_NEAREST)
-    depth = depth_mm.astype(np.float32) / 1000.0
-    depth[depth_mm == DEPTH_INVALID_MM] = 0.0
-    return {"rgb": np.ascontiguousarray(rgb[None]), "depth": np.ascontiguousarray(depth[None])}
-
-
 def calibration_batches(pairs: Sequence[tuple[pathlib.Path, pathlib.Path]],
                         input_size: Sequence[int]) -> Iterator[dict[str, np.ndarray]]:
     for rgb_path, depth_path in pairs:
-        yield load_calibration_frame(rgb_path, depth_path, input_size)
+        yield load_rgbd_frame(rgb_path, depth_path, input_size)
 
 
 def calibration_sha256(pairs: Sequence[tuple[pathlib.Path, pathlib.Path]]) -> str:
@@ -278,7 +235,7 @@ def check_calibration_frames(pairs: Sequence[tuple[pathlib.Path, pathlib.Path]],
 
     for rgb_path, depth_path in tqdm(pairs, desc="checking calibration frames", unit="frame",
                                      disable=not progress, leave=False):
-        load_calibration_frame(rgb_path, depth_path, input_size)
+        load_rgbd_frame(rgb_path, depth_path, input_size)
 
 
 def calibrator_class(base: type) -> type:
@@ -529,7 +486,7 @@ def build_engine(onnx_path: str | pathlib.Path, output: str | pathlib.Path,
     if workspace_gb <= 0:
         raise EngineBuildError(f"--workspace-gb must be positive, got {workspace_gb}")
     card, onnx_precision = load_engine_model(onnx_path)
-    pairs = find_calibration_pairs(calib_data, calib_limit) if legacy_int8 else []
+    pairs = find_rgbd_pairs(calib_data, calib_limit) if legacy_int8 else []
     cache_dir = pathlib.Path(cache_dir) if cache_dir else default_cache_dir()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -588,7 +545,7 @@ def _build_into_cache(trt, onnx_path: pathlib.Path, facts: BuildFacts, plan: Bui
 
 
 __all__ = ["PRECISIONS", "BuildPlan", "build_plan", "BuildFacts", "file_sha256", "cached_paths",
-           "discard_cached", "trtexec_command", "find_calibration_pairs",
-           "load_calibration_frame", "calibration_batches", "check_calibration_frames",
+           "discard_cached", "trtexec_command", "find_rgbd_pairs",
+           "load_rgbd_frame", "calibration_batches", "check_calibration_frames",
            "calibration_sha256", "calibrator_class", "card_from_onnx", "write_engine",
            "gpu_facts", "build_engine", "load_engine_model", "default_cache_dir", "onnx_route"]

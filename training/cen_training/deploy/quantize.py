@@ -42,7 +42,7 @@ import onnx
 
 from cen_perception.model_card import METADATA_KEY, ModelCard
 
-from .errors import ConfigError, DatasetError, ExportError
+from ..errors import ConfigError, DatasetError, ExportError
 from .onnx_ops import check_engine_contract, check_tensorrt_ops
 
 Frame = tuple[str, np.ndarray, np.ndarray]  # (name, rgb uint8 [H,W,3], depth float32 [H,W] m)

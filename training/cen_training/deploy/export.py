@@ -31,7 +31,7 @@ from torch import nn
 
 from cen_perception.model_card import METADATA_KEY, ModelCard
 
-from .errors import ConfigError, ExportError
+from ..errors import ConfigError, ExportError
 from .fused import fuse
 from .onnx_ops import check_engine_contract, check_tensorrt_ops
 from .quantize import (INT8_PRECISIONS, MAX_PLAUSIBLE_DEPTH_M, PRECISIONS, Frame,
@@ -88,7 +88,7 @@ def output_names(branch_names: list[str], confidence: bool, logits: bool) -> lis
 def model_card(model: nn.Module, height: int, width: int, confidence: bool, logits: bool) -> ModelCard:
     """The card of an export: the checkpoint's card plus what the export fixes."""
     config, card = model.config, dict(getattr(model, "card", {}) or {})
-    from .card import default_card
+    from ..card import default_card
     defaults = default_card(config.num_classes)
     return ModelCard(
         arch=config.arch, backbone=config.backbone, decoder=config.decoder,

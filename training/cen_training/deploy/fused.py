@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import FusionSegmenter, LateFusionSegmenter
-from .models.fusion import pixel_shift, shuffle_channels
-from .models.parallel import BatchNormParallel, Branches, Parallel, SharedConv2d
-from .models.refinenet import CRPBlock, RefineNetDecoder
-from .models.resnet import BasicBlock, Bottleneck
+from ..models import FusionSegmenter, LateFusionSegmenter
+from ..models.fusion import pixel_shift, shuffle_channels
+from ..models.parallel import BatchNormParallel, Branches, Parallel, SharedConv2d
+from ..models.refinenet import CRPBlock, RefineNetDecoder
+from ..models.resnet import BasicBlock, Bottleneck
 
 Logits = list[torch.Tensor]
 
