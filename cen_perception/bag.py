@@ -28,12 +28,13 @@ try:
     from rosbags.typesys import Stores, get_typestore
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("reading and writing bags needs the rosbags package: "
-                      "pip install 'cen_perception[bag]'") from exc
+                      "pip install 'cen_perception[tools]'") from exc
 
 from . import image_codec
+from .engines import BACKENDS
 from .image_codec import (UnsupportedImageError, compressed_kind, decode_color_message,
                           decode_depth_message, encode, parse_compressed_format)
-from .sync import RgbdSync
+from .sync import RgbdSync, stamp_to_ns
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -70,7 +71,7 @@ def _one_line(exc: BaseException) -> str:
 
 def stamp_ns(header: Any) -> int:
     """A message header's stamp in nanoseconds (rosbags and rclpy headers alike)."""
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    return stamp_to_ns(header.stamp)
 
 
 def make_header(stamp: int, frame_id: str) -> Header:
@@ -606,7 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--engine", required=True, type=pathlib.Path,
                         help="ONNX model or TensorRT engine with its model card")
     parser.add_argument("--backend", default="auto",
-                        choices=("auto", "tensorrt", "onnxruntime"))
+                        choices=BACKENDS)
     parser.add_argument("--rgb-topic",
                         help="colour topic, sensor_msgs/Image or CompressedImage (JPEG/PNG) "
                              "(default: the only plausible one)")

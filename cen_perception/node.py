@@ -61,7 +61,7 @@ from .image_codec import (ImageCodecError, decode_color, decode_compressed_color
 from .input_health import BEST_EFFORT, RELIABLE, DepthWatch, StreamWatch, choose_reliability
 from .model_card import ModelCardError
 from .segmenter import Segmenter
-from .sync import Mailbox, Pair, RgbdSync
+from .sync import Mailbox, Pair, RgbdSync, stamp_to_ns
 from .visualize import colorize, overlay, palette_lut
 
 NODE_NAME = "cen_segmentation"
@@ -172,10 +172,6 @@ def check_parameter(name: str, value: Any) -> Optional[str]:
 def _decode_color_contiguous(msg: Image) -> np.ndarray:
     # One fast OpenCV conversion here spares every later OpenCV call a strided copy.
     return decode_color(msg, contiguous=True)
-
-
-def stamp_to_ns(stamp) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 @dataclass

@@ -20,6 +20,11 @@ from typing import Any, Generic, Optional, TypeVar
 NS_PER_S = 1_000_000_000
 
 
+def stamp_to_ns(stamp: Any) -> int:
+    """A ``builtin_interfaces/Time`` (rclpy or rosbags) in nanoseconds."""
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
 @dataclass(frozen=True)
 class Pair:
     rgb: Any
@@ -221,4 +226,4 @@ class Mailbox(Generic[T]):
         return self._closed
 
 
-__all__ = ["Pair", "SyncStats", "RgbdSync", "Mailbox", "NS_PER_S"]
+__all__ = ["Pair", "SyncStats", "RgbdSync", "Mailbox", "NS_PER_S", "stamp_to_ns"]
