@@ -32,6 +32,7 @@ COMMANDS = (
     "import_labels",
     "select_frames",
     "export_labels",
+    "compare",
 )
 
 
