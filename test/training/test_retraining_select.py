@@ -173,7 +173,7 @@ def test_no_gap_and_the_gap_limiting_the_budget(tmp_path, toy_onnx_factory, caps
     assert main(["select-frames", str(bag), str(tmp_path / "b"), "--engine", str(engine),
                  "--budget", "5", "--min-gap", "0.25", "--no-progress"]) == 0
     assert [r["stem"] for r in ranked(tmp_path / "b")] == [f"walk_{i:06d}" for i in PICKS_GAP]
-    assert "only 3 frames lie 0.25 s apart" in capsys.readouterr().out
+    assert "--min-gap 0.25 s left room for 3 of the 5 frames" in capsys.readouterr().out
 
 
 def test_entropy_from_logits_and_engines_that_cannot_be_scored(tmp_path, toy_onnx_factory,

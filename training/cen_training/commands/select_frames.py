@@ -210,8 +210,8 @@ def run(args: argparse.Namespace) -> int:
           f"({'mean softmax entropy / ln C' if kind == 'entropy' else '1 - mean confidence'} "
           "over pixels with valid depth)")
     if len(picks) < args.budget:
-        print(f"  only {len(picks)} frames lie {args.min_gap:g} s apart or more "
-              f"(--budget {args.budget})")
+        print(f"  --min-gap {args.min_gap:g} s left room for {len(picks)} of the "
+              f"{args.budget} frames asked for (picked greedily by score)")
     best, worst = ranked[0][3].score, ranked[-1][3].score
     print(f"picked {len(picks)} frames, scores {best:.4f} .. {worst:.4f}, into {out_dir}: "
           f"{len(train)} in train.txt, {len(val)} in val.txt; ranked in selection.csv")
