@@ -1,8 +1,9 @@
 """A synthetic RGB-D sequence, recorded as a ROS 2 bag, for demos and tests.
 
-The scenes look like those of ``cen-train synth`` (the training package's synthetic
-dataset), so a model trained there segments this sequence too: a textured wall, possibly
-turned away from the camera, above a textured floor, with objects of three kinds on them:
+The scenes are those of ``cen-train synth`` (the training package's synthetic dataset: both
+draw ``SyntheticScene``), so a model trained there segments this sequence too: a textured
+wall, possibly turned away from the camera, above a textured floor, with objects of three
+kinds on them:
 ``poster`` (a flat coloured patch, visible in colour only), ``relief`` (a bump painted like
 the surface behind it, visible in depth only) and ``box`` (coloured and raised: it takes both).
 Here the objects slide sideways from frame to frame, bouncing at the image borders, in front
@@ -26,6 +27,8 @@ from typing import Optional
 
 import cv2
 import numpy as np
+
+from .image_codec import DEPTH_16U_INVALID
 
 COLOR_TOPIC = "/camera/color/image_raw"
 DEPTH_TOPIC = "/camera/depth/image_raw"
@@ -78,6 +81,7 @@ class SceneObject:
     texture: Optional[np.ndarray]  # float RGB at image size (posters and boxes)
     offset: float  # metres proud of the surface (raised objects)
     dome: bool
+    shadow: bool  # the projector's shadow falls beside it (raised objects)
 
     def centre_x(self, frame: int, width: int) -> float:
         lo, span = self.half_w, max(width - 2 * self.half_w, 1e-6)
@@ -86,15 +90,27 @@ class SceneObject:
 
 
 class SyntheticScene:
-    """A static camera's view of one room; ``render(frame, rng)`` draws the objects' positions
-    at that frame."""
+    """A camera's view of one room: the one synthetic world of this project.
 
-    def __init__(self, seed: int = 0, height: int = 120, width: int = 160) -> None:
-        rng = np.random.default_rng(seed)
+    ``cen-train synth`` renders still scenes of it (``render_scene``), the sequence bag of the
+    demo renders one scene with its objects sliding (``render(frame, rng)``), the benchmarks
+    render frames of it. A textured wall (at 2-4 m, turned by up to 25 degrees) above a textured
+    floor (camera 1-1.6 m above it), and 3 to 8 objects: at least one poster (colour only), one
+    relief (depth only) and one box (both), in z-buffer order. The depth looks like a
+    structured-light sensor's: noise growing with the square of the distance, millimetre
+    quantisation, holes out of range, in blobs, at random pixels, and in the projector's shadow
+    (a contiguous strip beside a raised object, present or not as a whole); valid depth never
+    reaches 65535, the codec's "no reading". Colour gets lighting (gain, white balance, a
+    gradient) and sensor noise.
+    """
+
+    def __init__(self, seed: int = 0, height: int = 120, width: int = 160,
+                 rng: Optional[np.random.Generator] = None) -> None:
+        rng = np.random.default_rng(seed) if rng is None else rng
         h, w = self.height, self.width = height, width
         self.ys, self.xs = np.mgrid[0:h, 0:w].astype(np.float32)
         focal, cx = 0.9 * w, (w - 1) / 2
-        wall_distance = rng.uniform(2.5, 4.5)
+        wall_distance = rng.uniform(2.0, 4.0)
         yaw = np.tan(np.radians(rng.uniform(-25, 25)))
         self.wall_depth = wall_distance / (1.0 - yaw * (self.xs - cx) / focal)
         camera_height = rng.uniform(1.0, 1.6)
@@ -105,14 +121,15 @@ class SyntheticScene:
         self.wall_rgb = surface_texture(rng, h, w, hsv_colour(rng, (0.0, 0.25), (0.35, 0.9)))
         self.floor_rgb = surface_texture(rng, h, w, hsv_colour(rng, (0.1, 0.35), (0.25, 0.75)))
 
-        # Objects stay in the rows where their surface spans the whole image width.
+        # Objects stay in the rows where their surface spans the whole image width, so a relief
+        # never shows the wall's texture over the floor (which would give it away in colour).
         first_floor_row = np.where(self.is_floor, self.ys, h).min(axis=0)
         wall_bottom, floor_top = int(first_floor_row.min()), int(first_floor_row.max())
         surfaces = [(WALL, 0, wall_bottom)]
         if h - floor_top >= 0.2 * h:
             surfaces.append((FLOOR, floor_top, h))
         kinds = [POSTER, RELIEF, BOX] + list(rng.choice([POSTER, RELIEF, BOX],
-                                                        size=rng.integers(1, 4)))
+                                                        size=rng.integers(0, 6)))
         self.objects: list[SceneObject] = []
         for kind in sorted(kinds, key=lambda k: k != POSTER):  # posters lie under the others
             surface, top, bottom = surfaces[rng.integers(len(surfaces))]
@@ -127,13 +144,19 @@ class SyntheticScene:
                 centre_y=float(rng.uniform(top + half_h, bottom - half_h)),
                 start_x=float(rng.uniform(half_w, w - half_w)),
                 speed=float(rng.uniform(0.6, 2.0) * w / 160 * rng.choice([-1, 1])),
-                texture=texture, offset=float(rng.uniform(0.15, 0.5)),
-                dome=bool(rng.random() < 0.5)))
+                texture=texture, offset=float(rng.uniform(0.2, 0.6)),
+                dome=bool(rng.random() < 0.5), shadow=bool(rng.random() < 0.7)))
         # Lighting of the room: gain, white balance and a gradient across the image.
         gradient = 1.0 + rng.uniform(-0.25, 0.25) * (self.xs / w - 0.5) + rng.uniform(
             -0.25, 0.25) * (self.ys / h - 0.5)
         self.lighting = gradient[..., None] * rng.uniform(0.6, 1.3) * rng.uniform(0.85, 1.15, 3)
         self.noise_sigma = rng.uniform(2, 6)
+        # Blobs the sensor cannot see into (dark or shiny patches): they stay with the room.
+        self.blind = np.zeros((h, w), bool)
+        for _ in range(rng.integers(0, 4)):
+            hy, hx = rng.uniform(0, h), rng.uniform(0, w)
+            ry, rx = rng.uniform(0.03, 0.12) * h, rng.uniform(0.03, 0.12) * w
+            self.blind |= ((self.ys - hy) / ry) ** 2 + ((self.xs - hx) / rx) ** 2 <= 1.0
 
     def render(self, frame: int, rng: np.random.Generator
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -172,22 +195,30 @@ class SyntheticScene:
             surface_rgb = self.wall_rgb if obj.surface == WALL else self.floor_rgb
             rgb[drawn] = (surface_rgb if obj.kind == RELIEF else colour)[drawn]
             labels[drawn] = obj.kind
-            # The projector's shadow: a strip left of the object, as wide as it stands out.
-            shift = max(1, int(round(obj.offset * 8 * w / 160)))
-            left_edge = shape & ~np.roll(shape, 1, axis=1)
-            strip = np.zeros_like(shape)
-            for dx in range(1, shift + 1):
-                strip |= np.roll(left_edge, -dx, axis=1)
-            shadows |= strip & ~drawn & (rng.random((h, w)) < 0.7)
+            if obj.shadow:  # the projector's shadow: a strip left of the object
+                shift = max(1, int(round(obj.offset * 8 * w / 160)))
+                left_edge = shape & ~np.roll(shape, 1, axis=1)
+                strip = np.zeros_like(shape)
+                for dx in range(1, shift + 1):
+                    strip |= np.roll(left_edge, -dx, axis=1)
+                shadows |= strip & ~drawn
 
         rgb = rgb * self.lighting + rng.normal(0, self.noise_sigma, rgb.shape)
         rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
         # Kinect-like axial noise growing with distance, holes, then millimetres.
         depth = depth + rng.standard_normal(depth.shape).astype(np.float32) * (
             0.0012 + 0.0019 * (depth - 0.4) ** 2)
-        holes = shadows | (depth > MAX_RANGE_M) | (rng.random((h, w)) < 0.01)
-        depth_mm = np.where(holes, 0, np.clip(np.rint(depth * 1000), 1, 65534)).astype(np.uint16)
+        holes = shadows | self.blind | (depth > MAX_RANGE_M) | (rng.random((h, w)) < 0.01)
+        depth_mm = np.where(holes, 0, np.clip(np.rint(depth * 1000), 1,
+                                              DEPTH_16U_INVALID - 1)).astype(np.uint16)
         return rgb, depth_mm, labels
+
+
+def render_scene(rng: np.random.Generator, height: int = 120, width: int = 160
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One still scene of the synthetic world (``rgb``, ``depth_mm``, ``labels``), as
+    ``cen-train synth`` writes them; ``rng`` draws the room and the sensor noise."""
+    return SyntheticScene(height=height, width=width, rng=rng).render(0, rng)
 
 
 def write_synthetic_sequence(path: str | pathlib.Path, frames: int = 60, height: int = 120,
