@@ -3,7 +3,7 @@
 Training writes the card into the ONNX file (``metadata_props`` under
 ``cen_perception.model_card``) and beside a TensorRT engine as ``<engine>.json``. The runtime
 reads it, checks it against the engine's real inputs and outputs, and refuses an engine whose
-card is missing or disagrees (see DESIGN.md, "The engine contract").
+card is missing or disagrees (see docs/DESIGN.md, "The engine contract").
 
 Normalisation (applied *inside* the graph; recorded here so people and tools know it):
 ``rgb``: ``(x * scale - mean) / std`` per channel on RGB-ordered uint8 input;

@@ -1,4 +1,5 @@
-"""Export a trained model to the engine contract of DESIGN.md (ONNX, opset 17, static shapes).
+"""Export a trained model to the engine contract of docs/DESIGN.md (ONNX, opset 17, static
+shapes).
 
 Inputs ``rgb`` uint8 [1,H,W,3] and ``depth`` float32 [1,H,W] (metres); outputs ``labels`` uint8
 [1,H,W] (the ensemble logits upsampled bilinearly, align_corners=False, then argmax), optionally

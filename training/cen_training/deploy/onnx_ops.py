@@ -1,4 +1,5 @@
-"""Checks an exported ONNX model against the engine contract (DESIGN.md) and TensorRT's parser.
+"""Checks an exported ONNX model against the engine contract (docs/DESIGN.md) and TensorRT's
+parser.
 
 ``check_engine_contract(model)`` and ``check_tensorrt_ops(model)`` return lists of problems
 (empty when the model is fine); export refuses a model with any. ``graph_precision(model)``
@@ -187,7 +188,7 @@ def _value_type(value: onnx.ValueInfoProto) -> tuple[str, list[int | str]]:
 
 
 def check_engine_contract(model_or_path) -> list[str]:
-    """Ways the model breaks the engine contract of DESIGN.md; empty when it meets it.
+    """Ways the model breaks the engine contract of docs/DESIGN.md; empty when it meets it.
 
     Checked: default-domain opset 17; inputs exactly ``rgb`` uint8 [1,H,W,3] and ``depth``
     float32 [1,H,W]; outputs ``labels`` uint8 [1,H,W], optionally ``confidence`` float32
