@@ -46,10 +46,10 @@ setup(
         "console_scripts": [
             "cen_segmentation_node = cen_perception.node:main",
             "cen_segmentation_managed_node = cen_perception.node:main_managed",
-            "cen-perception-bag = cen_perception.bag:main",
-            "cen-perception-play = cen_perception.player:main",
-            "cen-perception-bench = cen_perception.bench:main",
-            "cen-perception-transport-check = cen_perception.transport_check:main",
+            "cen-perception-bag = cen_perception.tools.segment_bag:main",
+            "cen-perception-play = cen_perception.tools.player:main",
+            "cen-perception-bench = cen_perception.tools.bench:main",
+            "cen-perception-transport-check = cen_perception.tools.transport_check:main",
         ],
     },
 )

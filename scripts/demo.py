@@ -57,7 +57,7 @@ def make_dataset(args, out: pathlib.Path) -> pathlib.Path:
 
 
 def make_sequence(args, out: pathlib.Path) -> pathlib.Path:
-    from cen_perception.sequence import write_synthetic_sequence
+    from cen_perception.tools.sequence import write_synthetic_sequence
 
     bag = out / "sequence"
     if bag.exists():
@@ -108,7 +108,7 @@ class Recorder:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
 
-        from cen_perception.bag import BagWriter
+        from cen_perception.tools.bag import BagWriter
 
         rclpy.init()
         self.node = rclpy.create_node("cen_demo_recorder")
@@ -172,7 +172,7 @@ def run_node(args, out: pathlib.Path, model: pathlib.Path, bag: pathlib.Path) ->
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import Image
 
-    from cen_perception.bag import RecordedBag
+    from cen_perception.tools.bag import RecordedBag
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))

@@ -36,7 +36,7 @@ def write_synthetic_samples(root: pathlib.Path) -> pathlib.Path:
     import cv2
     import numpy as np
 
-    from cen_perception.sequence import SyntheticScene
+    from cen_perception.tools.sequence import SyntheticScene
 
     rng = np.random.default_rng(0)
     nyu, kinect = root / "nyuv2_frame0", root / "esanet_kinect"
@@ -131,7 +131,7 @@ def write_rgbd_test_bag(path, storage: str = "sqlite3", frames: int = 4, height:
     """
     import numpy as np
 
-    from cen_perception.bag import BagWriter, TYPESTORE, make_header
+    from cen_perception.tools.bag import BagWriter, TYPESTORE, make_header
     from cen_perception.image_codec import encode
 
     t0, period = 1_700_000_000 * 10**9, 100_000_000

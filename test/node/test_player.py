@@ -14,8 +14,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
-from cen_perception.bag import (COMPRESSED_IMAGE_TYPE, BagWriter, RecordedBag, deserialize_image,
-                                stamp_ns)
+from cen_perception.tools.bag import (COMPRESSED_IMAGE_TYPE, BagWriter, RecordedBag, deserialize_image,
+                                      stamp_ns)
 from cen_perception.image_codec import (ImageCodecError, decode_color, encode_compressed_color,
                                         encode_compressed_depth)
 

@@ -6,14 +6,16 @@ import subprocess
 import numpy as np
 import pytest
 
-from cen_perception.bag import (COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, BagError, BagWriter,
-                                PairCounts, RecordedBag, deserialize_image, main, make_header,
-                                rgbd_pairs, segment_bag, stamp_ns)
 from cen_perception.engines import open_engine
 from cen_perception.image_codec import (ImageCodecError, decode_color, decode_depth, encode,
                                         encode_compressed_color, encode_compressed_depth)
-from cen_perception.sequence import (COLOR_TOPIC, DEPTH_TOPIC, LABELS_TOPIC, SyntheticScene,
-                                     write_synthetic_sequence)
+from cen_perception.tools.bag import (COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, BagError, BagWriter,
+                                      PairCounts, RecordedBag, deserialize_image, make_header,
+                                      rgbd_pairs, stamp_ns)
+from cen_perception.tools.scene import SyntheticScene
+from cen_perception.tools.segment_bag import main, segment_bag
+from cen_perception.tools.sequence import (COLOR_TOPIC, DEPTH_TOPIC, LABELS_TOPIC,
+                                           write_synthetic_sequence)
 
 BAG_SCRIPT = pathlib.Path(__file__).resolve().parents[2] / ".venv" / "bin" / "cen-perception-bag"
 STORAGES = ["sqlite3", "mcap"]

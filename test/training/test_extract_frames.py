@@ -58,7 +58,7 @@ def test_extract_frames_writes_every_pair_exactly(rgbd_bag_factory, tmp_path, ca
 
 
 def test_every_nth_frame_auto_topics_and_classes(tmp_path, capsys):
-    from cen_perception.sequence import write_synthetic_sequence
+    from cen_perception.tools.sequence import write_synthetic_sequence
 
     bag = write_synthetic_sequence(tmp_path / "seq", frames=7, height=32, width=40)
     classes = tmp_path / "classes.yaml"
@@ -89,8 +89,8 @@ def test_errors_are_one_line(rgbd_bag_factory, tmp_path, capsys):
 def compressed_bag(raw_bag, path, storage, color_format):
     """The test bag's images on image_transport's compressed topics (same stamps, log times);
     the damaged colour message stays damaged (a JPEG cut short)."""
-    from cen_perception.bag import (COMPRESSED_IMAGE_TYPE, BagWriter, RecordedBag,
-                                    deserialize_image)
+    from cen_perception.tools.bag import (COMPRESSED_IMAGE_TYPE, BagWriter, RecordedBag,
+                                          deserialize_image)
     from cen_perception.image_codec import (ImageCodecError, decode_color,
                                             encode_compressed_color, encode_compressed_depth)
 

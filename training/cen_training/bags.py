@@ -1,6 +1,6 @@
 """Access to recorded ROS 2 bags for the training commands.
 
-Bags are read through ``cen_perception.bag`` (the runtime package), which needs the
+Bags are read through ``cen_perception.tools.bag`` (the runtime package), which needs the
 ``rosbags`` library: ``pip install 'cen_training[bag]'``. Imported only by the commands that
 read bags, so the rest of the package works without it.
 """
@@ -10,9 +10,9 @@ from .errors import DatasetError
 
 
 def bag_module():
-    """``cen_perception.bag``, or a ``DatasetError`` saying what to install."""
+    """``cen_perception.tools.bag``, or a ``DatasetError`` saying what to install."""
     try:
-        from cen_perception import bag
+        from cen_perception.tools import bag
     except ImportError as exc:
         missing = getattr(exc, "name", None) or "rosbags"
         raise DatasetError(f"reading bags needs the cen_perception package and rosbags "

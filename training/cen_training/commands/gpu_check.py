@@ -579,7 +579,7 @@ def run_node(engine_path: pathlib.Path, work: pathlib.Path, device: int, frames:
     if util.find_spec("rclpy") is None:
         row.result, row.detail = NOT_RUN, "rclpy is not installed"
         return row
-    from cen_perception.sequence import COLOR_TOPIC, DEPTH_TOPIC, write_synthetic_sequence
+    from cen_perception.tools.sequence import COLOR_TOPIC, DEPTH_TOPIC, write_synthetic_sequence
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))

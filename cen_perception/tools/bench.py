@@ -35,8 +35,8 @@ from typing import Optional
 
 import numpy as np
 
-from .image_codec import encode, encode_compressed_color, encode_compressed_depth
-from .input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
+from ..image_codec import encode, encode_compressed_color, encode_compressed_depth
+from ..input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
 from .transport_check import STAMP_FORMAT, STAMP_OFFSET, TransportCheckError, parse_size
 
 

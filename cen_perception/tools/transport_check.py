@@ -39,7 +39,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
+from ..input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
 
 DEFAULT_SIZES = ("640x480", "1280x720", "1920x1080", "2048x1536")
 DEFAULT_ENCODINGS = ("rgb8", "16UC1")
@@ -173,7 +173,7 @@ class Peer:
         self.role = role
         self.timeout = timeout
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cen_perception.transport_check", "--worker", role],
+            [sys.executable, "-m", "cen_perception.tools.transport_check", "--worker", role],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
             text=True, bufsize=1)
         self.other_lines: list[str] = []
@@ -233,7 +233,7 @@ def _worker(role: str) -> int:
     from rclpy.serialization import serialize_message
     from sensor_msgs.msg import Image
 
-    from .image_codec import ENCODE_FORMATS, encode
+    from ..image_codec import ENCODE_FORMATS, encode
 
     rclpy.init()
     node = rclpy.create_node(f"transport_check_{role}_{os.getpid()}")
