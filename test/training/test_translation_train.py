@@ -168,7 +168,7 @@ def test_bench_translation_prints_one_table(tmp_path, capsys):
                      "--models", "cen", "single-shading", "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "| CEN (channel exchange) | **ensemble** |" in text
-    assert "| shading only | **ensemble** |" in text
+    assert "| shading only | **shading** |" in text
     assert "not the official generator" in text and "exchanged" in text
     results = json.loads((out / "results.json").read_text())["results"]
     assert results["cen"]["steps"] == 2 and 0 <= results["cen"]["exchanged_fraction"] <= 1

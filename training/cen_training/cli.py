@@ -33,6 +33,8 @@ COMMANDS = (
     "select_frames",
     "export_labels",
     "compare",
+    "translate",
+    "bench_translation",
 )
 
 
