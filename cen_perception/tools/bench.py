@@ -37,6 +37,7 @@ import numpy as np
 
 from ..image_codec import encode, encode_compressed_color, encode_compressed_depth
 from ..input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
+from .scene import SyntheticScene
 from .transport_check import STAMP_FORMAT, STAMP_OFFSET, TransportCheckError, parse_size
 
 
@@ -48,18 +49,9 @@ class BenchError(RuntimeError):
 
 
 def synthetic_frame(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A BGR image and a 16-bit depth image (mm): a floor-to-wall ramp with texture."""
-    rng = np.random.default_rng(seed)
-    rows = np.linspace(0, 1, height, dtype=np.float32)[:, None]
-    cols = np.linspace(0, 1, width, dtype=np.float32)[None, :]
-    shape = (height, width)
-    bgr = np.stack([np.broadcast_to(rows * 200 + cols * 40, shape),
-                    np.broadcast_to(cols * 220, shape),
-                    np.broadcast_to((1 - rows) * 180, shape)], axis=2)
-    bgr = np.clip(bgr + rng.normal(0, 12, bgr.shape), 0, 255).astype(np.uint8)
-    depth_mm = (500 + 4000 * rows * (0.6 + 0.4 * cols)).astype(np.uint16)
-    depth_mm[rng.random((height, width)) < 0.02] = 0  # dropouts, as real sensors have
-    return bgr, depth_mm
+    """A BGR image and a 16-bit depth image (mm) of the synthetic world (``tools.scene``)."""
+    rgb, depth_mm, _ = SyntheticScene(seed, height, width).render(0, np.random.default_rng(seed))
+    return np.ascontiguousarray(rgb[:, :, ::-1]), depth_mm
 
 
 def percentiles(values) -> tuple[float, float, float]:
