@@ -43,8 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", choices=("nyudv2", "sunrgbd"), default="nyudv2",
                    help="training dataset: sets class names, palette and depth normalisation "
                         "(default: nyudv2)")
-    p.add_argument("--bn-threshold", type=float, default=2e-2,
-                   help="CEN exchange threshold used in training (default: 2e-2)")
+    p.add_argument("--bn-threshold", type=float, default=None,
+                   help="CEN exchange threshold used in training (default: 2e-2; translation: "
+                        "1e-2, on the InstanceNorms)")
     p.set_defaults(func=run)
 
 
@@ -61,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = ModelConfig(arch=args.arch, backbone=args.backbone, modalities=["rgb", "depth"],
                              num_classes=args.num_classes, decoder="official",
-                             bn_threshold=args.bn_threshold, normalization=copy.deepcopy(norm))
+                             bn_threshold=2e-2 if args.bn_threshold is None else args.bn_threshold,
+                             normalization=copy.deepcopy(norm))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     model, info = import_official(args.src, config)
@@ -78,7 +80,9 @@ def run_translation(args: argparse.Namespace) -> int:
     try:
         config = TranslationConfig(arch=args.arch or "cen",
                                    inputs=[domain_name(d) for d in args.inputs],
-                                   target=domain_name(args.target))
+                                   target=domain_name(args.target),
+                                   exchange_threshold=(1e-2 if args.bn_threshold is None
+                                                       else args.bn_threshold))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if config.arch not in ("cen", "shared"):

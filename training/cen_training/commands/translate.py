@@ -144,13 +144,15 @@ def run_eval(args) -> int:
     data = TranslationDataset(args.data, args.split, config.inputs, config.target,
                               transform=TranslationTransform(config.size, train=False),
                               layout=args.layout)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device)
     inception = None
     if args.inception_weights:
         from ..inception import load_inception
-        inception = load_inception(args.inception_weights)
+        inception = load_inception(args.inception_weights).to(device)
     names = list(model.branch_names) + ["ensemble"]
     loader = DataLoader(data, batch_size=1, num_workers=args.workers)
-    scores = evaluate_translation(model, loader, names, torch.device("cpu"), inception,
+    scores = evaluate_translation(model, loader, names, device, inception,
                                   args.fid_convention, args.progress).scores()
     print(score_table(scores, len(data), args.split,
                       args.fid_convention if inception is not None else None))
@@ -160,17 +162,17 @@ def run_eval(args) -> int:
     if args.pictures is not None:
         args.pictures.mkdir(parents=True, exist_ok=True)
         for index in range(len(data)):
-            grid = picture_grid_one(model, data, index)
+            grid = picture_grid_one(model, data, index, device)
             cv2.imwrite(str(args.pictures / f"{data.name(index)}.png"),
                         cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     return 0
 
 
-def picture_grid_one(model, data, index: int):
+def picture_grid_one(model, data, index: int, device):
     from torch.utils.data import Subset
 
     from ..translate import picture_grid
-    return picture_grid(model, Subset(data, [index]), 1, "cpu")
+    return picture_grid(model, Subset(data, [index]), 1, device)
 
 
 def score_table(scores: dict, count: int, split: str, fid_convention: str | None) -> str:
@@ -194,7 +196,7 @@ def add_export(sub) -> None:
         description="ONNX (opset 17): inputs input0.. uint8 [1,S,S,3] RGB (one per input domain, "
                     "in the checkpoint's order), output 'image' uint8 [1,S,S,3], the ensemble. "
                     "The file is written only if ONNX Runtime reproduces PyTorch: at least "
-                    "99.9%% of output values within one grey level on every check frame.",
+                    "99.9% of output values within one grey level on every check frame.",
         formatter_class=HelpFormatter)
     p.add_argument("checkpoint", type=pathlib.Path, metavar="CKPT")
     p.add_argument("-o", "--output", type=pathlib.Path, required=True, metavar="OUT.onnx")
