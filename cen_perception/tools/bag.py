@@ -34,6 +34,7 @@ from ..sync import RgbdSync, stamp_to_ns
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 # sensor_msgs/Image, CompressedImage and std_msgs/Header are the same in every ROS 2
 # distribution.
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)

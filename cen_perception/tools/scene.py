@@ -135,6 +135,16 @@ class SyntheticScene:
             ry, rx = rng.uniform(0.03, 0.12) * h, rng.uniform(0.03, 0.12) * w
             self.blind |= ((self.ys - hy) / ry) ** 2 + ((self.xs - hx) / rx) ** 2 <= 1.0
 
+    def camera_info_fields(self) -> dict:
+        """The scene camera's pinhole model as ``sensor_msgs/CameraInfo`` fields (no header):
+        focal length 0.9 x width in both directions, principal point at the image centre, no
+        distortion."""
+        focal, cx, cy = 0.9 * self.width, (self.width - 1) / 2, (self.height - 1) / 2
+        k = np.array([focal, 0, cx, 0, focal, cy, 0, 0, 1], np.float64)
+        p = np.array([focal, 0, cx, 0, 0, focal, cy, 0, 0, 0, 1, 0], np.float64)
+        return dict(height=self.height, width=self.width, distortion_model="plumb_bob",
+                    d=np.zeros(5), k=k, r=np.eye(3).reshape(-1), p=p)
+
     def render(self, frame: int, rng: np.random.Generator
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``rgb`` uint8 [H,W,3], ``depth_mm`` uint16 [H,W] (0 = invalid) and ``labels`` uint8

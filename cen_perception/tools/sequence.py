@@ -9,7 +9,9 @@ those of the training data: wall 0, floor 1, poster 2, relief 3, box 4.
 ``write_synthetic_sequence(path)`` writes it the way a camera driver records it: ``rgb8``
 colour on ``/camera/color/image_raw`` and registered ``16UC1`` depth (millimetres, 0 = no
 reading) on ``/camera/depth/image_raw``, with matching header stamps (depth jittered by up
-to 3 ms, as two drivers' clocks would be), optionally the true labels (mono8) on
+to 3 ms, as two drivers' clocks would be) and the colour camera's intrinsics
+(``sensor_msgs/CameraInfo``) on ``/camera/color/camera_info``, optionally the true labels
+(mono8) on
 ``/camera/labels/ground_truth``. ``python -m cen_perception.tools.sequence OUT_BAG`` does the same
 from the command line.
 """
@@ -26,6 +28,7 @@ from .scene import SyntheticScene
 COLOR_TOPIC = "/camera/color/image_raw"
 DEPTH_TOPIC = "/camera/depth/image_raw"
 LABELS_TOPIC = "/camera/labels/ground_truth"
+CAMERA_INFO_TOPIC = "/camera/color/camera_info"
 COLOR_FRAME = "camera_color_optical_frame"
 DEPTH_FRAME = "camera_depth_optical_frame"
 # Nanoseconds since the epoch of the first frame: a fixed date so bags are reproducible.
@@ -40,8 +43,11 @@ def write_synthetic_sequence(path: str | pathlib.Path, frames: int = 60, height:
     is logged a few milliseconds after its stamp, as a recorder would. ``ground_truth`` adds
     the true labels (mono8, the colour image's header) on ``LABELS_TOPIC``. Returns ``path``.
     """
-    from .bag import BagWriter, make_header  # rosbags is only needed here, not for rendering
+    # rosbags is only needed here, not for rendering
+    from .bag import CAMERA_INFO_TYPE, TYPESTORE, BagWriter, make_header
     from ..image_codec import encode
+
+    CameraInfo = TYPESTORE.types[CAMERA_INFO_TYPE]
 
     if frames < 1 or height < 16 or width < 16 or rate_hz <= 0:
         raise ValueError("frames must be >= 1, height and width >= 16, rate_hz > 0")
@@ -49,10 +55,14 @@ def write_synthetic_sequence(path: str | pathlib.Path, frames: int = 60, height:
     rng = np.random.default_rng([seed, 1])
     period_ns = int(round(1e9 / rate_hz))
     path = pathlib.Path(path)
+    roi = TYPESTORE.types["sensor_msgs/msg/RegionOfInterest"](
+        x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    camera_info = dict(scene.camera_info_fields(), binning_x=0, binning_y=0, roi=roi)
     with BagWriter(path, storage) as writer:
         topics = [COLOR_TOPIC, DEPTH_TOPIC] + ([LABELS_TOPIC] if ground_truth else [])
         for topic in topics:
             writer.add_topic(topic)
+        writer.add_topic(CAMERA_INFO_TOPIC, CAMERA_INFO_TYPE)
         for i in range(frames):
             stamp = START_STAMP_NS + i * period_ns
             depth_stamp = stamp + int(rng.integers(-3_000_000, 3_000_001))
@@ -60,6 +70,8 @@ def write_synthetic_sequence(path: str | pathlib.Path, frames: int = 60, height:
             color_header = make_header(stamp, COLOR_FRAME)
             writer.write(COLOR_TOPIC, stamp + 6_000_000,
                          encode(rgb, "rgb8", color_header, writer.image_class))
+            writer.write(CAMERA_INFO_TOPIC, stamp + 6_000_000,
+                         CameraInfo(header=color_header, **camera_info))
             writer.write(DEPTH_TOPIC, depth_stamp + 4_000_000,
                          encode(depth_mm, "16UC1", make_header(depth_stamp, DEPTH_FRAME),
                                 writer.image_class))

@@ -9,13 +9,14 @@ import pytest
 from cen_perception.engines import open_engine
 from cen_perception.image_codec import (ImageCodecError, decode_color, decode_depth, encode,
                                         encode_compressed_color, encode_compressed_depth)
-from cen_perception.tools.bag import (COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, BagError, BagWriter,
+from cen_perception.tools.bag import (CAMERA_INFO_TYPE, COMPRESSED_IMAGE_TYPE, IMAGE_TYPE,
+                                      BagError, BagWriter,
                                       PairCounts, RecordedBag, deserialize_image, make_header,
                                       rgbd_pairs, stamp_ns)
 from cen_perception.tools.scene import SyntheticScene
 from cen_perception.tools.segment_bag import main, segment_bag
-from cen_perception.tools.sequence import (COLOR_TOPIC, DEPTH_TOPIC, LABELS_TOPIC,
-                                           write_synthetic_sequence)
+from cen_perception.tools.sequence import (CAMERA_INFO_TOPIC, COLOR_TOPIC, DEPTH_TOPIC,
+                                           LABELS_TOPIC, write_synthetic_sequence)
 
 BAG_SCRIPT = pathlib.Path(__file__).resolve().parents[2] / ".venv" / "bin" / "cen-perception-bag"
 STORAGES = ["sqlite3", "mcap"]
@@ -48,7 +49,7 @@ def test_synthetic_sequence_is_a_moving_rgbd_recording(tmp_path, storage):
         assert bag.storage == storage
         assert {t: (s.msgtype, s.count) for t, s in bag.topics.items()} == {
             COLOR_TOPIC: (IMAGE_TYPE, 5), DEPTH_TOPIC: (IMAGE_TYPE, 5),
-            LABELS_TOPIC: (IMAGE_TYPE, 5)}
+            LABELS_TOPIC: (IMAGE_TYPE, 5), CAMERA_INFO_TOPIC: (CAMERA_INFO_TYPE, 5)}
         assert bag.resolve_rgbd_topics() == (COLOR_TOPIC, DEPTH_TOPIC)
         log_times = [m.log_time_ns for m in bag.messages()]
         assert log_times == sorted(log_times)
@@ -147,8 +148,8 @@ def test_auto_topics_copy_input_and_storage_choice(toy_onnx_factory, tmp_path, c
         recorded = {t: [m.raw for m in bag.messages([t])] for t in bag.topics}
     with RecordedBag(out_bag) as out:
         assert out.storage == "mcap"
-        assert set(out.topics) == {COLOR_TOPIC, DEPTH_TOPIC, "/seg/labels", "/seg/color",
-                                   "/seg/overlay"}
+        assert set(out.topics) == {COLOR_TOPIC, DEPTH_TOPIC, CAMERA_INFO_TOPIC, "/seg/labels",
+                                   "/seg/color", "/seg/overlay"}
         for topic, raws in recorded.items():  # copies are byte for byte
             assert [m.raw for m in out.messages([topic])] == raws
     colors = read_images(out_bag, "/seg/color")
