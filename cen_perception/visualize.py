@@ -85,6 +85,41 @@ def colorize_depth(depth: np.ndarray, max_depth: Optional[float] = None) -> np.n
     return rgb
 
 
+def render_cloud(points: np.ndarray, colours: np.ndarray, size: tuple[int, int] = (480, 640),
+                 elevation_deg: float = 35.0, background: int = 32) -> np.ndarray:
+    """An orthographic picture of a point cloud, seen from above the camera looking down
+    ``elevation_deg`` onto its optical axis: uint8 RGB ``[H, W, 3]``.
+
+    ``points`` float ``[N, 3]`` in the camera optical frame (x right, y down, z forward; NaN
+    rows are left out), ``colours`` uint8 ``[N, 3]``. Nearer points are drawn over farther
+    ones; the cloud is scaled to fit the picture.
+    """
+    h, w = size
+    picture = np.full((h, w, 3), background, np.uint8)
+    keep = np.isfinite(points).all(axis=1)
+    pts, cols = points[keep].astype(np.float64), colours[keep]
+    if not len(pts):
+        return picture
+    e = np.radians(elevation_deg)
+    # Rotate about the x axis: the viewer rises above the camera and looks down.
+    up = pts[:, 1] * np.cos(e) - pts[:, 2] * np.sin(e)
+    toward = pts[:, 1] * np.sin(e) + pts[:, 2] * np.cos(e)
+    u, v = pts[:, 0], up
+    lo_u, hi_u = np.percentile(u, [0.5, 99.5])
+    lo_v, hi_v = np.percentile(v, [0.5, 99.5])
+    scale = 0.9 * min(w / max(hi_u - lo_u, 1e-6), h / max(hi_v - lo_v, 1e-6))
+    cu = ((u - (lo_u + hi_u) / 2) * scale + w / 2).astype(np.int64)
+    cv = ((v - (lo_v + hi_v) / 2) * scale + h / 2).astype(np.int64)
+    order = np.argsort(-toward)  # far first, near last
+    cu, cv, cols = cu[order], cv[order], cols[order]
+    for du in (0, 1):
+        for dv in (0, 1):
+            uu, vv = cu + du, cv + dv
+            inside = (uu >= 0) & (uu < w) & (vv >= 0) & (vv < h)
+            picture[vv[inside], uu[inside]] = cols[inside]
+    return picture
+
+
 def _as_rgb(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8:
@@ -137,4 +172,5 @@ def contact_sheet(images: Sequence[np.ndarray], columns: int,
     return sheet
 
 
-__all__ = ["UNLABELED", "palette_lut", "colorize", "overlay", "colorize_depth", "contact_sheet"]
+__all__ = ["UNLABELED", "palette_lut", "colorize", "overlay", "colorize_depth", "render_cloud",
+           "contact_sheet"]

@@ -10,7 +10,8 @@ Steps (each one reuses what an earlier run already made under --out):
   4. `cen-train export`: ONNX with the model card, verified against PyTorch.
   5. The `cen_segmentation_node` (ONNX Runtime, CPU) started as a process; the bag played
      into it with `cen-perception-play`; its outputs recorded here over real DDS.
-  6. demo_output/: contact_sheet.png, overlays/, node_output/ (a bag of what the node
+  6. demo_output/: contact_sheet.png, overlays/, cloud.png (the labelled point cloud the node
+     published, seen from above, beside its overlay), node_output/ (a bag of what the node
      published), summary.md / summary.json (latency from the node's /diagnostics, rates,
      drops, and the mIoU of the node's labels against the ground truth).
 """
@@ -34,6 +35,8 @@ import numpy as np
 BIN = pathlib.Path(sys.executable).parent
 COLOR, DEPTH, TRUTH = ("/camera/color/image_raw", "/camera/depth/image_raw",
                        "/camera/labels/ground_truth")
+CAMERA_INFO = "/camera/color/camera_info"
+POINTS = "/segmentation/points"
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -106,7 +109,7 @@ class Recorder:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
         from cen_perception.tools.bag import BagWriter
 
@@ -123,6 +126,12 @@ class Recorder:
         for topic in self.topics:
             self.writer.add_topic(topic)
             self.node.create_subscription(Image, topic, self._keep(topic), qos)
+        # The cloud is kept in memory for the picture, not written to the bag (it is large);
+        # the camera info is listened to so that the player sees both its subscribers.
+        self.node.create_subscription(PointCloud2, POINTS, self._keep(POINTS, record=False),
+                                      qos)
+        self.node.create_subscription(CameraInfo, CAMERA_INFO,
+                                      self._keep(CAMERA_INFO, record=False), qos)
         self.writer.add_topic("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray")
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._diagnostics, qos)
         self.executor = SingleThreadedExecutor()
@@ -130,13 +139,14 @@ class Recorder:
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
 
-    def _keep(self, topic: str):
+    def _keep(self, topic: str, record: bool = True):
         from rclpy.serialization import serialize_message
 
         def callback(msg) -> None:
             with self.lock:
                 self.messages.setdefault(topic, []).append(msg)
-                self.raw.append((topic, time.time_ns(), serialize_message(msg)))
+                if record:
+                    self.raw.append((topic, time.time_ns(), serialize_message(msg)))
         return callback
 
     def _diagnostics(self, msg) -> None:
@@ -187,7 +197,8 @@ def run_node(args, out: pathlib.Path, model: pathlib.Path, bag: pathlib.Path) ->
                 "-p", f"engine_path:={model}", "-p", "qos:=reliable", "-p", "num_threads:=1",
                 "-p", "diagnostics_period:=0.5",
                 "-r", "rgb/image:=/camera/color/image_raw",
-                "-r", "depth/image:=/camera/depth/image_raw"]
+                "-r", "depth/image:=/camera/depth/image_raw",
+                "-r", f"rgb/camera_info:={CAMERA_INFO}"]
     print("$ " + " ".join(map(str, node_cmd)), flush=True)
     node = subprocess.Popen([str(c) for c in node_cmd])
     try:
@@ -200,7 +211,7 @@ def run_node(args, out: pathlib.Path, model: pathlib.Path, bag: pathlib.Path) ->
             time.sleep(0.1)
         time.sleep(1.0)
         # Two subscribers per camera topic: the node and this recorder.
-        run([BIN / "cen-perception-play", bag, "--topics", COLOR, DEPTH,
+        run([BIN / "cen-perception-play", bag, "--topics", COLOR, DEPTH, CAMERA_INFO,
              "--reliable", "--wait-subscribers", "2",
              "--wait-timeout", "60", "--rate", "1.0", "--no-progress"])
         # Done when every pair was segmented or skipped (the node keeps only the newest pair).
@@ -260,6 +271,7 @@ def summarise(out: pathlib.Path, model: pathlib.Path, result: dict) -> dict:
         sheet = contact_sheet(rows, columns=4, titles=["rgb", "depth", "CEN overlay", "truth"]
                               * (len(rows) // 4))
         cv2.imwrite(str(out / "contact_sheet.png"), sheet[..., ::-1])
+    cloud_picture(out, rec.messages.get(POINTS, []), colour, card.palette)
     diag = rec.diagnostics or {}
     metrics = scores(matrix, card.class_names) if matrix.sum() else {}
     summary = {
@@ -294,6 +306,33 @@ def summarise(out: pathlib.Path, model: pathlib.Path, result: dict) -> dict:
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return summary
+
+
+def cloud_picture(out: pathlib.Path, clouds: list, colour: dict, palette) -> None:
+    """cloud.png: a frame's overlay beside its labelled cloud seen from above the camera."""
+    from cen_perception.image_codec import decode_color
+    from cen_perception.visualize import contact_sheet, overlay, palette_lut, render_cloud
+
+    with_colour = [c for c in clouds if (c.header.stamp.sec, c.header.stamp.nanosec) in colour]
+    if not with_colour:
+        print("no labelled cloud came back (no camera info?): no cloud.png")
+        return
+    cloud = with_colour[len(with_colour) // 2]
+    data = np.frombuffer(bytes(cloud.data), np.uint8).reshape(cloud.height, cloud.width,
+                                                              cloud.point_step)
+    xyz = data[..., :12].copy().view(np.float32).reshape(-1, 3)
+    labels = data[..., 16].reshape(-1)
+    lut = palette_lut(palette)
+    picture = render_cloud(xyz, lut[labels], size=(cloud.height * 2, cloud.width * 2))
+    rgb = decode_color(colour[(cloud.header.stamp.sec, cloud.header.stamp.nanosec)],
+                       contiguous=True)
+    image_labels = labels.reshape(cloud.height, cloud.width)
+    side = cv2.resize(overlay(rgb, image_labels, palette, 0.5), (picture.shape[1], picture.shape[0]),
+                      interpolation=cv2.INTER_NEAREST)
+    sheet = contact_sheet([side, picture], columns=2,
+                          titles=["CEN overlay", "labelled cloud, seen from above"])
+    cv2.imwrite(str(out / "cloud.png"), sheet[..., ::-1])
+    print(f"wrote {out / 'cloud.png'}")
 
 
 def _mono(msg) -> np.ndarray:

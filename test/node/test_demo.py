@@ -25,6 +25,8 @@ def test_demo_runs_every_step_and_reuses_its_work(repo_root, tmp_path):
     assert sheet is not None and sheet.shape[0] > 64
     assert len(list((out / "overlays").glob("*.png"))) == summary["labels_received"]
     assert (out / "node_output" / "metadata.yaml").is_file()
+    cloud = cv2.imread(str(out / "cloud.png"))   # the node's labelled cloud, from above
+    assert cloud is not None and cloud.shape[1] > 2 * 64
     # A second run reuses the dataset, bag, checkpoint and model.
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
