@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data.taskonomy import TranslationDataset, TranslationTransform, domain_name
@@ -54,8 +54,8 @@ from .image_metrics import FID_CONVENTIONS, TranslationMeter
 from .models.translation import (TranslationConfig, build_discriminator,
                                  build_translation_model, discriminator_inputs,
                                  normalize_images, to_uint8)
-from .train import (Process, check_ranks_agree, limit_reached, rng_state, seed_everything,
-                    set_rng_state, setup_distributed)
+from .train import (Process, check_ranks_agree, limit_reached, make_loaders, rng_state,
+                    seed_everything, set_rng_state, setup_distributed)
 
 
 @dataclass
@@ -489,24 +489,6 @@ def start_state(generator, discriminator, config: TranslateConfig, resumed: dict
     set_rng_state(resumed["rng"])
     proc.log(f"resuming {pathlib.Path(config.out) / 'last.pt'}: epoch {state.epoch} done")
     return state
-
-
-def make_loaders(train_set, val_set, config: TranslateConfig, proc: Process):
-    if config.batch_size % proc.world:
-        raise ConfigError(f"--batch-size {config.batch_size} is not divisible by {proc.world} "
-                          "processes")
-    sampler = DistributedSampler(train_set, num_replicas=proc.world, rank=proc.rank,
-                                 shuffle=True, seed=config.seed, drop_last=True)
-    train_loader = DataLoader(train_set, batch_size=config.batch_size // proc.world,
-                              sampler=sampler, num_workers=config.workers,
-                              pin_memory=proc.device.type == "cuda", drop_last=True)
-    if len(train_loader) == 0:
-        raise ConfigError(f"{len(train_set)} training samples make no batch of "
-                          f"{config.batch_size}")
-    val_loader = DataLoader(Subset(val_set, range(proc.rank, len(val_set), proc.world)),
-                            batch_size=1, num_workers=config.workers,
-                            pin_memory=proc.device.type == "cuda")
-    return train_loader, val_loader
 
 
 def translation_card(config: TranslateConfig, model_config: TranslationConfig,

@@ -19,11 +19,10 @@ import argparse
 import json
 import os
 import pathlib
-import subprocess
 import sys
-import time
 
 from .. import CliError
+from .parallel_runs import run_side_by_side
 from .train import HelpFormatter
 
 # name -> (arch, modalities, what it is); "cen-dropout" also trains with --modality-dropout.
@@ -124,49 +123,25 @@ def run(args) -> int:
           f"each, {budget}; logs in {runs_dir}/<model>/train.log")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
 
-    results, waiting, running = {}, list(args.models), {}
-    try:
-        while waiting or running:
-            while waiting and len(running) < jobs:
-                name = waiting.pop(0)
-                run_dir = runs_dir / name
-                run_dir.mkdir(parents=True)
-                log = open(run_dir / "train.log", "w")
-                process = subprocess.Popen(train_command(args, name, data, run_dir, minutes_each),
-                                           stdout=log, stderr=subprocess.STDOUT, env=env)
-                running[name] = (process, log, time.monotonic())
-                print(f"  {name}: {MODELS[name][2]} ...", flush=True)
-            time.sleep(0.5)
-            for name, (process, log, started) in list(running.items()):
-                if process.poll() is None:
-                    continue
-                log.close()
-                del running[name]
-                run_dir = runs_dir / name
-                if process.returncode != 0:
-                    tail = (run_dir / "train.log").read_text().strip().splitlines()[-1:]
-                    raise CliError(f"training {name} failed (exit {process.returncode}): "
-                                   f"{tail[0] if tail else ''} (see {run_dir / 'train.log'})")
-                ckpt = load_checkpoint(run_dir / "last.pt")
-                final = ckpt["card"]["metrics"]["ensemble"]
-                arch, modalities, what = MODELS[name]
-                if name == "cen-dropout":
-                    what = f"{what} ({100 * args.dropout:g}% of samples)"
-                results[name] = {
-                    "arch": arch, "modalities": modalities, "description": what,
-                    "miou": final["miou"], "pixel_acc": final["pixel_acc"],
-                    "mean_acc": final["mean_acc"], "per_class_iou": final["per_class_iou"],
-                    "steps": ckpt["step"], "epochs": ckpt["epoch"],
-                    "minutes": (time.monotonic() - started) / 60}
-                if arch == "cen":
-                    results[name]["slim_fraction"] = load_model(run_dir / "last.pt").slim_fraction()
-                print(f"  {name}: val mIoU {final['miou']:.1f} after {ckpt['step']} steps",
-                      flush=True)
-    finally:  # on an error or Ctrl-C, stop the runs still going
-        for process, log, _ in running.values():
-            process.terminate()
-            process.wait()
-            log.close()
+    results = {}
+    runs = run_side_by_side(list(args.models),
+                            lambda name, run_dir: train_command(args, name, data, run_dir,
+                                                                minutes_each),
+                            runs_dir, jobs, env, lambda name: MODELS[name][2])
+    for name, run_dir, minutes in runs:
+        ckpt = load_checkpoint(run_dir / "last.pt")
+        final = ckpt["card"]["metrics"]["ensemble"]
+        arch, modalities, what = MODELS[name]
+        if name == "cen-dropout":
+            what = f"{what} ({100 * args.dropout:g}% of samples)"
+        results[name] = {
+            "arch": arch, "modalities": modalities, "description": what,
+            "miou": final["miou"], "pixel_acc": final["pixel_acc"],
+            "mean_acc": final["mean_acc"], "per_class_iou": final["per_class_iou"],
+            "steps": ckpt["step"], "epochs": ckpt["epoch"], "minutes": minutes}
+        if arch == "cen":
+            results[name]["slim_fraction"] = load_model(run_dir / "last.pt").slim_fraction()
+        print(f"  {name}: val mIoU {final['miou']:.1f} after {ckpt['step']} steps", flush=True)
 
     results = {name: results[name] for name in args.models}
     print("evaluating without depth ...", flush=True)

@@ -19,11 +19,10 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import subprocess
 import sys
-import time
 
 from .. import CliError
+from .parallel_runs import run_side_by_side
 from .train import HelpFormatter
 
 
@@ -125,47 +124,22 @@ def run(args) -> int:
           f"{budget}; logs in {runs_dir}/<model>/train.log")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
 
-    results, waiting, running = {}, list(models), {}
-    try:
-        while waiting or running:
-            while waiting and len(running) < jobs:
-                name = waiting.pop(0)
-                run_dir = runs_dir / name
-                run_dir.mkdir(parents=True)
-                log = open(run_dir / "train.log", "w")
-                process = subprocess.Popen(
-                    train_command(args, specs[name], data, run_dir, minutes_each),
-                    stdout=log, stderr=subprocess.STDOUT, env=env)
-                running[name] = (process, log, time.monotonic())
-                print(f"  {name}: {specs[name][2]} ...", flush=True)
-            time.sleep(0.5)
-            for name, (process, log, started) in list(running.items()):
-                if process.poll() is None:
-                    continue
-                log.close()
-                del running[name]
-                run_dir = runs_dir / name
-                if process.returncode != 0:
-                    tail = (run_dir / "train.log").read_text().strip().splitlines()[-1:]
-                    raise CliError(f"training {name} failed (exit {process.returncode}): "
-                                   f"{tail[0] if tail else ''} (see {run_dir / 'train.log'})")
-                ckpt = load_checkpoint(run_dir / "last.pt")
-                scores = {k: v for k, v in ckpt["best_scores"].items()
-                          if isinstance(v, dict)}
-                arch, inputs, what = specs[name]
-                results[name] = {"arch": arch, "inputs": inputs, "description": what,
-                                 "scores": scores, "steps": ckpt["step"],
-                                 "minutes": (time.monotonic() - started) / 60}
-                if arch == "cen":
-                    results[name]["exchanged_fraction"] = \
-                        load_model(run_dir / "last.pt").slim_fraction()
-                print(f"  {name}: ensemble L1 {scores['ensemble']['l1']:.4f} after "
-                      f"{ckpt['step']} steps", flush=True)
-    finally:  # on an error or Ctrl-C, stop the runs still going
-        for process, log, _ in running.values():
-            process.terminate()
-            process.wait()
-            log.close()
+    results = {}
+    runs = run_side_by_side(list(models),
+                            lambda name, run_dir: train_command(args, specs[name], data, run_dir,
+                                                                minutes_each),
+                            runs_dir, jobs, env, lambda name: specs[name][2])
+    for name, run_dir, minutes in runs:
+        ckpt = load_checkpoint(run_dir / "last.pt")
+        scores = {k: v for k, v in ckpt["best_scores"].items() if isinstance(v, dict)}
+        arch, inputs, what = specs[name]
+        results[name] = {"arch": arch, "inputs": inputs, "description": what,
+                         "scores": scores, "steps": ckpt["step"], "minutes": minutes}
+        if arch == "cen":
+            results[name]["exchanged_fraction"] = \
+                load_model(run_dir / "last.pt").slim_fraction()
+        print(f"  {name}: ensemble L1 {scores['ensemble']['l1']:.4f} after "
+              f"{ckpt['step']} steps", flush=True)
 
     results = {name: results[name] for name in models}
     generator = ("the official generator" if args.size == 256 and args.ngf == 64 else
