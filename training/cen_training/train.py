@@ -230,18 +230,25 @@ def train(config: TrainConfig, on_epoch_end=None) -> dict:
             on_epoch_end({"epoch": state.epoch, "stage": state.stage, "step": state.step,
                           "loss": loss, "scores": scores})
 
+    end_run(proc, config, state, start_time, stopped, model_without_ddp, metrics_log)
+    proc.log(f"best val ensemble mIoU {state.best_miou:.2f}; checkpoints in {out_dir}")
+    return {**state.best_scores, "steps": state.step, "epochs": state.epoch}
+
+
+def end_run(proc: Process, config, state, start_time: float, stopped: bool,
+            model: torch.nn.Module, metrics_log) -> None:
+    """Say why a run stopped early, check that every process ends with the same weights,
+    leave the process group and close the logs (segmentation and translation runs alike)."""
     if stopped:
         limit = "step" if config.max_steps and state.step >= config.max_steps else "time"
         proc.log(f"stopped at the {limit} limit: epoch {state.epoch}, step {state.step}, "
                  f"{(time.monotonic() - start_time) / 60:.1f} min")
     if proc.world > 1:
-        check_ranks_agree(model_without_ddp, proc)
+        check_ranks_agree(model, proc)
         if proc.joined_group:
             dist.destroy_process_group()
     if metrics_log is not None:
         metrics_log.close()
-    proc.log(f"best val ensemble mIoU {state.best_miou:.2f}; checkpoints in {out_dir}")
-    return {**state.best_scores, "steps": state.step, "epochs": state.epoch}
 
 
 # -- one epoch -------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from .image_metrics import FID_CONVENTIONS, TranslationMeter
 from .models.translation import (TranslationConfig, build_discriminator,
                                  build_translation_model, discriminator_inputs,
                                  normalize_images, to_uint8)
-from .train import (Process, check_ranks_agree, limit_reached, make_loaders, rng_state,
+from .train import (Process, end_run, limit_reached, make_loaders, rng_state,
                     seed_everything, set_rng_state, setup_distributed)
 
 
@@ -190,16 +190,7 @@ def train_translation(config: TranslateConfig, on_epoch_end=None) -> dict:
             on_epoch_end({"epoch": state.epoch, "step": state.step, "losses": losses,
                           "scores": scores, "slim_fraction": slim})
 
-    if stopped:
-        limit = "step" if config.max_steps and state.step >= config.max_steps else "time"
-        proc.log(f"stopped at the {limit} limit: epoch {state.epoch}, step {state.step}, "
-                 f"{(time.monotonic() - start_time) / 60:.1f} min")
-    if proc.world > 1:
-        check_ranks_agree(g_plain, proc)
-        if proc.joined_group:
-            dist.destroy_process_group()
-    if metrics_log is not None:
-        metrics_log.close()
+    end_run(proc, config, state, start_time, stopped, g_plain, metrics_log)
     proc.log(f"checkpoints in {out_dir}")
     return {**state.best_scores, "steps": state.step, "epochs": state.epoch}
 
