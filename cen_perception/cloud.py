@@ -77,6 +77,7 @@ class CloudBuilder:
         self.max_range = float(max_range)
         self._grid_key: Optional[tuple] = None
         self._rays: Optional[tuple[np.ndarray, np.ndarray]] = None
+        self._points: Optional[np.ndarray] = None
 
     def _rays_for(self, intrinsics: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
         """(u - cx) / fx per column and (v - cy) / fy per row of the strided grid."""
@@ -92,7 +93,8 @@ class CloudBuilder:
 
     def build(self, depth: np.ndarray, rgb: np.ndarray, labels: np.ndarray,
               intrinsics: Intrinsics, confidence: Optional[np.ndarray] = None) -> np.ndarray:
-        """The cloud as a uint8 array ``[rows, cols, point_step]`` (the PointCloud2 data).
+        """The cloud as a uint8 array ``[rows, cols, point_step]`` (the PointCloud2 data),
+        valid until the next call (the buffer is reused).
 
         ``depth`` float32 metres, ``rgb`` uint8 RGB, ``labels`` uint8 and ``confidence``
         float32, all ``[H, W]`` at the colour image's size, which ``intrinsics`` describes
@@ -110,7 +112,11 @@ class CloudBuilder:
         rows, cols = z.shape
         ray_x, ray_y = self._rays_for(intrinsics)
         words = 6 if confidence is not None else 5
-        points = np.empty((rows, cols, words), np.float32)
+        # One buffer, reused while the size stays: fresh pages per frame cost more than the
+        # arithmetic at camera sizes. The caller copies the bytes out before the next frame.
+        if self._points is None or self._points.shape != (rows, cols, words):
+            self._points = np.empty((rows, cols, words), np.float32)
+        points = self._points
         invalid = ~(z > 0)  # NaN and 0 alike
         if self.max_range > 0:
             invalid |= z > self.max_range

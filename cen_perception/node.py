@@ -776,10 +776,13 @@ class SegmentationWork:
         completed = max(rgb_frame.received, depth_frame.received)
         end_to_end = (done - completed) * 1e3
         wait = (picked - completed) * 1e3
-        self.latency.add({"codec": rgb_frame.codec_ms + depth_frame.codec_ms, "wait": wait,
-                          **result.timings, "visualize": visualize_ms, "cloud": cloud_ms,
-                          "publish": (done - start) * 1e3, "end_to_end": end_to_end,
-                          "overhead": end_to_end - result.timings["infer"] - wait})
+        timings = {"codec": rgb_frame.codec_ms + depth_frame.codec_ms, "wait": wait,
+                   **result.timings, "visualize": visualize_ms,
+                   "publish": (done - start) * 1e3, "end_to_end": end_to_end,
+                   "overhead": end_to_end - result.timings["infer"] - wait}
+        if "points" in wanted and camera_info is not None:
+            timings["cloud"] = cloud_ms
+        self.latency.add(timings)
         self.counters.add("frames_processed")
 
     def _cloud(self, result, rgb: np.ndarray, camera_info: CameraInfo,

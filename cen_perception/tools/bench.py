@@ -103,7 +103,7 @@ class Bench:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-        from sensor_msgs.msg import CompressedImage, Image
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
@@ -123,12 +123,21 @@ class Bench:
         self.outputs = outputs
         self._subscriptions = [
             self.node.create_subscription(
-                Image, f"segmentation/{kind}",
+                PointCloud2 if kind == "points" else Image, f"segmentation/{kind}",
                 self._on_labels if kind == "labels" else self._ignore, qos)
             for kind in outputs]
+        # The colour camera's intrinsics, for segmentation/points.
+        self.camera_info_pub = self.node.create_publisher(CameraInfo, "rgb/camera_info", qos)
+        self._camera_info_class = CameraInfo
         self.status_name = f"{namespace}/cen_segmentation:"
         self.diagnostics: list[dict[str, str]] = []
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+
+    def publish_camera_info(self, height: int, width: int) -> None:
+        fields = SyntheticScene(0, height, width).camera_info_fields()
+        self.camera_info_pub.publish(self._camera_info_class(
+            height=height, width=width, distortion_model=fields["distortion_model"],
+            d=list(fields["d"]), k=list(fields["k"]), r=list(fields["r"]), p=list(fields["p"])))
 
     def _on_labels(self, msg) -> None:
         self.arrived.setdefault((msg.header.stamp.sec, msg.header.stamp.nanosec),
@@ -272,6 +281,8 @@ def _run(args: argparse.Namespace) -> int:
         bgr, depth_mm = synthetic_frame(height, width)
         rgb_data, depth_data = map(serialized, camera_messages(bgr, depth_mm, args.transport))
         for index in range(WARMUP_PAIRS):
+            if "points" in bench.outputs:
+                bench.publish_camera_info(height, width)
             bench.play(rgb_data, depth_data, 1, 1.0, first_sec=100 + index)
             bench.spin_until(lambda: len(bench.arrived) > index, 120.0)
         before = bench.drained_diagnostics()
@@ -313,8 +324,8 @@ def _run(args: argparse.Namespace) -> int:
                 node_proc.kill()
 
     rows = []
-    for stage in ("codec", "wait", "resize", "infer", "visualize", "publish", "end_to_end",
-                  "overhead"):
+    for stage in ("codec", "wait", "resize", "infer", "visualize", "cloud", "publish",
+                  "end_to_end", "overhead"):
         if f"{stage}_ms_median" in diag:
             rows.append([f"node {stage}"]
                         + [diag[f"{stage}_ms_{s}"] for s in ("median", "p95", "max")])
@@ -374,7 +385,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="reliability of the camera's publishers (default reliable, as "
                              "most drivers publish)")
     parser.add_argument("--outputs", default="labels,color,overlay",
-                        help="outputs to subscribe to, comma separated (default %(default)s)")
+                        help="outputs to subscribe to, comma separated: labels, color, overlay, "
+                             "confidence, points (the labelled cloud; the camera then sends "
+                             "its camera info) (default %(default)s)")
     parser.add_argument("--small-frames", type=int, default=10_000,
                         help="64x48 frames for the memory check (0 = skip; default 10000)")
     parser.add_argument("--small-rate", type=float, default=400.0,
@@ -389,10 +402,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error(str(exc))
     if min(args.rate, args.small_rate) <= 0 or args.frames < 1:
         parser.error("rates and frames must be positive")
-    unknown = set(args.outputs.split(",")) - {"labels", "color", "overlay", "confidence"}
+    unknown = set(args.outputs.split(",")) - {"labels", "color", "overlay", "confidence",
+                                               "points"}
     if unknown or "labels" not in args.outputs.split(","):
         parser.error("--outputs must include labels and name only labels, color, overlay, "
-                     "confidence")
+                     "confidence, points")
     try:
         return run(args)
     except BenchError as exc:

@@ -94,3 +94,14 @@ def test_bench_refuses_a_missing_engine_in_one_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         f"cen-perception-bench: engine file not found: {tmp_path / 'none.onnx'}"]
+
+
+def test_bench_times_the_labelled_cloud(toy_onnx_factory):
+    cmd = [sys.executable, "-m", "cen_perception.tools.bench", "--engine",
+           str(toy_onnx_factory(48, 64)), "--frames", "10", "--rate", "10", "--small-frames", "0",
+           "--size", "320x240", "--outputs", "labels,points"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    latency = table(proc.stdout, "latency (ms), 320x240, raw")
+    median, p95, worst = map(float, latency["node cloud"])
+    assert 0 < median <= p95 <= worst
