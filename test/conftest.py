@@ -30,20 +30,24 @@ def samples_dir(tmp_path_factory) -> pathlib.Path:
 
 
 def write_synthetic_samples(root: pathlib.Path) -> pathlib.Path:
-    """``nyuv2_frame0/`` (640x480, rgb.jpg, depth.png in mm, label.png with 255 = void) and
+    """``nyuv2_frame0/`` (640x480, rgb.jpg, in-painted depth.png in mm, label.png with 255 =
+    void) and
     ``esanet_kinect/`` (512x424, rgb.png, depth.png in 0.1 mm, 0 and 65535 invalid), rendered
     by the synthetic scene generator like the real samples they stand in for."""
     import cv2
     import numpy as np
 
-    from cen_perception.tools.sequence import SyntheticScene
+    from cen_perception.tools.scene import SyntheticScene
 
     rng = np.random.default_rng(0)
     nyu, kinect = root / "nyuv2_frame0", root / "esanet_kinect"
     nyu.mkdir()
     kinect.mkdir()
     rgb, depth_mm, labels = SyntheticScene(seed=1, height=480, width=640).render(0, rng)
+    # Like the NYUv2 frame: in-painted depth (no holes) within about 1.8-3.6 m.
     labels[depth_mm == 0] = 255
+    depth_mm[depth_mm == 0] = int(np.median(depth_mm[depth_mm > 0]))
+    depth_mm = np.clip(depth_mm, 1800, 3600).astype(np.uint16)
     cv2.imwrite(str(nyu / "rgb.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     cv2.imwrite(str(nyu / "depth.png"), depth_mm)
     cv2.imwrite(str(nyu / "label.png"), labels)

@@ -174,8 +174,11 @@ class Harness:
         if depth_msg is not None:
             self.depth_pub.publish(depth_msg)
 
-    def send_pair(self, rgb_msg, depth_msg, kinds=("labels",), timeout: float = 10.0) -> dict:
-        """Publish one pair and wait for its outputs of ``kinds``; returns {kind: msg}."""
+    def send_pair(self, rgb_msg, depth_msg, kinds=("labels",), timeout: float = 30.0) -> dict:
+        """Publish one pair and wait for its outputs of ``kinds``; returns {kind: msg}.
+
+        The wait is long because a node's first frame (engine warm-up) on a busy 2-core
+        machine can take seconds; a pair that is answered returns as soon as it is."""
         key = stamp_key(rgb_msg.header.stamp)
         self.publish(rgb_msg, depth_msg)
         arrived = self.spin_until(lambda: all(key in self.received[k] for k in kinds), timeout)
