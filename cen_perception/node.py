@@ -870,6 +870,9 @@ class SegmentationWork:
                 if watch.incompatible_events else "0")
             values[f"{stream}_lost"] = str(watch.lost)
         values["camera_info"] = "received" if self._camera_info is not None else "none"
+        # Who listens (the node computes only what someone subscribes to).
+        for kind, publisher in self.outputs.items():
+            values[f"{kind}_subscribers"] = str(publisher.get_subscription_count())
         values["depth_scale"] = (f"{self._depth_scale:g}" if self._depth_scale
                                  else "REP 118 (16UC1 mm, 32FC1 m)")
         if self.depth_watch.medians:

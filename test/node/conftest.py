@@ -128,13 +128,26 @@ class Harness:
                 self.node.destroy_subscription(subscription)
 
     def wait_connected(self, node: NodeProcess, timeout: float = 30.0) -> None:
-        """Until the node's subscriptions and our subscriptions have matched."""
+        """Until the node's subscriptions and our subscriptions have matched, both ways.
+
+        Discovery is not symmetric: our subscription may see the node's publisher before the
+        node's publisher sees it, and the node skips a frame nobody listens to. So also wait
+        until the node's /diagnostics count our subscriptions among its listeners."""
         def connected():
             assert node.alive(), f"node exited:\n{node.output}"
             return (self.rgb_pub.get_subscription_count() > 0
                     and self.depth_pub.get_subscription_count() > 0
                     and all(s.get_publisher_count() > 0 for s in self._subscriptions.values()))
         assert self.spin_until(connected, timeout), f"node did not connect:\n{node.output}"
+        kinds = list(self._subscriptions)
+
+        def listened():
+            if not self.diagnostics:
+                return False
+            values = values_of(self.diagnostics[-1])
+            return all(int(values.get(f"{kind}_subscribers", "0")) > 0 for kind in kinds)
+        assert self.spin_until(listened, timeout), (
+            f"the node does not see our subscriptions to {kinds}:\n{node.output}")
 
     def _on_output(self, kind, msg) -> None:
         self.received[kind].setdefault(stamp_key(msg.header.stamp), []).append(msg)
