@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 import pytest
-from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 
 from cen_perception.image_codec import encode

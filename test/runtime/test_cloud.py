@@ -1,5 +1,4 @@
 """The labelled cloud against points computed by hand from known depth and intrinsics."""
-import time
 
 import numpy as np
 import pytest
