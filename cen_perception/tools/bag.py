@@ -29,7 +29,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 from .. import image_codec
 from ..image_codec import (UnsupportedImageError, compressed_kind, decode_color_message,
                           decode_depth_message, parse_compressed_format)
-from ..sync import RgbdSync, stamp_to_ns
+from ..sync import NS_PER_S, RgbdSync, stamp_to_ns
+from .pairing import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP, BagError
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -51,13 +52,7 @@ BAG_VERSION = 9  # the rosbag2 metadata version ROS 2 Jazzy writes
 COLOR_ENCODINGS = tuple(e for e in image_codec.COLOR_ENCODINGS if e != "mono8")
 DEPTH_ENCODINGS = tuple(image_codec.DEPTH_ENCODINGS)
 
-DEFAULT_SLOP = 0.02
-DEFAULT_QUEUE_SIZE = 10
 MAX_PROBLEMS_KEPT = 5
-
-
-class BagError(Exception):
-    """A bag cannot be read or written as asked; the message is one readable line."""
 
 
 def _one_line(exc: BaseException) -> str:
@@ -72,7 +67,7 @@ def stamp_ns(header: Any) -> int:
 
 def make_header(stamp: int, frame_id: str) -> Header:
     """A rosbags ``std_msgs/Header`` for a stamp in nanoseconds."""
-    return Header(stamp=Time(sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000),
+    return Header(stamp=Time(sec=stamp // NS_PER_S, nanosec=stamp % NS_PER_S),
                   frame_id=frame_id)
 
 
@@ -431,10 +426,3 @@ def copy_topics_to(writer: BagWriter, bag: RecordedBag) -> list[str]:
             continue
         copied.append(connection.topic)
     return copied
-
-
-def check_depth_scale(depth_scale: Optional[float]) -> None:
-    """BagError unless ``depth_scale`` is None or a positive number of metres per unit."""
-    if depth_scale is not None and not (np.isfinite(depth_scale) and depth_scale > 0):
-        raise BagError(f"depth scale must be a positive number of metres per unit, got "
-                       f"{depth_scale}")

@@ -17,8 +17,9 @@ import numpy as np
 from ..engines import BACKENDS
 from ..image_codec import encode
 from .bag import (DEFAULT_QUEUE_SIZE, DEFAULT_SLOP, STORAGES, BagError, BagMessage, BagWriter,
-                  FramePair, Image, PairCounts, RecordedBag, _one_line, check_depth_scale,
-                  copy_topics_to, rgbd_pairs)
+                  FramePair, Image, PairCounts, RecordedBag, _one_line, copy_topics_to,
+                  rgbd_pairs)
+from .pairing import add_pairing_arguments, check_pairing
 
 
 @dataclass
@@ -77,10 +78,7 @@ def segment_bag(in_bag: str | pathlib.Path, out_bag: str | pathlib.Path,
 
     if not 0.0 <= overlay_alpha <= 1.0:
         raise BagError(f"overlay alpha must be in [0, 1], got {overlay_alpha}")
-    if slop <= 0 or queue_size < 1:
-        raise BagError(f"slop must be positive and queue size at least 1, got {slop} and "
-                       f"{queue_size}")
-    check_depth_scale(depth_scale)
+    check_pairing(slop, depth_scale, queue_size)
     out_bag = pathlib.Path(out_bag)
     with RecordedBag(in_bag) as bag:
         rgb_topic, depth_topic = bag.resolve_rgbd_topics(rgb_topic, depth_topic)
@@ -184,19 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ONNX model or TensorRT engine with its model card")
     parser.add_argument("--backend", default="auto",
                         choices=BACKENDS)
-    parser.add_argument("--rgb-topic",
-                        help="colour topic, sensor_msgs/Image or CompressedImage (JPEG/PNG) "
-                             "(default: the only plausible one)")
-    parser.add_argument("--depth-topic",
-                        help="depth topic, sensor_msgs/Image or CompressedImage "
-                             "(compressedDepth) (default: the only plausible one)")
-    parser.add_argument("--depth-scale", type=float, metavar="M",
-                        help="metres per depth unit, e.g. 0.0001 for tenths of a millimetre "
-                             "(default: REP 118, 16UC1 in mm and 32FC1 in m)")
-    parser.add_argument("--slop", type=float, default=DEFAULT_SLOP,
-                        help="largest stamp difference of a pair, in seconds (default %(default)s)")
-    parser.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
-                        help="messages per topic kept waiting for a partner (default %(default)s)")
+    add_pairing_arguments(parser, queue_size=True)
     parser.add_argument("--storage", choices=sorted(STORAGES),
                         help="output storage format (default: that of the input bag)")
     parser.add_argument("--output-namespace", default="segmentation",

@@ -1,6 +1,7 @@
 """Recorded bags: reading, the synthetic sequence, and `cen-perception-bag` end to end."""
 import hashlib
 import pathlib
+import re
 import subprocess
 
 import numpy as np
@@ -471,3 +472,19 @@ def test_depth_scale_reads_other_depth_units(tmp_path, toy_onnx_factory, capsys)
                  "--depth-scale", "0"]) == 2
     assert "depth scale must be a positive number" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(slop=0.0), "slop must be a positive number of seconds, got 0.0"),
+    (dict(slop=float("nan")), "slop must be a positive number of seconds, got nan"),
+    (dict(queue_size=0), "queue size must be at least 1, got 0"),
+    (dict(depth_scale=float("inf")), "depth scale must be a positive number"),
+])
+def test_pairing_settings_are_checked_before_anything_is_read(settings, message):
+    from cen_perception.tools.pairing import check_pairing
+
+    check_pairing()  # the defaults are usable
+    check_pairing(slop=0.005, depth_scale=0.0001, queue_size=1)
+    with pytest.raises(BagError, match=re.escape(message)):
+        check_pairing(**settings)
+

@@ -1,5 +1,7 @@
 """`cen-train extract-frames` and `cen-train import-labels`: from a recorded bag to a dataset."""
 import hashlib
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -238,3 +240,35 @@ def test_import_refuses_bad_labels_and_keeps_the_dataset(tmp_path, rgbd_bag_fact
     assert main(["import-labels", str(out), str(ids)]) == 2
     assert "64x24 labels for a 64x48 frame" in capsys.readouterr().err
     assert list((out / "labels").iterdir()) == []
+
+
+def test_bag_commands_build_their_parsers_without_rosbags():
+    """Reading bags is an extra: without rosbags every command's --help still works."""
+    code = ("import sys; sys.modules['rosbags'] = None; "
+            "from cen_training.cli import build_parser; build_parser().parse_args("
+            "['extract-frames', 'a.bag', 'out', '--slop', '0.01'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_bad_slop_is_refused_before_anything_is_written(tmp_path, rgbd_bag_factory, capsys):
+    bag, _ = rgbd_bag_factory("run")
+    assert main(["extract-frames", str(bag), str(tmp_path / "bad"), "--slop", "0"]) == 2
+    assert "slop must be a positive number of seconds, got 0.0" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_every_bag_command_offers_the_same_pairing_options():
+    """cen-perception-bag, extract-frames and select-frames share one set of options."""
+    from cen_perception.tools.segment_bag import build_parser
+    from cen_training.cli import build_parser as training_parser
+
+    def pairing_options(parser):
+        return {action.dest: (action.default, action.help) for action in parser._actions
+                if action.dest in ("rgb_topic", "depth_topic", "depth_scale", "slop")}
+    expected = pairing_options(build_parser())
+    assert set(expected) == {"rgb_topic", "depth_topic", "depth_scale", "slop"}
+    commands = training_parser()._subparsers._group_actions[0].choices
+    for name in ("extract-frames", "select-frames"):
+        assert pairing_options(commands[name]) == expected, name

@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 import pathlib
 import tempfile
-from typing import Callable
+from typing import Callable, Iterable
+
+from .errors import DatasetError
 
 
 def atomic_write(path: str | pathlib.Path, write: Callable[[pathlib.Path], None]) -> pathlib.Path:
@@ -22,3 +24,19 @@ def atomic_write(path: str | pathlib.Path, write: Callable[[pathlib.Path], None]
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_new_dataset_folder(folder: pathlib.Path, files: Iterable[str],
+                             folders: Iterable[str], verb: str) -> None:
+    """DatasetError unless ``folder`` can take a new dataset: it is absent, or a folder that
+    holds none of ``files`` and whose ``folders`` are absent or empty. Checked before anything
+    is written, so that an earlier dataset is never mixed with or overwritten by a new one."""
+    folder = pathlib.Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DatasetError(f"{folder}: exists and is not a folder")
+    taken = [name for name in files if (folder / name).exists()]
+    taken += [f"{name}/" for name in folders
+              if (folder / name).is_dir() and any((folder / name).iterdir())]
+    if taken:
+        raise DatasetError(f"{folder}: already holds {', '.join(taken)}; {verb} into a new "
+                           "folder")

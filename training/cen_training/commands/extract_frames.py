@@ -25,8 +25,11 @@ import shutil
 import cv2
 import numpy as np
 
+from cen_perception.tools.pairing import BagError, add_pairing_arguments, check_pairing
+
 from .. import CliError
 from ..bags import bag_module
+from ..io import check_new_dataset_folder
 
 SPLIT_FILES = ("train.txt", "val.txt", "frames.csv", "classes.yaml")
 MAX_DEPTH_MM = 65534  # 65535 reads back as "no measurement"
@@ -43,23 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "compressedDepth depth).")
     p.add_argument("bag", type=pathlib.Path, metavar="BAG")
     p.add_argument("out_dir", type=pathlib.Path, metavar="OUT_DIR")
-    p.add_argument("--rgb-topic",
-                   help="colour topic, Image or CompressedImage (default: the only plausible "
-                        "one)")
-    p.add_argument("--depth-topic",
-                   help="depth topic, Image or compressedDepth CompressedImage (default: the "
-                        "only plausible one)")
-    p.add_argument("--depth-scale", type=float, metavar="M",
-                   help="metres per depth unit in the bag, e.g. 0.0001 for tenths of a "
-                        "millimetre (default: REP 118, 16UC1 in mm and 32FC1 in m)")
     p.add_argument("--every", type=int, default=1, help="keep every N-th pair (default 1)")
-    p.add_argument("--slop", type=float, default=0.02,
-                   help="largest stamp difference of a pair, in seconds (default %(default)s)")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="fraction of the frames, from the end, listed in val.txt "
                         "(default %(default)s)")
     p.add_argument("--classes", type=pathlib.Path,
                    help="class list (YAML) to copy in as classes.yaml")
+    add_pairing_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -79,16 +72,6 @@ def split_stems(stems: list[str], val_fraction: float) -> tuple[list[str], list[
     return stems[:len(stems) - n_val], stems[len(stems) - n_val:]
 
 
-def _check_out_dir(out_dir: pathlib.Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CliError(f"{out_dir}: exists and is not a folder")
-    taken = [name for name in SPLIT_FILES if (out_dir / name).exists()]
-    taken += [f"{d}/" for d in ("rgb", "depth", "labels")
-              if (out_dir / d).is_dir() and any((out_dir / d).iterdir())]
-    if taken:
-        raise CliError(f"{out_dir}: already holds {', '.join(taken)}; extract into a new folder")
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -96,19 +79,17 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--every must be >= 1, got {args.every}")
     if not 0.0 <= args.val_fraction < 1.0:
         raise CliError(f"--val-fraction must lie in [0, 1), got {args.val_fraction}")
-    if args.slop <= 0:
-        raise CliError(f"--slop must be positive, got {args.slop}")
     classes = None
     if args.classes is not None:
         from ..data.classes import load_class_list
         classes = load_class_list(args.classes)  # checked before any file is written
     bag = bag_module()
     try:
-        bag.check_depth_scale(args.depth_scale)
-    except bag.BagError as exc:
+        check_pairing(args.slop, args.depth_scale)
+    except BagError as exc:
         raise CliError(str(exc)) from None
     out_dir: pathlib.Path = args.out_dir
-    _check_out_dir(out_dir)
+    check_new_dataset_folder(out_dir, SPLIT_FILES, ("rgb", "depth", "labels"), "extract")
 
     counts = bag.PairCounts()
     stems: list[str] = []

@@ -29,8 +29,11 @@ import pathlib
 import cv2
 import numpy as np
 
+from cen_perception.tools.pairing import BagError, add_pairing_arguments, check_pairing
+
 from .. import CliError
 from ..bags import bag_module
+from ..io import check_new_dataset_folder
 from .extract_frames import depth_to_mm, split_stems
 
 OUTPUT_FILES = ("train.txt", "val.txt", "frames.csv", "selection.csv", "classes.yaml",
@@ -63,32 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="uncertainty score: entropy needs the engine's logits (export "
                         "--logits), confidence its confidence output (export --confidence); "
                         "auto takes entropy when it can (default %(default)s)")
-    p.add_argument("--rgb-topic",
-                   help="colour topic, Image or CompressedImage (default: the only plausible "
-                        "one)")
-    p.add_argument("--depth-topic",
-                   help="depth topic, Image or compressedDepth CompressedImage (default: the "
-                        "only plausible one)")
-    p.add_argument("--depth-scale", type=float, metavar="M",
-                   help="metres per depth unit in the bag (default: REP 118, 16UC1 in mm and "
-                        "32FC1 in m)")
-    p.add_argument("--slop", type=float, default=0.02,
-                   help="largest stamp difference of a pair, in seconds (default %(default)s)")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="fraction of the picks, the latest, listed in val.txt "
                         "(default %(default)s)")
     p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_pairing_arguments(p)
     p.set_defaults(func=run)
-
-
-def _check_out_dir(out_dir: pathlib.Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CliError(f"{out_dir}: exists and is not a folder")
-    taken = [name for name in OUTPUT_FILES if (out_dir / name).exists()]
-    taken += [f"{d}/" for d in OUTPUT_DIRS if (out_dir / d).is_dir() and any((out_dir / d).iterdir())]
-    if taken:
-        raise CliError(f"{out_dir}: already holds {', '.join(taken)}; select into a new folder")
 
 
 def open_scorer(args: argparse.Namespace):
@@ -122,15 +106,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--min-gap must be >= 0 seconds, got {args.min_gap}")
     if not 0.0 <= args.val_fraction < 1.0:
         raise CliError(f"--val-fraction must lie in [0, 1), got {args.val_fraction}")
-    if args.slop <= 0:
-        raise CliError(f"--slop must be positive, got {args.slop}")
     bag = bag_module()
     try:
-        bag.check_depth_scale(args.depth_scale)
-    except bag.BagError as exc:
+        check_pairing(args.slop, args.depth_scale)
+    except BagError as exc:
         raise CliError(str(exc)) from None
     out_dir: pathlib.Path = args.out_dir
-    _check_out_dir(out_dir)
+    check_new_dataset_folder(out_dir, OUTPUT_FILES, OUTPUT_DIRS, "select")
     engine, scorer = open_scorer(args)
     card = engine.card
     classes = ClassList(names=list(card.class_names), palette=[list(c) for c in card.palette],
