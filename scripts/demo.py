@@ -23,10 +23,8 @@ import os
 import pathlib
 import random
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 
 import cv2
@@ -36,7 +34,6 @@ BIN = pathlib.Path(sys.executable).parent
 COLOR, DEPTH, TRUTH = ("/camera/color/image_raw", "/camera/depth/image_raw",
                        "/camera/labels/ground_truth")
 CAMERA_INFO = "/camera/color/camera_info"
-POINTS = "/segmentation/points"
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -101,133 +98,59 @@ def export(args, out: pathlib.Path, checkpoint: pathlib.Path, data: pathlib.Path
     return model
 
 
-class Recorder:
-    """Subscribes to the node's outputs, the ground truth and /diagnostics; keeps them all."""
-
-    def __init__(self, bag_path: pathlib.Path) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-
-        from cen_perception.tools.bag import BagWriter
-
-        rclpy.init()
-        self.node = rclpy.create_node("cen_demo_recorder")
-        self.lock = threading.Lock()
-        self.messages: dict[str, list] = {}
-        self.diagnostics = None
-        self.raw: list[tuple[str, int, bytes]] = []  # written to the bag on close
-        self.writer = BagWriter(bag_path, "sqlite3")
-        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        self.topics = ["/segmentation/labels", "/segmentation/color", "/segmentation/overlay",
-                       COLOR, DEPTH]
-        for topic in self.topics:
-            self.writer.add_topic(topic)
-            self.node.create_subscription(Image, topic, self._keep(topic), qos)
-        # The cloud is kept in memory for the picture, not written to the bag (it is large);
-        # the camera info is listened to so that the player sees both its subscribers.
-        self.node.create_subscription(PointCloud2, POINTS, self._keep(POINTS, record=False),
-                                      qos)
-        self.node.create_subscription(CameraInfo, CAMERA_INFO,
-                                      self._keep(CAMERA_INFO, record=False), qos)
-        self.writer.add_topic("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray")
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._diagnostics, qos)
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def _keep(self, topic: str, record: bool = True):
-        from rclpy.serialization import serialize_message
-
-        def callback(msg) -> None:
-            with self.lock:
-                self.messages.setdefault(topic, []).append(msg)
-                if record:
-                    self.raw.append((topic, time.time_ns(), serialize_message(msg)))
-        return callback
-
-    def _diagnostics(self, msg) -> None:
-        from rclpy.serialization import serialize_message
-
-        with self.lock:
-            for status in msg.status:
-                if "segmentation" in status.name:
-                    self.diagnostics = {kv.key: kv.value for kv in status.values}
-            self.raw.append(("/diagnostics", time.time_ns(), serialize_message(msg)))
-
-    def all_handled(self, pairs: int) -> bool:
-        with self.lock:
-            diag = self.diagnostics or {}
-            received = len(self.messages.get("/segmentation/labels", []))
-        dropped = int(diag.get("pairs_dropped", 0))
-        return received >= pairs or (int(diag.get("pairs", 0)) >= pairs
-                                     and received + dropped >= pairs)
-
-    def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown()
-        with self.lock, self.writer:
-            for topic, stamp, raw in self.raw:
-                self.writer.write_raw(topic, stamp, raw)
-
-
 def run_node(args, out: pathlib.Path, model: pathlib.Path, bag: pathlib.Path) -> dict:
-    """Start the node, play the bag into it, record what comes back."""
-    from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import Image
+    """Start the node, play the bag into it, record what comes back (node_output/, a bag of
+    the node's images, the camera images and /diagnostics)."""
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import CameraInfo, Image
 
-    from cen_perception.tools.bag import RecordedBag
+    from cen_perception.tools.bag import BagWriter, RecordedBag
+    from cen_perception.tools.rig import NodeProcess, Rig, bag_through_node
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
     output_bag = out / "node_output"
     shutil.rmtree(output_bag, ignore_errors=True)
     pairs = sum(1 for _ in RecordedBag(bag).messages([COLOR]))
-    recorder = Recorder(output_bag)
-    recorder.messages[TRUTH] = [deserialize_message(m.raw, Image)
-                                for m in RecordedBag(bag).messages([TRUTH])]
-    node_cmd = [BIN / "cen_segmentation_node", "--ros-args",
-                "--params-file", REPO / "config" / "segmentation.yaml",
-                "-p", f"engine_path:={model}", "-p", "qos:=reliable", "-p", "num_threads:=1",
-                "-p", "diagnostics_period:=0.5",
-                "-r", "rgb/image:=/camera/color/image_raw",
-                "-r", "depth/image:=/camera/depth/image_raw",
-                "-r", f"rgb/camera_info:={CAMERA_INFO}"]
-    print("$ " + " ".join(map(str, node_cmd)), flush=True)
-    node = subprocess.Popen([str(c) for c in node_cmd])
+    # Recorded in memory and written on close; the cloud is kept for the picture only (it is
+    # large), the camera info listened to so that the player sees both its subscribers.
+    recorded_names = {"labels", "color", "overlay", COLOR, DEPTH, "/diagnostics"}
+    raw: list[tuple[str, int, bytes]] = []
+
+    def record(name: str, msg) -> None:
+        if name in recorded_names:
+            topic = name if name.startswith("/") else f"/segmentation/{name}"
+            raw.append((topic, time.time_ns(), serialize_message(msg)))
+
+    rig = Rig(outputs=("labels", "color", "overlay", "points"), history=100, background=True,
+              on_message=record, name="cen_demo_recorder")
+    for topic in (COLOR, DEPTH):
+        rig.listen(topic, Image)
+    rig.listen(CAMERA_INFO, CameraInfo)
+    node = NodeProcess(["--params-file", REPO / "config" / "segmentation.yaml",
+                        "-p", f"engine_path:={model}", "-p", "qos:=reliable",
+                        "-p", "num_threads:=1", "-p", "diagnostics_period:=0.5",
+                        "-r", f"rgb/image:={COLOR}", "-r", f"depth/image:={DEPTH}",
+                        "-r", f"rgb/camera_info:={CAMERA_INFO}"])
+    print("$ " + " ".join(map(str, node.command)), flush=True)
     try:
-        # Discovery both ways before the first frame: the node publishes only to subscribers
-        # it knows, and a reliable but volatile topic keeps nothing for late joiners.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and node.poll() is None and not (
-                recorder.diagnostics is not None
-                and recorder.node.count_publishers("/segmentation/labels") > 0):
-            time.sleep(0.1)
-        time.sleep(1.0)
         # Two subscribers per camera topic: the node and this recorder.
-        run([BIN / "cen-perception-play", bag, "--topics", COLOR, DEPTH, CAMERA_INFO,
-             "--reliable", "--wait-subscribers", "2",
-             "--wait-timeout", "60", "--rate", "1.0", "--no-progress"])
-        # Done when every pair was segmented or skipped (the node keeps only the newest pair).
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not recorder.all_handled(pairs):
-            time.sleep(0.2)
-        time.sleep(1.2)  # one more diagnostics period
+        bag_through_node(node, rig, bag, [COLOR, DEPTH, CAMERA_INFO], pairs, subscribers=2,
+                         ready_timeout=60.0)
     finally:
-        node.send_signal(signal.SIGINT)
-        try:
-            node.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            node.kill()
-        recorder.close()
+        node.stop()
+        rig.close()
+    with BagWriter(output_bag, "sqlite3") as writer:
+        for topic in ("/segmentation/labels", "/segmentation/color", "/segmentation/overlay",
+                      COLOR, DEPTH):
+            writer.add_topic(topic)
+        writer.add_topic("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray")
+        for topic, stamp, data in raw:
+            writer.write_raw(topic, stamp, data)
     print(f"recorded {output_bag}")
-    return {"recorder": recorder, "pairs": pairs, "node_exit": node.returncode}
+    truth = [deserialize_message(m.raw, Image) for m in RecordedBag(bag).messages([TRUTH])]
+    return {"messages": {**rig.messages, TRUTH: truth}, "diagnostics": rig.values,
+            "pairs": pairs, "node_exit": node.returncode}
 
 
 def summarise(out: pathlib.Path, model: pathlib.Path, result: dict) -> dict:
@@ -237,12 +160,12 @@ def summarise(out: pathlib.Path, model: pathlib.Path, result: dict) -> dict:
     from cen_training.metrics import confusion_matrix, scores
 
     card = OnnxRuntimeEngine(model).card
-    rec = result["recorder"]
+    messages = result["messages"]
 
-    def by_stamp(topic):
-        return {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in rec.messages.get(topic, [])}
+    def by_stamp(name):
+        return {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in messages.get(name, [])}
 
-    labels_msgs = by_stamp("/segmentation/labels")
+    labels_msgs = by_stamp("labels")
     colour = by_stamp("/camera/color/image_raw")
     depth = by_stamp("/camera/depth/image_raw")
     truth = by_stamp("/camera/labels/ground_truth")
@@ -271,8 +194,8 @@ def summarise(out: pathlib.Path, model: pathlib.Path, result: dict) -> dict:
         sheet = contact_sheet(rows, columns=4, titles=["rgb", "depth", "CEN overlay", "truth"]
                               * (len(rows) // 4))
         cv2.imwrite(str(out / "contact_sheet.png"), sheet[..., ::-1])
-    cloud_picture(out, rec.messages.get(POINTS, []), colour, card.palette)
-    diag = rec.diagnostics or {}
+    cloud_picture(out, messages.get("points", []), colour, card.palette)
+    diag = result["diagnostics"]
     metrics = scores(matrix, card.class_names) if matrix.sum() else {}
     summary = {
         "frames_played": result["pairs"],

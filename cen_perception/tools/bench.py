@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import struct
-import subprocess
 import sys
 import time
 import uuid
@@ -37,8 +34,9 @@ import numpy as np
 
 from ..image_codec import encode, encode_compressed_color, encode_compressed_depth
 from ..input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
+from .rig import Camera, NodeProcess, Rig, RigError, serialized
 from .scene import SyntheticScene
-from .transport_check import STAMP_FORMAT, STAMP_OFFSET, TransportCheckError, parse_size
+from .transport_check import TransportCheckError, parse_size
 
 
 WARMUP_PAIRS = 5
@@ -63,24 +61,12 @@ def percentiles(values) -> tuple[float, float, float]:
 
 # Shared memory for whole images on this host, UDP for other hosts; see the file's comment.
 FASTDDS_LARGE_IMAGES_PROFILE = str(PROFILE_FILE)
-# The node's topics for each --transport: (colour, depth).
-CAMERA_TOPICS = {"raw": ("rgb/image", "depth/image"),
-                 "compressed": ("rgb/image/compressed", "depth/image/compressedDepth")}
-
-
 def camera_messages(bgr: np.ndarray, depth_mm: np.ndarray, transport: str):
     """The camera's colour and depth messages, as sensor_msgs/Image or CompressedImage."""
     if transport == "compressed":
         return (encode_compressed_color(bgr[:, :, ::-1], "jpeg"),
                 encode_compressed_depth(depth_mm, "16UC1"))
     return encode(bgr, "bgr8"), encode(depth_mm, "16UC1")
-
-
-def serialized(msg) -> bytearray:
-    """A message serialized once; ``play`` writes each frame's stamp into it."""
-    from rclpy.serialization import serialize_message
-
-    return bytearray(serialize_message(msg))
 
 
 def rss_mb(pid: int) -> Optional[float]:
@@ -94,148 +80,45 @@ def rss_mb(pid: int) -> Optional[float]:
     return None
 
 
-class Bench:
-    """The camera side: publishes pairs, records when outputs arrive, keeps diagnostics."""
-
-    def __init__(self, namespace: str, outputs: list[str], transport: str = "raw",
-                 camera_qos: str = RELIABLE) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(f"bench_{uuid.uuid4().hex[:6]}", namespace=namespace,
-                                      context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        # Drivers publish reliable (rclcpp's default) or, some of them, with sensor-data QoS.
-        camera_qos = qos if camera_qos == RELIABLE else qos_profile_sensor_data
-        camera_type = CompressedImage if transport == "compressed" else Image
-        rgb_topic, depth_topic = CAMERA_TOPICS[transport]
-        self.rgb_pub = self.node.create_publisher(camera_type, rgb_topic, camera_qos)
-        self.depth_pub = self.node.create_publisher(camera_type, depth_topic, camera_qos)
-        self.sent: dict[tuple[int, int], float] = {}
-        self.arrived: dict[tuple[int, int], float] = {}
-        self.outputs = outputs
-        self._subscriptions = [
-            self.node.create_subscription(
-                PointCloud2 if kind == "points" else Image, f"segmentation/{kind}",
-                self._on_labels if kind == "labels" else self._ignore, qos)
-            for kind in outputs]
-        # The colour camera's intrinsics, for segmentation/points.
-        self.camera_info_pub = self.node.create_publisher(CameraInfo, "rgb/camera_info", qos)
-        self._camera_info_class = CameraInfo
-        self.status_name = f"{namespace}/cen_segmentation:"
-        self.diagnostics: list[dict[str, str]] = []
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-
-    def publish_camera_info(self, height: int, width: int) -> None:
-        fields = SyntheticScene(0, height, width).camera_info_fields()
-        self.camera_info_pub.publish(self._camera_info_class(
-            height=height, width=width, distortion_model=fields["distortion_model"],
-            d=list(fields["d"]), k=list(fields["k"]), r=list(fields["r"]), p=list(fields["p"])))
-
-    def _on_labels(self, msg) -> None:
-        self.arrived.setdefault((msg.header.stamp.sec, msg.header.stamp.nanosec),
-                                time.perf_counter())
-
-    def _ignore(self, msg) -> None:
-        pass
-
-    def _on_diagnostics(self, msg) -> None:
-        for status in msg.status:
-            if status.name.startswith(self.status_name):
-                self.diagnostics.append({kv.key: kv.value for kv in status.values})
-
-    def spin_until(self, predicate, timeout: float) -> bool:
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            if predicate():
-                return True
-            self.executor.spin_once(timeout_sec=0.01)
-        return predicate()
-
-    def wait_connected(self, node_proc: subprocess.Popen, timeout: float = 60.0) -> None:
-        def connected():
-            if node_proc.poll() is not None:
-                raise BenchError(f"the node exited with status {node_proc.returncode}")
-            return (self.rgb_pub.get_subscription_count() > 0
-                    and self.depth_pub.get_subscription_count() > 0
-                    and all(s.get_publisher_count() > 0 for s in self._subscriptions))
-        if not self.spin_until(connected, timeout):
-            raise BenchError("the node did not connect within a minute")
-
-    def play(self, rgb_data: bytearray, depth_data: bytearray, frames: int, rate: float,
-             first_sec: int, progress: bool = False) -> float:
-        """Publish ``frames`` pairs of serialized messages at ``rate`` Hz; returns the seconds
-        it took."""
-        from tqdm import tqdm
-
-        period = 1.0 / rate
-        start = next_time = time.perf_counter()
-        for index in tqdm(range(frames), disable=not progress, unit="frame", leave=False):
-            while (now := time.perf_counter()) < next_time:
-                self.executor.spin_once(timeout_sec=next_time - now)
-            stamp_ns = first_sec * 1_000_000_000 + int(index * period * 1e9)
-            sec, nanosec = divmod(stamp_ns, 1_000_000_000)
-            for data in (rgb_data, depth_data):
-                struct.pack_into(STAMP_FORMAT, data, STAMP_OFFSET, sec, nanosec)
-            rgb_bytes, depth_bytes = bytes(rgb_data), bytes(depth_data)
-            self.sent[(sec, nanosec)] = time.perf_counter()
-            self.rgb_pub.publish(rgb_bytes)
-            self.depth_pub.publish(depth_bytes)
-            next_time += period
-        return time.perf_counter() - start
-
-    def latest_diagnostics(self, timeout: float = 5.0) -> dict[str, str]:
-        count = len(self.diagnostics)
-        self.spin_until(lambda: len(self.diagnostics) > count, timeout)
-        return self.diagnostics[-1] if self.diagnostics else {}
-
-    def drained_diagnostics(self, before: Optional[dict] = None, sent: int = 0,
-                            timeout: float = 30.0, arrival_timeout: float = 3.0) -> dict[str, str]:
-        """Diagnostics once every pair the node made is processed, dropped or idle, and (for
-        up to ``arrival_timeout`` s) once the node has counted ``sent`` more camera frames
-        than in ``before``."""
-        def settled(values):
-            done = sum(int(values.get(k, 0)) for k in ("frames_processed", "pairs_dropped",
-                                                       "pairs_idle", "processing_errors"))
-            return done >= int(values.get("pairs", 0))
-
-        def all_arrived(values):
-            return all(delivered(before or {}, values, key, sent)[0] >= sent
-                       for key in ("rgb_received", "depth_received"))
-        start = time.perf_counter()
-        values = self.latest_diagnostics()
-        while time.perf_counter() < start + timeout and not (
-                settled(values) and (all_arrived(values)
-                                     or time.perf_counter() > start + arrival_timeout)):
-            values = self.latest_diagnostics()
-        return values
-
-    def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+def bench_camera(transport: str, camera_qos: str) -> Camera:
+    """The rig's camera for ``--transport`` and ``--camera-qos``."""
+    compressed = transport == "compressed"
+    return Camera(reliable=camera_qos == RELIABLE, history=10,
+                  rgb_transport="compressed" if compressed else "raw",
+                  depth_transport="compressedDepth" if compressed else "raw")
 
 
-def start_node(engine: str, namespace: str, backend: str, threads: int,
-               confidence: bool, transport: str = "raw") -> subprocess.Popen:
-    """The node with its default parameters (qos: auto) but for the engine and what is asked."""
-    command = [sys.executable, "-m", "cen_perception.node", "--ros-args",
-               "-r", f"__ns:={namespace}", "-p", f"engine_path:={engine}",
-               "-p", f"backend:={backend}", "-p", f"num_threads:={threads}",
-               "-p", "diagnostics_period:=0.5",
-               "-p", f"publish_confidence:={str(confidence).lower()}"]
+def drained_values(rig: Rig, before: Optional[dict] = None, sent: int = 0,
+                   timeout: float = 30.0, arrival_timeout: float = 3.0) -> dict[str, str]:
+    """The node's diagnostics once every pair it made is processed, dropped or idle, and (for
+    up to ``arrival_timeout`` s) once it has counted ``sent`` more camera frames than in
+    ``before``."""
+    def settled(values):
+        done = sum(int(values.get(k, 0)) for k in ("frames_processed", "pairs_dropped",
+                                                   "pairs_idle", "processing_errors"))
+        return done >= int(values.get("pairs", 0))
+
+    def all_arrived(values):
+        return all(delivered(before or {}, values, key, sent)[0] >= sent
+                   for key in ("rgb_received", "depth_received"))
+    start = time.perf_counter()
+    values = rig.next_values()
+    while time.perf_counter() < start + timeout and not (
+            settled(values) and (all_arrived(values)
+                                 or time.perf_counter() > start + arrival_timeout)):
+        values = rig.next_values()
+    return values
+
+
+def node_arguments(engine: str, backend: str, threads: int, confidence: bool,
+                   transport: str = "raw") -> list[str]:
+    """The node's default parameters (qos: auto) but for the engine and what is asked."""
+    args = ["-p", f"engine_path:={engine}", "-p", f"backend:={backend}",
+            "-p", f"num_threads:={threads}", "-p", "diagnostics_period:=0.5",
+            "-p", f"publish_confidence:={str(confidence).lower()}"]
     if transport == "compressed":
-        command += ["-p", "rgb_transport:=compressed", "-p", "depth_transport:=compressedDepth"]
-    return subprocess.Popen(command + ["--log-level", "warn"])
+        args += ["-p", "rgb_transport:=compressed", "-p", "depth_transport:=compressedDepth"]
+    return args + ["--log-level", "warn"]
 
 
 def format_table(title: str, header: list[str], rows: list[list[str]]) -> str:
@@ -268,34 +151,37 @@ def delivered(before: dict, after: dict, key: str, sent: int) -> tuple[int, floa
 def _run(args: argparse.Namespace) -> int:
     namespace = f"/bench_{uuid.uuid4().hex[:8]}"
     width, height = args.size
-    node_proc = start_node(args.engine, namespace, args.backend, args.threads,
-                           confidence="confidence" in args.outputs.split(","),
-                           transport=args.transport)
-    bench = None
+    outputs = args.outputs.split(",")
+    node = NodeProcess(node_arguments(args.engine, args.backend, args.threads,
+                                      confidence="confidence" in outputs,
+                                      transport=args.transport), namespace=namespace)
+    rig = None
     try:
-        bench = Bench(namespace, args.outputs.split(","), args.transport, args.camera_qos)
-        bench.wait_connected(node_proc)
+        rig = Rig(namespace, camera=bench_camera(args.transport, args.camera_qos),
+                  outputs=outputs, history=10, name="bench")
+        rig.wait_connected(node, timeout=60.0)
 
         # Warm up (the first inference is slow, allocations) one pair at a time, so that no
         # measured pair waits behind it; then the measured run at camera size.
         bgr, depth_mm = synthetic_frame(height, width)
         rgb_data, depth_data = map(serialized, camera_messages(bgr, depth_mm, args.transport))
+        camera_info = SyntheticScene(0, height, width).camera_info_fields()
         for index in range(WARMUP_PAIRS):
-            if "points" in bench.outputs:
-                bench.publish_camera_info(height, width)
-            bench.play(rgb_data, depth_data, 1, 1.0, first_sec=100 + index)
-            bench.spin_until(lambda: len(bench.arrived) > index, 120.0)
-        before = bench.drained_diagnostics()
-        bench.sent.clear()
-        bench.arrived.clear()
+            if "points" in outputs:
+                rig.publish_camera_info(camera_info)
+            rig.play(rgb_data, depth_data, 1, 1.0, first_sec=100 + index)
+            rig.spin_until(lambda: len(rig.arrival.get("labels", ())) > index, 120.0)
+        before = drained_values(rig)
+        rig.sent.clear()
+        rig.arrival.clear()
         print(f"playing {args.frames} frames of {width}x{height} ({args.transport}) at "
               f"{args.rate:g} Hz", file=sys.stderr)
-        seconds = bench.play(rgb_data, depth_data, args.frames, args.rate, first_sec=1000,
-                             progress=True)
-        bench.spin_until(lambda: len(bench.arrived) >= len(bench.sent), 2.0)
-        diag = bench.drained_diagnostics(before, args.frames)
-        latencies = [(bench.arrived[k] - t) * 1e3
-                     for k, t in bench.sent.items() if k in bench.arrived]
+        seconds = rig.play(rgb_data, depth_data, args.frames, args.rate, first_sec=1000,
+                           progress=True)
+        arrived = rig.arrival.setdefault("labels", {})
+        rig.spin_until(lambda: len(arrived) >= len(rig.sent), 2.0)
+        diag = drained_values(rig, before, args.frames)
+        latencies = [(arrived[k] - t) * 1e3 for k, t in rig.sent.items() if k in arrived]
 
         # Memory: many small frames through the whole path.
         memory = None
@@ -304,24 +190,21 @@ def _run(args: argparse.Namespace) -> int:
             small_rgb, small_depth = map(serialized,
                                          camera_messages(small_bgr, small_depth, args.transport))
             warm = max(200, args.small_frames // 20)
-            bench.play(small_rgb, small_depth, warm, args.small_rate, first_sec=200_000)
-            rss_start = rss_mb(node_proc.pid)
+            rig.play(small_rgb, small_depth, warm, args.small_rate, first_sec=200_000)
+            rss_start = rss_mb(node.pid)
             print(f"playing {args.small_frames} frames of 64x48 at {args.small_rate:g} Hz",
                   file=sys.stderr)
-            bench.play(small_rgb, small_depth, args.small_frames, args.small_rate,
-                       first_sec=300_000, progress=True)
-            bench.spin_until(lambda: False, 1.0)
-            rss_end = rss_mb(node_proc.pid)
+            rig.play(small_rgb, small_depth, args.small_frames, args.small_rate,
+                     first_sec=300_000, progress=True)
+            rig.pause(1.0)
+            rss_end = rss_mb(node.pid)
             memory = (rss_start, rss_end)
+    except RigError as exc:
+        raise BenchError(str(exc)) from None
     finally:
-        if bench is not None:
-            bench.close()
-        if node_proc.poll() is None:
-            node_proc.send_signal(signal.SIGINT)
-            try:
-                node_proc.wait(15)
-            except subprocess.TimeoutExpired:
-                node_proc.kill()
+        if rig is not None:
+            rig.close()
+        node.stop()
 
     rows = []
     for stage in ("codec", "wait", "resize", "infer", "visualize", "cloud", "publish",

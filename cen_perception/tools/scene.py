@@ -66,6 +66,15 @@ class SceneObject:
         return lo + (s if s <= span else 2 * span - s)
 
 
+def pinhole_camera_info(width: int, height: int, fx: float, fy: float, cx: float,
+                        cy: float) -> dict:
+    """``sensor_msgs/CameraInfo`` fields (no header) of an undistorted pinhole camera."""
+    k = np.array([fx, 0, cx, 0, fy, cy, 0, 0, 1], np.float64)
+    p = np.array([fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0], np.float64)
+    return dict(height=height, width=width, distortion_model="plumb_bob", d=np.zeros(5), k=k,
+                r=np.eye(3).reshape(-1), p=p)
+
+
 class SyntheticScene:
     """A camera's view of one room: the one synthetic world of this project.
 
@@ -139,11 +148,9 @@ class SyntheticScene:
         """The scene camera's pinhole model as ``sensor_msgs/CameraInfo`` fields (no header):
         focal length 0.9 x width in both directions, principal point at the image centre, no
         distortion."""
-        focal, cx, cy = 0.9 * self.width, (self.width - 1) / 2, (self.height - 1) / 2
-        k = np.array([focal, 0, cx, 0, focal, cy, 0, 0, 1], np.float64)
-        p = np.array([focal, 0, cx, 0, 0, focal, cy, 0, 0, 0, 1, 0], np.float64)
-        return dict(height=self.height, width=self.width, distortion_model="plumb_bob",
-                    d=np.zeros(5), k=k, r=np.eye(3).reshape(-1), p=p)
+        focal = 0.9 * self.width
+        return pinhole_camera_info(self.width, self.height, focal, focal,
+                                   (self.width - 1) / 2, (self.height - 1) / 2)
 
     def render(self, frame: int, rng: np.random.Generator
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -40,6 +40,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
+from ..sync import NS_PER_S
+from .rig import STAMP_FORMAT, STAMP_OFFSET
 
 DEFAULT_SIZES = ("640x480", "1280x720", "1920x1080", "2048x1536")
 DEFAULT_ENCODINGS = ("rgb8", "16UC1")
@@ -52,9 +54,6 @@ BYTES_PER_PIXEL = {"rgb8": 3, "bgr8": 3, "mono8": 1, "16UC1": 2, "32FC1": 4}
 PROTOCOL_PREFIX = "@@transport-check "
 SHM_SEGMENT = re.compile(r"/dev/shm/(fastrtps_[0-9a-f]+)$")
 FASTDDS_NS = {"f": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
-# A serialized message starts with the 4-byte CDR encapsulation (little endian here), then
-# header.stamp: int32 sec, uint32 nanosec.
-STAMP_OFFSET, STAMP_FORMAT = 4, "<iI"
 
 
 class TransportCheckError(RuntimeError):
@@ -253,7 +252,7 @@ def _worker(role: str) -> int:
     def on_image(serialized: bytes):
         now_ns = time.time_ns()
         sec, nanosec = struct.unpack_from(STAMP_FORMAT, serialized, STAMP_OFFSET)
-        arrivals.setdefault((sec, nanosec), (now_ns - sec * 1_000_000_000 - nanosec) / 1e6)
+        arrivals.setdefault((sec, nanosec), (now_ns - sec * NS_PER_S - nanosec) / 1e6)
 
     def handle(cmd: dict) -> dict:
         nonlocal endpoint
@@ -286,7 +285,7 @@ def _worker(role: str) -> int:
                 while (wait := next_time - time.perf_counter()) > 0:
                     time.sleep(wait)
                 struct.pack_into(STAMP_FORMAT, data, STAMP_OFFSET,
-                                 *divmod(time.time_ns(), 1_000_000_000))
+                                 *divmod(time.time_ns(), NS_PER_S))
                 endpoint.publish(bytes(data))
                 next_time += period
             return {"published": cmd["frames"], "seconds": time.perf_counter() - start}

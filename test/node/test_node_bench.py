@@ -83,8 +83,9 @@ def test_bench_camera_messages_are_what_the_node_subscribes_to():
     # compressedDepth PNG is lossless: the node gets the camera's depth back (in metres).
     assert (decode_compressed_depth(depth) * 1000).round().astype("uint16").tolist() \
         == depth_mm.tolist()
-    assert bench.CAMERA_TOPICS["compressed"] == ("rgb/image/compressed",
-                                                 "depth/image/compressedDepth")
+    camera = bench.bench_camera("compressed", "reliable")
+    assert (camera.rgb_topic, camera.depth_topic) == ("rgb/image/compressed",
+                                                      "depth/image/compressedDepth")
 
 
 def test_bench_refuses_a_bad_size(tmp_path):

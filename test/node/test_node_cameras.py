@@ -8,7 +8,7 @@ import pytest
 
 from cen_perception.image_codec import encode, encode_compressed_color, encode_compressed_depth
 
-from .conftest import values_of
+from cen_perception.tools.rig import values_of
 
 ENGINE_H, ENGINE_W = 48, 64
 RNG = np.random.default_rng(7)
@@ -56,7 +56,7 @@ def test_reliable_camera_at_real_sizes_gets_every_pair_at_defaults(start_node, e
 
 @pytest.mark.parametrize("reliable", [True, False])
 def test_auto_qos_follows_the_camera(start_node, engine, reliable):
-    proc, harness = start(start_node, engine, camera_reliable=reliable)
+    proc, harness = start(start_node, engine, reliable=reliable)
     out = harness.send_pair(*raw_pair(harness, 60, 80, 2.2))
     assert np.all(labels_of(out["labels"]) == 2)
     values = values_of(harness.latest_status())
@@ -132,14 +132,14 @@ def test_depth_stops_then_resumes(start_node, engine):
     # Depth marked invalid everywhere: the toy model labels 0 m as class 0.
     assert all(np.all(labels_of(harness.received["labels"][key][0]) == 0) for key in answered)
     harness.latest_status(lambda v: int(v["pairs_color_only"]) > 0)
-    assert any("depth missing: colour only" in s.message for s in harness.diagnostics)
+    assert any("depth missing: colour only" in s.message for s in harness.statuses)
     # Depth returns: pairs again, with depth.
     for _ in range(3):
         out = harness.send_pair(*raw_pair(harness, height, width, 1.5))
     assert np.all(labels_of(out["labels"]) == 1)
     status = harness.latest_status(lambda v: True)
     harness.spin_until(lambda: False, timeout=0.6)
-    assert "depth missing" not in harness.diagnostics[-1].message, status.message
+    assert "depth missing" not in harness.statuses[-1].message, status.message
 
 
 def kinect_pair(harness, height=60, width=80):
@@ -171,10 +171,10 @@ def test_depth_scale_reads_other_units(start_node, engine):
 def test_incompatible_qos_is_reported(start_node, engine):
     proc, harness = start_node("-p", f"engine_path:={engine}", "-p", "qos:=reliable",
                                "-p", "stall_timeout:=1.0", "-p", "diagnostics_period:=0.25",
-                               camera_reliable=False)
+                               reliable=False)
     status = harness.latest_status(lambda v: v["rgb_incompatible_qos"] != "0", timeout=20.0)
     assert "RELIABILITY" in values_of(status)["rgb_incompatible_qos"]
-    status = harness.latest_status(lambda v: "QoS mismatch" in harness.diagnostics[-1].message,
+    status = harness.latest_status(lambda v: "QoS mismatch" in harness.statuses[-1].message,
                                    timeout=20.0)
     assert status.level == status.WARN
     assert "set qos: auto or sensor_data" in status.message
@@ -184,7 +184,7 @@ def test_incompatible_qos_is_reported(start_node, engine):
 def test_silent_camera_is_reported_once(start_node, engine):
     proc, harness = start(start_node, engine, "stall_timeout:=1.0")
     status = harness.latest_status(
-        lambda v: "no rgb images" in harness.diagnostics[-1].message, timeout=20.0)
+        lambda v: "no rgb images" in harness.statuses[-1].message, timeout=20.0)
     assert status.level == status.WARN
     assert "camera is streaming" in status.message
     harness.spin_until(lambda: False, timeout=1.0)

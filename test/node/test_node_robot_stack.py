@@ -9,8 +9,9 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 
 from cen_perception.image_codec import encode
+from cen_perception.tools.scene import pinhole_camera_info
 
-from .conftest import values_of
+from cen_perception.tools.rig import values_of
 
 H, W = 60, 80
 K = [70.0, 0.0, 39.5, 0.0, 72.0, 29.5, 0.0, 0.0, 1.0]
@@ -46,9 +47,9 @@ def known_frame(harness):
 def give_camera_info(harness):
     """Publish the intrinsics until the node reports it has them (as a camera driver would)."""
     def received():
-        harness.publish_camera_info(K, W, H)
+        harness.publish_camera_info(pinhole_camera_info(W, H, K[0], K[4], K[2], K[5]))
         return any(values_of(st).get("camera_info") == "received"
-                   for st in harness.diagnostics[-3:])
+                   for st in harness.statuses[-3:])
     assert harness.spin_until(received, timeout=20), "camera info never arrived"
 
 

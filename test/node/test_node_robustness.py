@@ -103,7 +103,7 @@ def test_depth_of_another_size_is_resized_with_one_warning(node, toy_labels):
 
 def test_one_stream_silent_then_recovering(node, toy_labels):
     proc, harness = node
-    start = len(harness.diagnostics)
+    start = len(harness.statuses)
     before = int({kv.key: kv.value for kv in harness.latest_status().values}["sync_rgb_unmatched"])
     sent = []
     for _ in range(15):
@@ -114,7 +114,7 @@ def test_one_stream_silent_then_recovering(node, toy_labels):
     # sync_queue_size (10) frames wait for a partner, the rest are dropped as unmatched.
     harness.latest_status(lambda v: int(v["sync_rgb_unmatched"]) >= before + 5)
     assert harness.spin_until(
-        lambda: any(s.message == "no depth images" for s in harness.diagnostics[start:]))
+        lambda: any(s.message == "no depth images" for s in harness.statuses[start:]))
     assert not any(key in harness.received["labels"] for key in sent)
     assert_still_publishing(proc, harness, toy_labels)
 

@@ -87,3 +87,13 @@ def test_shipped_params_file_is_accepted_as_it_is(start_node, config_file, toy_o
     np.testing.assert_array_equal(np.frombuffer(labels[0].data, np.uint8).reshape(H, W),
                                   toy_labels(depth))
     assert proc.stop(signal.SIGINT) == 0, proc.output
+
+
+def test_rig_says_why_a_node_never_connected(start_node, tmp_path):
+    """What the benchmark and gpu-check print when the node they started dies: its last line."""
+    from cen_perception.tools.rig import RigError
+
+    proc, harness = start_node("-p", f"engine_path:={tmp_path / 'missing.onnx'}")
+    harness.subscribe("labels")
+    with pytest.raises(RigError, match="the node exited with status [1-9].*engine file not found"):
+        harness.wait_connected(proc, timeout=60)

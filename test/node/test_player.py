@@ -3,13 +3,9 @@ import pathlib
 import re
 import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
-import rclpy
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
@@ -18,10 +14,10 @@ from cen_perception.tools.bag import (COMPRESSED_IMAGE_TYPE, BagWriter, Recorded
                                       stamp_ns)
 from cen_perception.image_codec import (ImageCodecError, decode_color, encode_compressed_color,
                                         encode_compressed_depth)
+from cen_perception.tools.rig import NodeProcess, Rig
 
 BIN = pathlib.Path(__file__).resolve().parents[2] / ".venv" / "bin"
 PLAY = BIN / "cen-perception-play"
-NODE = BIN / "cen_segmentation_node"
 NUM_CLASSES = 4
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -61,40 +57,19 @@ def compressed_bag(raw_bag, path, storage):
     return path
 
 
-class Probe:
-    """A subscriber node in its own rclpy context, collecting Image (or, for topics named in
-    ``compressed``, CompressedImage) messages per topic."""
-
-    def __init__(self, topics, compressed=()):
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("player_test_probe", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.received = {topic: [] for topic in topics}
-        for topic in topics:
-            self.node.create_subscription(CompressedImage if topic in compressed else Image,
-                                          topic, self.received[topic].append, RELIABLE)
-
-    def spin_until(self, done, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not done():
-            self.executor.spin_once(timeout_sec=0.05)
-        return done()
-
-    def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
-
-
 @pytest.fixture()
 def probe_factory():
+    """``probe(topics, compressed=())``: a rig in its own rclpy context keeping every Image
+    (or, for topics named in ``compressed``, CompressedImage) of ``topics`` in
+    ``messages[topic]``."""
     probes = []
 
     def factory(topics, compressed=()):
-        probes.append(Probe(topics, compressed))
-        return probes[-1]
+        probe = Rig(name="player_test_probe")
+        probes.append(probe)
+        for topic in topics:
+            probe.listen(topic, CompressedImage if topic in compressed else Image, RELIABLE)
+        return probe
 
     yield factory
     for probe in probes:
@@ -114,7 +89,7 @@ def test_player_publishes_the_recorded_bytes(rgbd_bag_factory, probe_factory):
         out, err = player.communicate(timeout=10)
         assert player.returncode == 0, err
         assert "published 12 messages" in out
-        probe.spin_until(lambda: sum(map(len, probe.received.values())) >= 12, timeout=10)
+        probe.spin_until(lambda: sum(map(len, probe.messages.values())) >= 12, timeout=10)
     finally:
         if player.poll() is None:
             player.kill()
@@ -123,8 +98,8 @@ def test_player_publishes_the_recorded_bytes(rgbd_bag_factory, probe_factory):
             # Field by field: CDR alignment padding bytes are arbitrary.
             recorded_msgs = [image_fields(deserialize_message(m.raw, Image))
                              for m in recorded.messages([topic])]
-            assert [image_fields(m) for m in probe.received[played]] == recorded_msgs
-    assert [stamp_ns(m.header) for m in probe.received["/played/color"][:4]] == expected["stamps"]
+            assert [image_fields(m) for m in probe.messages[played]] == recorded_msgs
+    assert [stamp_ns(m.header) for m in probe.messages["/played/color"][:4]] == expected["stamps"]
 
 
 def test_player_publishes_compressed_topics_with_their_type(rgbd_bag_factory, probe_factory,
@@ -144,7 +119,7 @@ def test_player_publishes_compressed_topics_with_their_type(rgbd_bag_factory, pr
         out, err = player.communicate(timeout=10)
         assert player.returncode == 0, err
         assert "published 12 messages" in out
-        probe.spin_until(lambda: sum(map(len, probe.received.values())) >= 12, timeout=10)
+        probe.spin_until(lambda: sum(map(len, probe.messages.values())) >= 12, timeout=10)
     finally:
         if player.poll() is None:
             player.kill()
@@ -152,8 +127,8 @@ def test_player_publishes_compressed_topics_with_their_type(rgbd_bag_factory, pr
         for topic, target in played.items():
             recorded_msgs = [image_fields(deserialize_message(m.raw, CompressedImage))
                              for m in recorded.messages([topic])]
-            assert [image_fields(m) for m in probe.received[target]] == recorded_msgs
-    received = probe.received["/played/depth/compressedDepth"]
+            assert [image_fields(m) for m in probe.messages[target]] == recorded_msgs
+    received = probe.messages["/played/depth/compressedDepth"]
     assert received[0].format == "16UC1; compressedDepth png"
     assert [stamp_ns(m.header) for m in received[:4]] == [s + 2_000_000 for s in expected["stamps"]]
 
@@ -182,10 +157,9 @@ def test_node_segments_a_played_bag(rgbd_bag_factory, toy_onnx_factory, probe_fa
                           "-p", "depth_transport:=compressedDepth"]
     engine = toy_onnx_factory(48, 64, num_classes=NUM_CLASSES)
     probe = probe_factory(["/segmentation/labels"])
-    node = subprocess.Popen(
-        [str(NODE), "--ros-args", "-p", f"engine_path:={engine}", "-p", "qos:=reliable",
-         "-p", "sync_slop:=0.02", *node_transport],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node = NodeProcess(["-p", f"engine_path:={engine}", "-p", "qos:=reliable",
+                        "-p", "sync_slop:=0.02", *node_transport],
+                       log_path=tmp_path / "node.log")
     player = None
     try:
         assert probe.spin_until(
@@ -196,17 +170,16 @@ def test_node_segments_a_played_bag(rgbd_bag_factory, toy_onnx_factory, probe_fa
             [str(PLAY), str(bag), "--rate", "0.5", "--reliable", "--wait-subscribers", "1",
              "--wait-timeout", "30", "--no-progress", *remaps],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        labels = probe.received["/segmentation/labels"]
+        labels = probe.messages["/segmentation/labels"]
         probe.spin_until(lambda: player.poll() is not None and len(labels) >= 4, timeout=60)
         played, err = player.communicate(timeout=10)
         assert player.returncode == 0, err
     finally:
-        for process in (player, node):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        node_output = node.communicate(timeout=20)[0]
-        if player is not None:
+        if player is not None and player.poll() is None:
+            player.send_signal(signal.SIGINT)
             player.wait(timeout=10)
+        node.stop(timeout=20)
+        node_output = node.output
     # The 12 image messages were recorded over 0.602 s: at half speed, 1.2 s.
     seconds = float(re.search(r"published 12 messages in ([0-9.]+) s", played).group(1))
     assert seconds >= 1.15

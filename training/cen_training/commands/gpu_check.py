@@ -34,7 +34,6 @@ import pathlib
 import platform
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -568,19 +567,16 @@ def run_node(engine_path: pathlib.Path, work: pathlib.Path, device: int, frames:
              precision: str = "fp16") -> Row:
     """The node with ``backend`` over a synthetic 480x640 sequence bag played at 10 Hz."""
     row = Row(f"node, {BACKEND_NAMES[backend]} backend", model, precision)
-    bin_dir = pathlib.Path(sys.executable).parent
-    executables = {}
-    for name in ("cen_segmentation_node", "cen-perception-play"):
-        path = bin_dir / name if (bin_dir / name).is_file() else shutil.which(name)
-        if path is None:
-            row.result, row.detail = NOT_RUN, f"{name} not found (install cen_perception)"
-            return row
-        executables[name] = str(path)
     if util.find_spec("rclpy") is None:
         row.result, row.detail = NOT_RUN, "rclpy is not installed"
         return row
+    from cen_perception.tools.rig import NodeProcess, Rig, bag_through_node, executable
     from cen_perception.tools.sequence import COLOR_TOPIC, DEPTH_TOPIC, write_synthetic_sequence
 
+    for name in ("cen_segmentation_node", "cen-perception-play"):
+        if executable(name) is None:
+            row.result, row.detail = NOT_RUN, f"{name} not found (install cen_perception)"
+            return row
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
     shutil.rmtree(work / "sequence", ignore_errors=True)
@@ -589,37 +585,17 @@ def run_node(engine_path: pathlib.Path, work: pathlib.Path, device: int, frames:
     env = dict(os.environ)
     if device:
         env["CUDA_VISIBLE_DEVICES"] = str(device)  # the node uses device 0 of what it sees
-    watcher = NodeWatcher()
-    node = subprocess.Popen(
-        [executables["cen_segmentation_node"], "--ros-args",
-         "-p", f"engine_path:={engine_path}", "-p", f"backend:={backend}", "-p", "qos:=reliable",
-         "-p", "diagnostics_period:=0.5", "-r", f"rgb/image:={COLOR_TOPIC}",
-         "-r", f"depth/image:={DEPTH_TOPIC}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    rig = Rig(outputs=("labels",), background=True, name="cen_gpu_check")
+    node = NodeProcess(["-p", f"engine_path:={engine_path}", "-p", f"backend:={backend}",
+                        "-p", "qos:=reliable", "-p", "diagnostics_period:=0.5",
+                        "-r", f"rgb/image:={COLOR_TOPIC}", "-r", f"depth/image:={DEPTH_TOPIC}"],
+                       log_path=work / f"node_{backend}.log", env=env)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and node.poll() is None and not watcher.ready():
-            time.sleep(0.1)
-        if node.poll() is not None:
-            raise RuntimeError(f"the node exited with {node.returncode}: "
-                               f"{(node.stderr.read().strip() or 'no output').splitlines()[-1]}")
-        subprocess.run([executables["cen-perception-play"], str(bag), "--topics", COLOR_TOPIC,
-                        DEPTH_TOPIC, "--reliable", "--wait-subscribers", "1", "--wait-timeout",
-                        "60", "--rate", "1.0", "--no-progress"], check=True, timeout=180,
-                       capture_output=True, text=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not watcher.all_handled(frames):
-            time.sleep(0.2)
-        time.sleep(1.2)  # one more diagnostics period
+        bag_through_node(node, rig, bag, [COLOR_TOPIC, DEPTH_TOPIC], frames)
     finally:
-        node.send_signal(signal.SIGINT)
-        try:
-            node.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node.kill()
-            node.wait()
-        watcher.close()
-    diag, labels = watcher.diagnostics or {}, watcher.labels
+        node.stop(timeout=20)
+        rig.close()
+    diag, labels = rig.values, rig.count("labels")
 
     def number(key: str) -> Optional[float]:
         value = diag.get(key)
@@ -636,55 +612,6 @@ def run_node(engine_path: pathlib.Path, work: pathlib.Path, device: int, frames:
         row.detail = (f"backend {diag.get('backend')!r}, {labels} label images, node exit "
                       f"{node.returncode}; " + row.detail)
     return row
-
-
-class NodeWatcher:
-    """Subscribes to the node's labels and /diagnostics over DDS."""
-
-    def __init__(self) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("cen_gpu_check", context=self.context)
-        self.labels, self.diagnostics = 0, None
-        self.lock = threading.Lock()
-        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        self.node.create_subscription(Image, "/segmentation/labels", self._on_labels, qos)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, qos)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def _on_labels(self, _msg) -> None:
-        with self.lock:
-            self.labels += 1
-
-    def _on_diagnostics(self, msg) -> None:
-        with self.lock:
-            for status in msg.status:
-                if "segmentation" in status.name:
-                    self.diagnostics = {kv.key: kv.value for kv in status.values}
-
-    def ready(self) -> bool:
-        return (self.diagnostics is not None
-                and self.node.count_publishers("/segmentation/labels") > 0)
-
-    def all_handled(self, frames: int) -> bool:
-        with self.lock:
-            dropped = int((self.diagnostics or {}).get("pairs_dropped", 0) or 0)
-            return self.labels + dropped >= frames
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        import rclpy
-        rclpy.try_shutdown(context=self.context)
 
 
 # -- the run -------------------------------------------------------------------------------------
