@@ -5,19 +5,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from onnx import TensorProto, numpy_helper
 
 from cen_perception.engines import open_engine
-from cen_perception.model_card import METADATA_KEY, ModelCard
+from cen_perception.model_card import ModelCard
 from cen_training.bench import load_frames
-from cen_training.card import default_card
 from cen_training.errors import ConfigError, DatasetError
 from cen_training.deploy.export import export_onnx
-from cen_training.models import ModelConfig, build_model
 from cen_training.deploy.onnx_ops import check_engine_contract, check_tensorrt_ops
-from cen_training.deploy.quantize import (_data_reader, classifier_convs, convert_fp16, float_head,
-                                   float_tail, frame_batches, quantize_int8, stem_convs)
+from cen_training.deploy.quantize import (_data_reader, classifier_convs, convert_fp16,
+                                          float_head, float_tail, frame_batches, quantize_int8,
+                                          stem_convs)
 
 H, W = 64, 64
 CONTRACT_IO = {"rgb": TensorProto.UINT8, "depth": TensorProto.FLOAT,

@@ -15,7 +15,6 @@ no model's training time. Results go to OUT/results.json and OUT/results.md.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib

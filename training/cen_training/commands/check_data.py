@@ -3,7 +3,6 @@ the class map (every source class mapped, ignored or caught by its ``other`` cla
 in the class lists) and the histogram of the mapped classes."""
 from __future__ import annotations
 
-import argparse
 import pathlib
 
 from .. import CliError

@@ -8,7 +8,6 @@ ground truth, each output's prediction over the RGB).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 

@@ -1,7 +1,6 @@
 """``cen-train synth``: write the synthetic RGB-D dataset (see ``cen_training.synth``)."""
 from __future__ import annotations
 
-import argparse
 import pathlib
 
 from .. import CliError

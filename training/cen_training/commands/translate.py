@@ -6,7 +6,6 @@ train ...``; ``--batch-size`` is the total over all processes.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 
