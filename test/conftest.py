@@ -175,6 +175,45 @@ def write_rgbd_test_bag(path, storage: str = "sqlite3", frames: int = 4, height:
                 unmatched_rgb=1, unmatched_depth=2)
 
 
+def _write_compressed_bag(raw_bag, path, storage, color_format="jpeg"):
+    """``write_rgbd_test_bag``'s images on image_transport's compressed topics (JPEG or PNG
+    colour, compressedDepth PNG depth; same stamps and log times); the damaged colour message
+    stays damaged (a JPEG cut short)."""
+    import numpy as np
+
+    from cen_perception.tools.bag import (COMPRESSED_IMAGE_TYPE, BagWriter, RecordedBag,
+                                          deserialize_image)
+    from cen_perception.image_codec import (ImageCodecError, decode_color,
+                                            encode_compressed_color, encode_compressed_depth)
+
+    with RecordedBag(raw_bag) as bag, BagWriter(path, storage) as writer:
+        cls = writer.compressed_image_class
+        topics = {"/cam/color": "/cam/color/compressed", "/cam/depth": "/cam/depth/compressedDepth"}
+        for topic in topics.values():
+            writer.add_topic(topic, COMPRESSED_IMAGE_TYPE)
+        for message in bag.messages(list(topics)):
+            msg = deserialize_image(message.raw)
+            if message.topic == "/cam/color":
+                try:
+                    out = encode_compressed_color(decode_color(msg), color_format, msg.header, cls)
+                except ImageCodecError:
+                    out = encode_compressed_color(np.zeros((48, 64, 3), np.uint8), "jpeg",
+                                                  msg.header, cls)
+                    out.data = out.data[:-20]
+            else:
+                mm = np.asarray(msg.data).view(np.uint16).reshape(msg.height, msg.width)
+                out = encode_compressed_depth(mm, "16UC1", msg.header, cls)
+            writer.write(topics[message.topic], message.log_time_ns, out)
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_compressed_bag():
+    """``write(raw_bag, path, storage, color_format="jpeg") -> path``: a bag from
+    ``rgbd_bag_factory`` on image_transport's compressed topics."""
+    return _write_compressed_bag
+
+
 @pytest.fixture()
 def rgbd_bag_factory(tmp_path):
     """``factory(name, storage="sqlite3", **kwargs) -> (path, expected)``; see

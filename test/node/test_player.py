@@ -10,10 +10,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
-from cen_perception.tools.bag import (COMPRESSED_IMAGE_TYPE, BagWriter, RecordedBag, deserialize_image,
-                                      stamp_ns)
-from cen_perception.image_codec import (ImageCodecError, decode_color, encode_compressed_color,
-                                        encode_compressed_depth)
+from cen_perception.tools.bag import RecordedBag, stamp_ns
 from cen_perception.tools.rig import NodeProcess, Rig
 
 BIN = pathlib.Path(__file__).resolve().parents[2] / ".venv" / "bin"
@@ -27,34 +24,6 @@ def image_fields(msg):
         return (stamp_ns(msg.header), msg.header.frame_id, msg.format, bytes(msg.data))
     return (stamp_ns(msg.header), msg.header.frame_id, msg.height, msg.width, msg.encoding,
             msg.is_bigendian, msg.step, bytes(msg.data))
-
-
-COMPRESSED_TOPICS = {"/cam/color": "/cam/color/compressed",
-                     "/cam/depth": "/cam/depth/compressedDepth"}
-
-
-def compressed_bag(raw_bag, path, storage):
-    """The test bag's images on image_transport's compressed topics (JPEG colour,
-    compressedDepth PNG depth; same stamps and log times); the damaged colour message becomes
-    a JPEG cut short."""
-    with RecordedBag(raw_bag) as bag, BagWriter(path, storage) as writer:
-        cls = writer.compressed_image_class
-        for topic in COMPRESSED_TOPICS.values():
-            writer.add_topic(topic, COMPRESSED_IMAGE_TYPE)
-        for message in bag.messages(list(COMPRESSED_TOPICS)):
-            msg = deserialize_image(message.raw)
-            if message.topic == "/cam/color":
-                try:
-                    out = encode_compressed_color(decode_color(msg), "jpeg", msg.header, cls)
-                except ImageCodecError:
-                    out = encode_compressed_color(np.zeros((48, 64, 3), np.uint8), "jpeg",
-                                                  msg.header, cls)
-                    out.data = out.data[:-20]
-            else:
-                mm = np.asarray(msg.data).view(np.uint16).reshape(msg.height, msg.width)
-                out = encode_compressed_depth(mm, "16UC1", msg.header, cls)
-            writer.write(COMPRESSED_TOPICS[message.topic], message.log_time_ns, out)
-    return path
 
 
 @pytest.fixture()
@@ -76,13 +45,12 @@ def probe_factory():
         probe.close()
 
 
-def test_player_publishes_the_recorded_bytes(rgbd_bag_factory, probe_factory):
-    bag, expected = rgbd_bag_factory(storage="mcap")
-    probe = probe_factory(["/played/color", "/played/depth"])
+def play_fast(probe, bag, *args) -> None:
+    """Play the test bag's 12 images as fast as the player can, once ``probe`` listens, and
+    wait until the probe has them all (or 10 s)."""
     player = subprocess.Popen(
         [str(PLAY), str(bag), "--fast", "--reliable", "--wait-subscribers", "1",
-         "--wait-timeout", "30", "--no-progress",
-         "--remap", "/cam/color:=/played/color", "--remap", "/cam/depth:=played/depth"],
+         "--wait-timeout", "30", "--no-progress", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         probe.spin_until(lambda: player.poll() is not None, timeout=60)
@@ -93,6 +61,13 @@ def test_player_publishes_the_recorded_bytes(rgbd_bag_factory, probe_factory):
     finally:
         if player.poll() is None:
             player.kill()
+
+
+def test_player_publishes_the_recorded_bytes(rgbd_bag_factory, probe_factory):
+    bag, expected = rgbd_bag_factory(storage="mcap")
+    probe = probe_factory(["/played/color", "/played/depth"])
+    play_fast(probe, bag, "--remap", "/cam/color:=/played/color",
+              "--remap", "/cam/depth:=played/depth")
     with RecordedBag(bag) as recorded:
         for topic, played in (("/cam/color", "/played/color"), ("/cam/depth", "/played/depth")):
             # Field by field: CDR alignment padding bytes are arbitrary.
@@ -103,26 +78,14 @@ def test_player_publishes_the_recorded_bytes(rgbd_bag_factory, probe_factory):
 
 
 def test_player_publishes_compressed_topics_with_their_type(rgbd_bag_factory, probe_factory,
-                                                           tmp_path):
+                                                           write_compressed_bag, tmp_path):
     raw, expected = rgbd_bag_factory(storage="sqlite3")
-    bag = compressed_bag(raw, tmp_path / "compressed", "mcap")
+    bag = write_compressed_bag(raw, tmp_path / "compressed", "mcap")
     played = {"/cam/color/compressed": "/played/color/compressed",
               "/cam/depth/compressedDepth": "/played/depth/compressedDepth"}
     probe = probe_factory(list(played.values()), compressed=list(played.values()))
-    player = subprocess.Popen(  # no --topics: every Image and CompressedImage topic
-        [str(PLAY), str(bag), "--fast", "--reliable", "--wait-subscribers", "1",
-         "--wait-timeout", "30", "--no-progress",
-         *(f"--remap={source}:={target}" for source, target in played.items())],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        probe.spin_until(lambda: player.poll() is not None, timeout=60)
-        out, err = player.communicate(timeout=10)
-        assert player.returncode == 0, err
-        assert "published 12 messages" in out
-        probe.spin_until(lambda: sum(map(len, probe.messages.values())) >= 12, timeout=10)
-    finally:
-        if player.poll() is None:
-            player.kill()
+    # No --topics: every Image and CompressedImage topic.
+    play_fast(probe, bag, *(f"--remap={source}:={target}" for source, target in played.items()))
     with RecordedBag(bag) as recorded:
         for topic, target in played.items():
             recorded_msgs = [image_fields(deserialize_message(m.raw, CompressedImage))
@@ -145,12 +108,12 @@ def test_player_errors_are_one_line(rgbd_bag_factory):
 
 @pytest.mark.parametrize("transport", ["raw", "compressed"])
 def test_node_segments_a_played_bag(rgbd_bag_factory, toy_onnx_factory, probe_factory, tmp_path,
-                                    transport):
+                                    write_compressed_bag, transport):
     bag, expected = rgbd_bag_factory(storage="sqlite3")
     remaps = ["--remap", "/cam/color:=rgb/image", "--remap", "/cam/depth:=depth/image"]
     node_transport = []
     if transport == "compressed":  # the node's image_transport-named compressed inputs
-        bag = compressed_bag(bag, tmp_path / "compressed", "sqlite3")
+        bag = write_compressed_bag(bag, tmp_path / "compressed", "sqlite3")
         remaps = ["--remap", "/cam/color/compressed:=rgb/image/compressed",
                   "--remap", "/cam/depth/compressedDepth:=depth/image/compressedDepth"]
         node_transport = ["-p", "rgb_transport:=compressed",

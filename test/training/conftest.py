@@ -28,3 +28,15 @@ def tiny_dataset_copy(tiny_dataset, tmp_path) -> pathlib.Path:
 def make_tiny_dataset():
     """``make_tiny_dataset(path, num_train=8, num_val=4, size=64, seed=0) -> path``."""
     return write_tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """Tiny models gain nothing from more threads, and threads waiting on each other on a busy
+    machine would slow every step down (``pytestmark = usefixtures("one_cpu_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

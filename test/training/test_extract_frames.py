@@ -88,40 +88,11 @@ def test_errors_are_one_line(rgbd_bag_factory, tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
-def compressed_bag(raw_bag, path, storage, color_format):
-    """The test bag's images on image_transport's compressed topics (same stamps, log times);
-    the damaged colour message stays damaged (a JPEG cut short)."""
-    from cen_perception.tools.bag import (COMPRESSED_IMAGE_TYPE, BagWriter, RecordedBag,
-                                          deserialize_image)
-    from cen_perception.image_codec import (ImageCodecError, decode_color,
-                                            encode_compressed_color, encode_compressed_depth)
-
-    with RecordedBag(raw_bag) as bag, BagWriter(path, storage) as writer:
-        cls = writer.compressed_image_class
-        topics = {"/cam/color": "/cam/color/compressed", "/cam/depth": "/cam/depth/compressedDepth"}
-        for topic in topics.values():
-            writer.add_topic(topic, COMPRESSED_IMAGE_TYPE)
-        for message in bag.messages(list(topics)):
-            msg = deserialize_image(message.raw)
-            if message.topic == "/cam/color":
-                try:
-                    out = encode_compressed_color(decode_color(msg), color_format, msg.header, cls)
-                except ImageCodecError:
-                    out = encode_compressed_color(np.zeros((48, 64, 3), np.uint8), "jpeg",
-                                                  msg.header, cls)
-                    out.data = out.data[:-20]
-            else:
-                mm = np.asarray(msg.data).view(np.uint16).reshape(msg.height, msg.width)
-                out = encode_compressed_depth(mm, "16UC1", msg.header, cls)
-            writer.write(topics[message.topic], message.log_time_ns, out)
-    return path
-
-
 @pytest.mark.parametrize("storage,color_format", [("sqlite3", "png"), ("mcap", "jpeg")])
-def test_extract_frames_from_compressed_topics(rgbd_bag_factory, tmp_path, capsys, storage,
-                                               color_format):
+def test_extract_frames_from_compressed_topics(rgbd_bag_factory, write_compressed_bag, tmp_path,
+                                               capsys, storage, color_format):
     raw, expected = rgbd_bag_factory("run2", storage=storage)
-    bag = compressed_bag(raw, tmp_path / "run2c", storage, color_format)
+    bag = write_compressed_bag(raw, tmp_path / "run2c", storage, color_format)
     before = tree_hash(bag)
     out = tmp_path / "dataset"
     assert main(["extract-frames", str(bag), str(out), "--rgb-topic", "/cam/color/compressed",

@@ -19,12 +19,7 @@ from cen_training.synth import CLASSES
 WALL, BOX = 0, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def constant_checkpoint(path, class_id, names=CLASSES.names, palette=CLASSES.palette):

@@ -19,14 +19,7 @@ from cen_training.models import build_model
 from cen_training.train import TrainConfig, segmentation_loss, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """Tiny models gain nothing from more threads, and threads waiting on each other on a busy
-    machine would slow every step down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def tiny_config(data, out, **overrides) -> TrainConfig:

@@ -19,12 +19,7 @@ from cen_training.translate import TranslateConfig, train_translation
 TINY = ["--size", "32", "--ngf", "4", "--ndf", "4", "--workers", "0", "--no-progress"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 @pytest.fixture(scope="module")
