@@ -170,21 +170,19 @@ class ModelCard:
         if "confidence" in self.outputs:
             want_out["confidence"] = ((1, h, w), "float32")
         problems = []
-        for name, (shape, dtype) in want_in.items():
-            if name not in inputs:
-                problems.append(f"input '{name}' missing")
-            elif tuple(inputs[name][0]) != shape or inputs[name][1] != dtype:
-                problems.append(f"input '{name}' is {inputs[name][1]}{list(inputs[name][0])}, "
-                                f"card says {dtype}{list(shape)}")
+
+        def compare(kind: str, want: dict, have: dict) -> None:
+            for name, (shape, dtype) in want.items():
+                if name not in have:
+                    problems.append(f"{kind} '{name}' missing")
+                elif tuple(have[name][0]) != shape or have[name][1] != dtype:
+                    problems.append(f"{kind} '{name}' is {have[name][1]}{list(have[name][0])}, "
+                                    f"card says {dtype}{list(shape)}")
+        compare("input", want_in, inputs)
         extra_in = sorted(set(inputs) - set(want_in))
         if extra_in:
             problems.append(f"unexpected input(s) {extra_in}")
-        for name, (shape, dtype) in want_out.items():
-            if name not in outputs:
-                problems.append(f"output '{name}' missing")
-            elif tuple(outputs[name][0]) != shape or outputs[name][1] != dtype:
-                problems.append(f"output '{name}' is {outputs[name][1]}{list(outputs[name][0])}, "
-                                f"card says {dtype}{list(shape)}")
+        compare("output", want_out, outputs)
         if "confidence" in outputs and "confidence" not in self.outputs:
             problems.append("engine has a 'confidence' output the card does not list")
         if problems:
