@@ -28,6 +28,7 @@ import os
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -148,9 +149,18 @@ def delivered(before: dict, after: dict, key: str, sent: int) -> tuple[int, floa
     return count, count / sent if sent else float("nan")
 
 
+@dataclass
+class Measured:
+    """What one bench run measured."""
+    before: dict  # the node's diagnostics after the warm-up
+    after: dict  # and after the measured frames
+    latencies_ms: list  # camera -> labels, per labelled pair
+    seconds: float  # how long publishing the measured frames took
+    memory_mb: Optional[tuple]  # node RSS before and after the small frames
+
+
 def _run(args: argparse.Namespace) -> int:
     namespace = f"/bench_{uuid.uuid4().hex[:8]}"
-    width, height = args.size
     outputs = args.outputs.split(",")
     node = NodeProcess(node_arguments(args.engine, args.backend, args.threads,
                                       confidence="confidence" in outputs,
@@ -160,52 +170,64 @@ def _run(args: argparse.Namespace) -> int:
         rig = Rig(namespace, camera=bench_camera(args.transport, args.camera_qos),
                   outputs=outputs, history=10, name="bench")
         rig.wait_connected(node, timeout=60.0)
-
-        # Warm up (the first inference is slow, allocations) one pair at a time, so that no
-        # measured pair waits behind it; then the measured run at camera size.
-        bgr, depth_mm = synthetic_frame(height, width)
-        rgb_data, depth_data = map(serialized, camera_messages(bgr, depth_mm, args.transport))
-        camera_info = SyntheticScene(0, height, width).camera_info_fields()
-        for index in range(WARMUP_PAIRS):
-            if "points" in outputs:
-                rig.publish_camera_info(camera_info)
-            rig.play(rgb_data, depth_data, 1, 1.0, first_sec=100 + index)
-            rig.spin_until(lambda: len(rig.arrival.get("labels", ())) > index, 120.0)
-        before = drained_values(rig)
-        rig.sent.clear()
-        rig.arrival.clear()
-        print(f"playing {args.frames} frames of {width}x{height} ({args.transport}) at "
-              f"{args.rate:g} Hz", file=sys.stderr)
-        seconds = rig.play(rgb_data, depth_data, args.frames, args.rate, first_sec=1000,
-                           progress=True)
-        arrived = rig.arrival.setdefault("labels", {})
-        rig.spin_until(lambda: len(arrived) >= len(rig.sent), 2.0)
-        diag = drained_values(rig, before, args.frames)
-        latencies = [(arrived[k] - t) * 1e3 for k, t in rig.sent.items() if k in arrived]
-
-        # Memory: many small frames through the whole path.
-        memory = None
+        measured = measure_latency(rig, args, "points" in outputs)
         if args.small_frames:
-            small_bgr, small_depth = synthetic_frame(48, 64, seed=1)
-            small_rgb, small_depth = map(serialized,
-                                         camera_messages(small_bgr, small_depth, args.transport))
-            warm = max(200, args.small_frames // 20)
-            rig.play(small_rgb, small_depth, warm, args.small_rate, first_sec=200_000)
-            rss_start = rss_mb(node.pid)
-            print(f"playing {args.small_frames} frames of 64x48 at {args.small_rate:g} Hz",
-                  file=sys.stderr)
-            rig.play(small_rgb, small_depth, args.small_frames, args.small_rate,
-                     first_sec=300_000, progress=True)
-            rig.pause(1.0)
-            rss_end = rss_mb(node.pid)
-            memory = (rss_start, rss_end)
+            measured.memory_mb = measure_memory(rig, node, args)
     except RigError as exc:
         raise BenchError(str(exc)) from None
     finally:
         if rig is not None:
             rig.close()
         node.stop()
+    print_tables(args, measured)
+    return 0
 
+
+def measure_latency(rig: Rig, args: argparse.Namespace, camera_info: bool) -> Measured:
+    """Warm up (the first inference is slow, allocations) one pair at a time, so that no
+    measured pair waits behind it; then the measured run at camera size."""
+    width, height = args.size
+    bgr, depth_mm = synthetic_frame(height, width)
+    rgb_data, depth_data = map(serialized, camera_messages(bgr, depth_mm, args.transport))
+    info = SyntheticScene(0, height, width).camera_info_fields()
+    for index in range(WARMUP_PAIRS):
+        if camera_info:
+            rig.publish_camera_info(info)
+        rig.play(rgb_data, depth_data, 1, 1.0, first_sec=100 + index)
+        rig.spin_until(lambda: len(rig.arrival.get("labels", ())) > index, 120.0)
+    before = drained_values(rig)
+    rig.sent.clear()
+    rig.arrival.clear()
+    print(f"playing {args.frames} frames of {width}x{height} ({args.transport}) at "
+          f"{args.rate:g} Hz", file=sys.stderr)
+    seconds = rig.play(rgb_data, depth_data, args.frames, args.rate, first_sec=1000,
+                       progress=True)
+    arrived = rig.arrival.setdefault("labels", {})
+    rig.spin_until(lambda: len(arrived) >= len(rig.sent), 2.0)
+    after = drained_values(rig, before, args.frames)
+    latencies = [(arrived[k] - t) * 1e3 for k, t in rig.sent.items() if k in arrived]
+    return Measured(before, after, latencies, seconds, None)
+
+
+def measure_memory(rig: Rig, node: NodeProcess, args: argparse.Namespace) -> tuple:
+    """The node's RSS before and after many small frames through the whole path."""
+    small_bgr, small_depth = synthetic_frame(48, 64, seed=1)
+    small_rgb, small_depth = map(serialized,
+                                 camera_messages(small_bgr, small_depth, args.transport))
+    warm = max(200, args.small_frames // 20)
+    rig.play(small_rgb, small_depth, warm, args.small_rate, first_sec=200_000)
+    rss_start = rss_mb(node.pid)
+    print(f"playing {args.small_frames} frames of 64x48 at {args.small_rate:g} Hz",
+          file=sys.stderr)
+    rig.play(small_rgb, small_depth, args.small_frames, args.small_rate, first_sec=300_000,
+             progress=True)
+    rig.pause(1.0)
+    return rss_start, rss_mb(node.pid)
+
+
+def print_tables(args: argparse.Namespace, measured: Measured) -> None:
+    width, height = args.size
+    before, diag, latencies = measured.before, measured.after, measured.latencies_ms
     rows = []
     for stage in ("codec", "wait", "resize", "infer", "visualize", "cloud", "publish",
                   "end_to_end", "overhead"):
@@ -223,6 +245,7 @@ def _run(args: argparse.Namespace) -> int:
     dropped = int(diag.get("pairs_dropped", 0)) - int(before.get("pairs_dropped", 0))
     rgb_count, rgb_share = delivered(before, diag, "rgb_received", args.frames)
     depth_count, depth_share = delivered(before, diag, "depth_received", args.frames)
+    seconds = measured.seconds
     counts = [
         ["camera", f"{width}x{height} {args.transport}, {args.camera_qos.replace('_', ' ')}"],
         ["node qos", f"{diag.get('qos', '?')} (in use: rgb {diag.get('rgb_qos', '?')}, "
@@ -240,13 +263,12 @@ def _run(args: argparse.Namespace) -> int:
          f"{float(diag.get('end_to_end_ms_p95', 'nan')) / infer_median:.2f}"],
         ["p95 camera -> labels / median infer", f"{p95 / infer_median:.2f}"],
     ]
-    if memory is not None:
-        start_mb, end_mb = memory
+    if measured.memory_mb is not None:
+        start_mb, end_mb = measured.memory_mb
         counts += [[f"node RSS before {args.small_frames} small frames (MB)", f"{start_mb:.1f}"],
                    ["node RSS after (MB)", f"{end_mb:.1f}"],
                    ["RSS growth (MB)", f"{end_mb - start_mb:+.1f}"]]
     print(format_table("\nthroughput and memory", ["measure", "value"], counts))
-    return 0
 
 
 def main(argv: Optional[list[str]] = None) -> int:

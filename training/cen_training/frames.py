@@ -1,6 +1,7 @@
-"""Reading RGB-D frames from files in the generic dataset layout, for export checks,
-calibration and benchmarks: ``folder/rgb/<name>.png|jpg`` with ``folder/depth/<name>.png``
-(16-bit millimetres; 0 and 65535 invalid), matched by file stem."""
+"""RGB-D frames as files in the generic dataset layout: ``folder/rgb/<name>.png|jpg`` with
+``folder/depth/<name>.png`` (16-bit millimetres; 0 and 65535 invalid), matched by file stem.
+Read for export checks, calibration and benchmarks; written (with ``train.txt``, ``val.txt``
+and ``frames.csv``) by the commands that take frames out of bags."""
 from __future__ import annotations
 
 import pathlib
@@ -54,3 +55,57 @@ def load_rgbd_frame(rgb_path: str | pathlib.Path, depth_path: str | pathlib.Path
     depth = depth_mm.astype(np.float32) / 1000.0
     depth[depth_mm == DEPTH_16U_INVALID] = 0.0
     return {"rgb": np.ascontiguousarray(rgb[None]), "depth": np.ascontiguousarray(depth[None])}
+
+
+MAX_DEPTH_MM = DEPTH_16U_INVALID - 1  # the largest depth a 16-bit PNG holds as a reading
+
+
+def depth_to_mm(depth_m: np.ndarray) -> np.ndarray:
+    """Metres (0 = invalid) to uint16 millimetres, rounded to the nearest millimetre."""
+    mm = np.rint(np.nan_to_num(depth_m, nan=0.0, posinf=0.0, neginf=0.0) * 1000.0)
+    return np.clip(mm, 0, MAX_DEPTH_MM).astype(np.uint16)
+
+
+def write_png(path: pathlib.Path, image: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), image):
+        raise DatasetError(f"{path}: could not write the image")
+
+
+def write_rgbd_frame(folder: pathlib.Path, stem: str, rgb: np.ndarray,
+                     depth_m: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``rgb/<stem>.png`` and ``depth/<stem>.png`` (mm) of one frame, the depth resized to the
+    colour size (nearest) when it differs. Returns the colour in BGR and whether the depth was
+    resized."""
+    height, width = rgb.shape[:2]
+    resized = depth_m.shape != (height, width)
+    if resized:
+        depth_m = cv2.resize(depth_m, (width, height), interpolation=cv2.INTER_NEAREST)
+    bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
+    write_png(folder / "rgb" / f"{stem}.png", bgr)
+    write_png(folder / "depth" / f"{stem}.png", depth_to_mm(depth_m))
+    return bgr, resized
+
+
+def split_stems(stems: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
+    """(train, val): the last ``val_fraction`` of the sequence is validation (at least one
+    frame when the fraction is positive and there are two frames or more)."""
+    n_val = int(round(len(stems) * val_fraction))
+    if val_fraction > 0 and len(stems) >= 2:
+        n_val = max(n_val, 1)
+    n_val = min(n_val, len(stems) - 1) if stems else 0
+    return stems[:len(stems) - n_val], stems[len(stems) - n_val:]
+
+
+def write_frame_lists(folder: pathlib.Path, frames: list[tuple[str, int, int]],
+                      val_fraction: float) -> tuple[list[str], list[str]]:
+    """``train.txt`` and ``val.txt`` (the last ``val_fraction`` of the frames in time order)
+    and ``frames.csv`` (stem and the colour and depth stamps in ns) of ``frames``:
+    (stem, rgb stamp, depth stamp) in time order. Returns (train, val)."""
+    train, val = split_stems([stem for stem, _, _ in frames], val_fraction)
+    (folder / "train.txt").write_text("".join(f"{s}\n" for s in train), encoding="utf-8")
+    (folder / "val.txt").write_text("".join(f"{s}\n" for s in val), encoding="utf-8")
+    (folder / "frames.csv").write_text(
+        "stem,rgb_stamp_ns,depth_stamp_ns\n"
+        + "".join(f"{stem},{rgb_ns},{depth_ns}\n" for stem, rgb_ns, depth_ns in frames),
+        encoding="utf-8")
+    return train, val

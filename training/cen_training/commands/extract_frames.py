@@ -22,17 +22,15 @@ import argparse
 import pathlib
 import shutil
 
-import cv2
-import numpy as np
 
 from cen_perception.tools.pairing import BagError, add_pairing_arguments, check_pairing
 
 from .. import CliError
 from ..bags import bag_module
+from ..frames import write_frame_lists, write_rgbd_frame
 from ..io import check_new_dataset_folder
 
 SPLIT_FILES = ("train.txt", "val.txt", "frames.csv", "classes.yaml")
-MAX_DEPTH_MM = 65534  # 65535 reads back as "no measurement"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,22 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def depth_to_mm(depth_m: np.ndarray) -> np.ndarray:
-    """Metres (0 = invalid) to uint16 millimetres, rounded to the nearest millimetre."""
-    mm = np.rint(np.nan_to_num(depth_m, nan=0.0, posinf=0.0, neginf=0.0) * 1000.0)
-    return np.clip(mm, 0, MAX_DEPTH_MM).astype(np.uint16)
-
-
-def split_stems(stems: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
-    """(train, val): the last ``val_fraction`` of the sequence is validation (at least one
-    frame when the fraction is positive and there are two frames or more)."""
-    n_val = int(round(len(stems) * val_fraction))
-    if val_fraction > 0 and len(stems) >= 2:
-        n_val = max(n_val, 1)
-    n_val = min(n_val, len(stems) - 1) if stems else 0
-    return stems[:len(stems) - n_val], stems[len(stems) - n_val:]
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -92,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
     check_new_dataset_folder(out_dir, SPLIT_FILES, ("rgb", "depth", "labels"), "extract")
 
     counts = bag.PairCounts()
-    stems: list[str] = []
-    rows: list[str] = []
+    frames: list[tuple[str, int, int]] = []  # stem, colour stamp, depth stamp
     depth_resized = 0
     try:
         with bag.RecordedBag(args.bag) as recorded:
@@ -111,29 +92,15 @@ def run(args: argparse.Namespace) -> int:
                     if index % args.every:
                         continue
                     stem = f"{name}_{index:06d}"
-                    depth = pair.depth
-                    if depth.shape != pair.rgb.shape[:2]:
-                        height, width = pair.rgb.shape[:2]
-                        depth = cv2.resize(depth, (width, height),
-                                           interpolation=cv2.INTER_NEAREST)
-                        depth_resized += 1
-                    _write_png(out_dir / "rgb" / f"{stem}.png",
-                               cv2.cvtColor(np.ascontiguousarray(pair.rgb), cv2.COLOR_RGB2BGR))
-                    _write_png(out_dir / "depth" / f"{stem}.png", depth_to_mm(depth))
-                    stems.append(stem)
-                    rows.append(f"{stem},{pair.rgb_stamp_ns},{pair.depth_stamp_ns}")
+                    depth_resized += write_rgbd_frame(out_dir, stem, pair.rgb, pair.depth)[1]
+                    frames.append((stem, pair.rgb_stamp_ns, pair.depth_stamp_ns))
     except bag.BagError as exc:
-        written = f" ({len(stems)} frames were written before)" if stems else ""
+        written = f" ({len(frames)} frames were written before)" if frames else ""
         raise CliError(f"{exc}{written}") from None
 
-    if not stems:
-        raise CliError(f"{args.bag}: no synchronized frames ({counts.rgb} colour, {counts.depth} "
-                       f"depth messages); check the topics and --slop")
-    train, val = split_stems(stems, args.val_fraction)
-    (out_dir / "train.txt").write_text("".join(f"{s}\n" for s in train), encoding="utf-8")
-    (out_dir / "val.txt").write_text("".join(f"{s}\n" for s in val), encoding="utf-8")
-    (out_dir / "frames.csv").write_text(
-        "stem,rgb_stamp_ns,depth_stamp_ns\n" + "".join(f"{r}\n" for r in rows), encoding="utf-8")
+    if not frames:
+        raise CliError(no_frames_message(args.bag, counts))
+    train, val = write_frame_lists(out_dir, frames, args.val_fraction)
     if classes is not None:
         shutil.copyfile(args.classes, out_dir / "classes.yaml")
 
@@ -145,12 +112,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"  first bad message: {problem}")
     if depth_resized:
         print(f"  depth resized to the colour size (nearest) in {depth_resized} frames")
-    print(f"wrote {len(stems)} frames to {out_dir}: {len(train)} in train.txt, "
+    print(f"wrote {len(frames)} frames to {out_dir}: {len(train)} in train.txt, "
           f"{len(val)} in val.txt; label them into {out_dir / 'labels'} or import them with "
           "`cen-train import-labels`")
     return 0
 
 
-def _write_png(path: pathlib.Path, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), image):
-        raise CliError(f"{path}: could not write the image")
+def no_frames_message(bag_path: pathlib.Path, counts) -> str:
+    return (f"{bag_path}: no synchronized frames ({counts.rgb} colour, {counts.depth} depth "
+            "messages); check the topics and --slop")

@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import csv
 import pathlib
+from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -34,7 +36,8 @@ from cen_perception.tools.pairing import BagError, add_pairing_arguments, check_
 from .. import CliError
 from ..bags import bag_module
 from ..io import check_new_dataset_folder
-from .extract_frames import depth_to_mm, split_stems
+from ..frames import write_frame_lists, write_png, write_rgbd_frame
+from .extract_frames import no_frames_message
 
 OUTPUT_FILES = ("train.txt", "val.txt", "frames.csv", "selection.csv", "classes.yaml",
                 "cvat.zip")
@@ -93,26 +96,44 @@ def open_scorer(args: argparse.Namespace):
         raise
 
 
-def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+@dataclass
+class Scored:
+    """One scored pair: its index in the bag's pairs, its stamps, its score (no labels)."""
+    index: int
+    rgb_stamp_ns: int
+    depth_stamp_ns: int
+    frame: Any
 
-    from ..data.classes import ClassList
-    from ..data.cvat import check_writable, write_cvat_masks, zip_folder
-    from ..selection import spread_picks
 
+def score_only(scorer, pair):
+    """The pair's score; its labels dropped (pass 1 keeps only scores and stamps)."""
+    frame = scorer(pair.rgb, pair.depth)
+    frame.labels = None
+    return frame
+
+
+def check_arguments(args: argparse.Namespace) -> None:
     if args.budget < 1:
         raise CliError(f"--budget must be >= 1, got {args.budget}")
     if args.min_gap < 0:
         raise CliError(f"--min-gap must be >= 0 seconds, got {args.min_gap}")
     if not 0.0 <= args.val_fraction < 1.0:
         raise CliError(f"--val-fraction must lie in [0, 1), got {args.val_fraction}")
-    bag = bag_module()
     try:
         check_pairing(args.slop, args.depth_scale)
     except BagError as exc:
         raise CliError(str(exc)) from None
+    check_new_dataset_folder(args.out_dir, OUTPUT_FILES, OUTPUT_DIRS, "select")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.classes import ClassList
+    from ..data.cvat import check_writable
+    from ..selection import spread_picks
+
+    check_arguments(args)
+    bag = bag_module()
     out_dir: pathlib.Path = args.out_dir
-    check_new_dataset_folder(out_dir, OUTPUT_FILES, OUTPUT_DIRS, "select")
     engine, scorer = open_scorer(args)
     card = engine.card
     classes = ClassList(names=list(card.class_names), palette=[list(c) for c in card.palette],
@@ -120,87 +141,113 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_writable(classes)  # the CVAT export would fail at the end otherwise
         with bag.RecordedBag(args.bag) as recorded:
-            rgb_topic, depth_topic = recorded.resolve_rgbd_topics(args.rgb_topic,
-                                                                  args.depth_topic)
-            name = recorded.path.stem if recorded.path.is_file() else recorded.path.name
-            total = recorded.topics[rgb_topic].count + recorded.topics[depth_topic].count
-            counts = bag.PairCounts()
-
-            def pairs(desc: str, pair_counts):
-                bar = tqdm(total=total, unit="msg", desc=desc, disable=not args.progress)
-                try:
-                    yield from enumerate(bag.rgbd_pairs(
-                        recorded, rgb_topic, depth_topic, slop=args.slop, counts=pair_counts,
-                        on_message=lambda _: bar.update(1), depth_scale=args.depth_scale))
-                finally:
-                    bar.close()
-
+            pairs = BagPairs(bag, recorded, args)
             # Pass 1: score every pair (only scores and stamps are kept).
-            scored = []  # (pair index, rgb stamp, depth stamp, FrameScore without labels)
-            for index, pair in pairs("scoring", counts):
-                frame = scorer(pair.rgb, pair.depth)
-                frame.labels = None
-                scored.append((index, pair.rgb_stamp_ns, pair.depth_stamp_ns, frame))
+            counts = bag.PairCounts()
+            scored = [Scored(index, pair.rgb_stamp_ns, pair.depth_stamp_ns,
+                             score_only(scorer, pair))
+                      for index, pair in pairs("scoring", counts)]
             if not scored:
-                raise CliError(f"{args.bag}: no synchronized frames ({counts.rgb} colour, "
-                               f"{counts.depth} depth messages); check the topics and --slop")
-            picks = spread_picks([s[1] for s in scored], [s[3].score for s in scored],
-                                 args.budget, args.min_gap)
-            wanted = {scored[i][0]: rank for rank, i in enumerate(picks)}
-
+                raise CliError(no_frames_message(args.bag, counts))
+            picks = spread_picks([s.rgb_stamp_ns for s in scored],
+                                 [s.frame.score for s in scored], args.budget, args.min_gap)
+            ranked = [scored[i] for i in picks]
             # Pass 2: the picked frames again, written with their labels.
-            for sub in OUTPUT_DIRS[:4]:
-                (out_dir / sub).mkdir(parents=True, exist_ok=True)
-            labels_by_stem = {}
-            for index, pair in pairs("writing", None):
-                if index not in wanted:
-                    continue
-                stem = f"{name}_{index:06d}"
-                labels = scorer(pair.rgb, pair.depth).labels
-                write_frame(out_dir, stem, pair.rgb, pair.depth, labels, card.palette)
-                labels_by_stem[stem] = labels
-                if len(labels_by_stem) == len(wanted):
-                    break
+            labels = write_picked(pairs, ranked, scorer, out_dir, card.palette)
     except bag.BagError as exc:
         raise CliError(str(exc)) from None
     finally:
         engine.close()
+    train, val = write_selection(out_dir, pairs, ranked, labels, classes, args.val_fraction)
+    report(args, scorer.kind, pairs, counts, len(scored), ranked, train, val)
+    return 0
 
-    ranked = [scored[i] for i in picks]
-    stems = {entry[0]: f"{name}_{entry[0]:06d}" for entry in ranked}
-    in_time = [stems[e[0]] for e in sorted(ranked, key=lambda e: e[0])]
-    train, val = split_stems(in_time, args.val_fraction)
-    (out_dir / "train.txt").write_text("".join(f"{s}\n" for s in train), encoding="utf-8")
-    (out_dir / "val.txt").write_text("".join(f"{s}\n" for s in val), encoding="utf-8")
-    (out_dir / "frames.csv").write_text(
-        "stem,rgb_stamp_ns,depth_stamp_ns\n" + "".join(
-            f"{stems[e[0]]},{e[1]},{e[2]}\n" for e in sorted(ranked, key=lambda e: e[0])),
-        encoding="utf-8")
+
+class BagPairs:
+    """The bag's synchronized pairs, read again on every call, with a progress bar."""
+
+    def __init__(self, bag, recorded, args: argparse.Namespace) -> None:
+        self.bag, self.recorded, self.args = bag, recorded, args
+        self.rgb_topic, self.depth_topic = recorded.resolve_rgbd_topics(args.rgb_topic,
+                                                                        args.depth_topic)
+        self.name = recorded.path.stem if recorded.path.is_file() else recorded.path.name
+        self.total = (recorded.topics[self.rgb_topic].count
+                      + recorded.topics[self.depth_topic].count)
+
+    def __call__(self, desc: str, counts=None):
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.total, unit="msg", desc=desc, disable=not self.args.progress)
+        try:
+            yield from enumerate(self.bag.rgbd_pairs(
+                self.recorded, self.rgb_topic, self.depth_topic, slop=self.args.slop,
+                counts=counts, on_message=lambda _: bar.update(1),
+                depth_scale=self.args.depth_scale))
+        finally:
+            bar.close()
+
+    def stem(self, index: int) -> str:
+        return f"{self.name}_{index:06d}"
+
+
+def write_picked(pairs: BagPairs, ranked: list[Scored], scorer, out_dir: pathlib.Path,
+                 palette) -> dict[int, np.ndarray]:
+    """Colour, depth, labels and preview of the picked pairs; their labels by pair index."""
+    wanted = {s.index for s in ranked}
+    for sub in OUTPUT_DIRS[:4]:
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    labels_by_index = {}
+    for index, pair in pairs("writing"):
+        if index not in wanted:
+            continue
+        labels = scorer(pair.rgb, pair.depth).labels
+        write_frame(out_dir, pairs.stem(index), pair.rgb, pair.depth, labels, palette)
+        labels_by_index[index] = labels
+        if len(labels_by_index) == len(wanted):
+            break
+    return labels_by_index
+
+
+def write_selection(out_dir: pathlib.Path, pairs: "BagPairs", ranked: list[Scored],
+                    labels: dict[int, np.ndarray], classes,
+                    val_fraction: float) -> tuple[list[str], list[str]]:
+    """The lists (train, val, frames.csv), the ranked selection.csv, classes.yaml and the
+    CVAT export of the picks; returns (train, val)."""
+    from ..data.cvat import write_cvat_masks, zip_folder
+
+    def stem(s: Scored) -> str:
+        return pairs.stem(s.index)
+    in_time = sorted(ranked, key=lambda s: s.index)
+    train, val = write_frame_lists(
+        out_dir, [(stem(s), s.rgb_stamp_ns, s.depth_stamp_ns) for s in in_time], val_fraction)
     with open(out_dir / "selection.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["rank", "stem", "stamp_ns", "score", "score_kind", "reason"])
-        for rank, (index, stamp, _, frame) in enumerate(ranked, start=1):
-            writer.writerow([rank, stems[index], stamp, f"{frame.score:.6f}", frame.kind,
-                             frame.reason])
+        for rank, s in enumerate(ranked, start=1):
+            writer.writerow([rank, stem(s), s.rgb_stamp_ns, f"{s.frame.score:.6f}",
+                             s.frame.kind, s.frame.reason])
     classes.save(out_dir / "classes.yaml")
-    write_cvat_masks(out_dir / "cvat", ((s, labels_by_stem[s]) for s in in_time), classes)
+    write_cvat_masks(out_dir / "cvat", ((stem(s), labels[s.index]) for s in in_time), classes)
     zip_folder(out_dir / "cvat", out_dir / "cvat.zip")
+    return train, val
 
-    kind = scorer.kind
-    print(f"scored {len(scored)} pairs from {counts.rgb} colour ({rgb_topic}) and "
-          f"{counts.depth} depth ({depth_topic}) messages by {kind} "
+
+def report(args: argparse.Namespace, kind: str, pairs: BagPairs, counts, scored: int,
+           ranked: list[Scored], train: list[str], val: list[str]) -> None:
+    out_dir = args.out_dir
+    print(f"scored {scored} pairs from {counts.rgb} colour ({pairs.rgb_topic}) and "
+          f"{counts.depth} depth ({pairs.depth_topic}) messages by {kind} "
           f"({'mean softmax entropy / ln C' if kind == 'entropy' else '1 - mean confidence'} "
           "over pixels with valid depth)")
-    if len(picks) < args.budget:
-        print(f"  --min-gap {args.min_gap:g} s left room for {len(picks)} of the "
+    if len(ranked) < args.budget:
+        print(f"  --min-gap {args.min_gap:g} s left room for {len(ranked)} of the "
               f"{args.budget} frames asked for (picked greedily by score)")
-    best, worst = ranked[0][3].score, ranked[-1][3].score
-    print(f"picked {len(picks)} frames, scores {best:.4f} .. {worst:.4f}, into {out_dir}: "
+    best, worst = ranked[0].frame.score, ranked[-1].frame.score
+    print(f"picked {len(ranked)} frames, scores {best:.4f} .. {worst:.4f}, into {out_dir}: "
           f"{len(train)} in train.txt, {len(val)} in val.txt; ranked in selection.csv")
     print(f"pre-labels: {out_dir / 'labels'} (class ids), {out_dir / 'preview'} (pictures), "
           f"{out_dir / 'cvat.zip'} (CVAT 'Segmentation mask 1.1'); correct them, then "
           "`cen-train import-labels`")
-    return 0
 
 
 def write_frame(out_dir: pathlib.Path, stem: str, rgb: np.ndarray, depth: np.ndarray,
@@ -208,15 +255,7 @@ def write_frame(out_dir: pathlib.Path, stem: str, rgb: np.ndarray, depth: np.nda
     """The colour, depth (mm, at the colour size), label and preview files of one frame."""
     from cen_perception.visualize import colorize
 
-    height, width = rgb.shape[:2]
-    if depth.shape != (height, width):
-        depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
-    bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
-    preview = np.concatenate([bgr, cv2.cvtColor(colorize(labels, palette), cv2.COLOR_RGB2BGR)],
-                             axis=1)
-    for path, image in ((out_dir / "rgb" / f"{stem}.png", bgr),
-                        (out_dir / "depth" / f"{stem}.png", depth_to_mm(depth)),
-                        (out_dir / "labels" / f"{stem}.png", labels),
-                        (out_dir / "preview" / f"{stem}.png", preview)):
-        if not cv2.imwrite(str(path), image):
-            raise CliError(f"{path}: could not write the image")
+    bgr, _ = write_rgbd_frame(out_dir, stem, rgb, depth)
+    write_png(out_dir / "labels" / f"{stem}.png", labels)
+    write_png(out_dir / "preview" / f"{stem}.png", np.concatenate(
+        [bgr, cv2.cvtColor(colorize(labels, palette), cv2.COLOR_RGB2BGR)], axis=1))
