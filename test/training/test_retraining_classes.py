@@ -1,6 +1,7 @@
 """Class changes: class maps applied as labels are read, check-data on them, and fine-tuning
 from a checkpoint with a new classifier head (`train --init --classes --class-map`)."""
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -194,3 +195,20 @@ def test_fine_tune_with_a_new_head_on_mapped_classes(tiny_dataset, map_files, tm
     assert main(tiny_train_args(tiny_dataset, tmp_path / "nomap", "--classes",
                                 str(target))) == 2
     assert "with --class-map" in capsys.readouterr().err
+
+
+def test_eval_scores_a_model_of_mapped_classes(tiny_dataset, map_files, tmp_path, capsys):
+    """A model trained through a class map is scored on the same data through the same map."""
+    target, mapping = map_files
+    config = ModelConfig(arch="cen", backbone="resnet18", decoder="light", num_classes=3)
+    save_checkpoint(tmp_path / "robot3.pt", build_model(config), config,
+                    {"class_names": ["surface", "flat", "object"], "palette": [[1, 1, 1]] * 3})
+    report = tmp_path / "report.json"
+    base = ["eval", str(tmp_path / "robot3.pt"), "--data", str(tiny_dataset), "--out",
+            str(report), "--workers", "0", "--no-progress"]
+    assert main(base) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "predicts 3 classes" in err[0] and "--class-map" in err[0]
+    assert main(base + ["--classes", str(target), "--class-map", str(mapping)]) == 0
+    scores = json.loads(report.read_text())["ensemble"]
+    assert set(scores["per_class_iou"]) == {"surface", "flat", "object"}

@@ -257,6 +257,23 @@ def test_our_translation_checkpoint_loads_as_a_generator(tmp_path):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
 
 
+@pytest.mark.parametrize("command", [
+    ["export", "{ckpt}", "-o", "{tmp}/x.onnx", "--height", "64", "--width", "64"],
+    ["eval", "{ckpt}", "--data", "{tmp}", "--out", "{tmp}/r.json"],
+    ["bench", "{ckpt}", "--height", "64", "--width", "64"],
+])
+def test_segmentation_commands_refuse_a_translation_checkpoint_in_one_line(tmp_path, capsys,
+                                                                           command):
+    path = save_checkpoint(tmp_path / "t.pt", build_translation_model(small("late")),
+                           small("late"), {"task": "translation"})
+    argv = [a.format(ckpt=path, tmp=tmp_path) for a in command]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "a translation checkpoint, not a segmentation one" in err[0]
+    assert "cen-train translate eval|export" in err[0]
+
+
 def test_a_bad_config_is_refused():
     with pytest.raises(ValueError, match="power of two"):
         TranslationConfig(size=100)

@@ -129,7 +129,7 @@ def test_a_segmentation_checkpoint_is_refused_in_one_line(tmp_path, capsys):
     path = save_checkpoint(tmp_path / "seg.pt", build_model(config), config, {})
     assert cli_main(["translate", "export", str(path), "-o", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "segmentation checkpoint" in err[0]
+    assert len(err) == 1 and "a segmentation checkpoint, not a translation one" in err[0]
 
 
 def test_a_bad_option_is_one_line(translation_data, tmp_path, capsys):

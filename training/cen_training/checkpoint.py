@@ -120,14 +120,22 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
     model.load_state_dict(state, strict=True)
 
 
-def load_model(path: str | pathlib.Path) -> nn.Module:
+def load_model(path: str | pathlib.Path, task: str | None = None) -> nn.Module:
     """The model stored in one of our checkpoints, weights loaded, in eval mode.
 
-    ``model.card`` holds the checkpoint's card dict and ``model.config`` its ``ModelConfig``.
+    ``model.card`` holds the checkpoint's card dict and ``model.config`` its ``ModelConfig``
+    (``TranslationConfig``). ``task`` ("segmentation" or "translation"): the task the caller
+    needs; a checkpoint of the other task is a ``CheckpointError``.
     """
     path = pathlib.Path(path)
     ckpt = load_checkpoint(path)
-    if ckpt.get("task", "segmentation") == "translation":
+    stored = ckpt.get("task", "segmentation")
+    if task is not None and stored != task:
+        hint = ("cen-train translate eval|export" if stored == "translation"
+                else "cen-train eval|export")
+        raise CheckpointError(f"{path}: a {stored} checkpoint, not a {task} one (use "
+                              f"`{hint}`)")
+    if stored == "translation":
         model = build_translation_model(_translation_config(ckpt, path))
     else:
         model = build_model(_model_config(ckpt, path))

@@ -56,7 +56,7 @@ class CheckpointPredictor(Predictor):
     def __init__(self, path: pathlib.Path) -> None:
         from .checkpoint import load_model
 
-        self.model = load_model(path)
+        self.model = load_model(path, task="segmentation")
         card = self.model.card
         self.class_names = list(card.get("class_names") or [])
         self.palette = [list(c) for c in card.get("palette") or []]

@@ -70,7 +70,7 @@ def _model(args: argparse.Namespace):
         raise CliError("give either CKPT or --arch (with --backbone/--decoder/--num-classes)")
     if args.checkpoint is not None:
         from ..checkpoint import load_model
-        return load_model(args.checkpoint), str(args.checkpoint)
+        return load_model(args.checkpoint, task="segmentation"), str(args.checkpoint)
     import torch
 
     from ..models import ModelConfig, build_model

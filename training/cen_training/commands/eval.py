@@ -30,6 +30,11 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, type=pathlib.Path, help="dataset folder")
     p.add_argument("--split", default="val", help="split list to evaluate (val, test, train)")
     p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS))
+    p.add_argument("--classes", type=pathlib.Path, metavar="CLASSES.yaml",
+                   help="score in this class list (as train --classes) [default: the data's]")
+    p.add_argument("--class-map", type=pathlib.Path, metavar="MAP.yaml",
+                   help="read the data's labels through this class map into --classes (as "
+                        "train --class-map): a model trained on mapped data scored on them")
     p.add_argument("--out", required=True, type=pathlib.Path, metavar="REPORT.json")
     p.add_argument("--multi-scale", action="store_true",
                    help="average over input scales 0.5, 0.75, 1, 1.25, 1.5, 1.75")
@@ -48,21 +53,26 @@ def run(args) -> int:
     from torch.utils.data import DataLoader
 
     from ..checkpoint import load_model
-    from ..data import RGBDSegmentationDataset, validate_dataset
+    from ..data import RGBDSegmentationDataset, dataset_class_map, validate_dataset
     from ..evaluate import evaluate, output_names
 
     scales = tuple(args.scales) if args.scales else (
         (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) if args.multi_scale else (1.0,))
     if any(s <= 0 for s in scales):
         raise CliError("--scales must be positive")
-    model = load_model(args.checkpoint)
-    validate_dataset(args.data, args.split, layout=args.layout, progress=args.progress)
-    dataset = RGBDSegmentationDataset(args.data, args.split, layout=args.layout)
+    model = load_model(args.checkpoint, task="segmentation")
+    class_map = dataset_class_map(args.data, args.layout, args.class_map, args.classes)
+    validate_dataset(args.data, args.split, layout=args.layout, progress=args.progress,
+                     class_map=class_map)
+    dataset = RGBDSegmentationDataset(args.data, args.split, layout=args.layout,
+                                      class_map=class_map)
     class_names = model.card.get("class_names") or dataset.classes.names
     palette = model.card.get("palette") or dataset.classes.palette
     if dataset.num_classes != model.config.num_classes:
+        mapped = " (through --class-map)" if class_map is not None else ""
         raise CliError(f"{args.checkpoint} predicts {model.config.num_classes} classes but "
-                       f"{args.data} has {dataset.num_classes}")
+                       f"{args.data} has {dataset.num_classes}{mapped}; a model trained on "
+                       "other classes is scored with --classes and --class-map")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     loader = DataLoader(dataset, batch_size=1, num_workers=args.workers)

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--calib-frames must be >= 1")
     size = (args.height, args.width)
     calib = load_frames(args.calib_data, size, args.calib_frames) if int8 else None
-    model = load_model(args.checkpoint)
+    model = load_model(args.checkpoint, task="segmentation")
     data = args.data
     if data is None:
         recorded = model.card.get("dataset", {}).get("path")

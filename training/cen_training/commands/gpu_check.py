@@ -382,7 +382,7 @@ def torch_fp16_parity(spec: ModelSpec, checkpoint: pathlib.Path, frames, device:
 
     from ..checkpoint import load_model
 
-    model = load_model(checkpoint).eval().to(f"cuda:{device}")
+    model = load_model(checkpoint, task="segmentation").eval().to(f"cuda:{device}")
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     same = total = 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import pathlib
 
-from .. import CliError
 from .train import HelpFormatter
 
 
@@ -124,10 +123,7 @@ def add_eval(sub) -> None:
 
 def load_generator(path: pathlib.Path):
     from ..checkpoint import load_model
-    model = load_model(path)
-    if not hasattr(model, "config") or getattr(model.config, "task", None) != "translation":
-        raise CliError(f"{path}: a segmentation checkpoint; translate takes a translation one")
-    return model
+    return load_model(path, task="translation")
 
 
 def run_eval(args) -> int:
