@@ -5,11 +5,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from onnx import TensorProto, numpy_helper
 
 from cen_perception.engines import open_engine
 from cen_perception.model_card import ModelCard
 from cen_training.bench import load_frames
+from cen_training.card import default_card
 from cen_training.errors import ConfigError, DatasetError
 from cen_training.deploy.export import export_onnx
 from cen_training.deploy.onnx_ops import check_engine_contract, check_tensorrt_ops
@@ -264,3 +266,22 @@ def test_bad_calibration_input_is_refused(fp32_model, tmp_path, calib_dir):
         quantize_int8(fp32_model, tmp_path / "q.onnx", load_frames(calib_dir, (H, W)),
                       precision="int4")
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_an_untrained_models_int8_export_is_compared_not_crashed(tmp_path, calib_dir):
+    """ONNX Runtime's graph optimisations refuse some signed-int8 graphs of untrained weights
+    with exact x64 integer products; the export's comparison still runs (one line otherwise)."""
+    from cen_training.deploy.export import compare_precision
+    from cen_training.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="cen", backbone="resnet18", decoder="light",
+                                    num_classes=5)).eval()
+    model.card = default_card(5)
+    fp32 = tmp_path / "fresh.onnx"
+    export_onnx(model, fp32, H, W)
+    frames = load_frames(calib_dir, (H, W))
+    quantize_int8(fp32, tmp_path / "fresh_int8.onnx", frames)
+    report = compare_precision(fp32, tmp_path / "fresh_int8.onnx", "int8", frames)
+    assert len(report.label_agreement) == len(frames)
+    assert all(0.0 <= a <= 1.0 for a in report.label_agreement)

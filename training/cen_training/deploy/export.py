@@ -189,22 +189,41 @@ class PrecisionReport:
         return "\n".join(lines)
 
 
+def _exact_session(path: str | pathlib.Path, threads: int = 0):
+    """An ONNX Runtime CPU session whose integer products are exact on every x86 CPU (those
+    without VNNI saturate u8 x s8 sums of full-range int8 weights otherwise), so that a
+    comparison judges the quantization, not the CPU."""
+    import onnxruntime as ort
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.x64quantprecision", "1")
+    options.log_severity_level = 4  # a refusal below is handled, not an error to print
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Fail:
+        # ONNX Runtime's extended graph optimisations refuse some signed-int8 graphs in this
+        # mode ("Attempt to replace the existing tensor", seen with untrained weights); the
+        # basic ones compute the same numbers.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Fail as exc:
+        raise ExportError(f"{path}: ONNX Runtime cannot open the model: "
+                          f"{' '.join(str(exc).split())[-300:]}") from None
+
+
 def compare_precision(fp32_path: str | pathlib.Path, other_path: str | pathlib.Path,
                       precision: str, frames: Sequence[Frame], threads: int = 0) -> PrecisionReport:
     """Labels of ``other_path`` (a ``precision`` version of ``fp32_path``) against the fp32
     model's on ``frames``, both in ONNX Runtime on the CPU. A frame whose median depth is beyond
     ``MAX_PLAUSIBLE_DEPTH_M`` (a depth file not in millimetres, outside any calibration range)
     is reported but left out of the overall figure, unless all are."""
-    import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    # Integer products exact on every x86 CPU (those without VNNI saturate u8 x s8 sums of
-    # full-range int8 weights otherwise), so the check judges the quantization, not the CPU.
-    options.add_session_config_entry("session.x64quantprecision", "1")
-    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
-                for p in (fp32_path, other_path)]
+    sessions = [_exact_session(p, threads) for p in (fp32_path, other_path)]
     report = PrecisionReport(precision)
     for name, rgb, depth in frames:
         feed = {"rgb": rgb[None], "depth": depth[None]}
