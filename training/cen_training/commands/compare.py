@@ -12,13 +12,13 @@ import os
 import pathlib
 
 from .. import CliError
+from .eval import add_split_arguments, open_split
 from .train import HelpFormatter
 
 GATE_FAILED = 1
 
 
 def register(subparsers) -> None:
-    from ..data import LAYOUTS
     p = subparsers.add_parser(
         "compare", help="compare two models on a dataset and gate the new one on its mIoU",
         description="Score OLD and NEW (checkpoints .pt, or engine files: .onnx in fp32, fp16 "
@@ -31,14 +31,7 @@ def register(subparsers) -> None:
         formatter_class=HelpFormatter)
     p.add_argument("old", type=pathlib.Path, metavar="OLD")
     p.add_argument("new", type=pathlib.Path, metavar="NEW")
-    p.add_argument("--data", required=True, type=pathlib.Path, help="dataset folder")
-    p.add_argument("--split", default="val", help="split list to score (val, test, train)")
-    p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS))
-    p.add_argument("--classes", type=pathlib.Path, metavar="CLASSES.yaml",
-                   help="score in this class list (as train --classes) [default: the data's]")
-    p.add_argument("--class-map", type=pathlib.Path, metavar="MAP.yaml",
-                   help="read the data's labels through this class map into --classes (as "
-                        "train --class-map)")
+    add_split_arguments(p)
     p.add_argument("--old-class-map", type=pathlib.Path, metavar="MAP.yaml",
                    help="map OLD's predictions into the data's classes (an OLD trained on "
                         "other classes)")
@@ -64,17 +57,12 @@ def run(args) -> int:
     import torch
 
     from ..compare import Side, compare, gate, open_predictor, prediction_map, write_report
-    from ..data import RGBDSegmentationDataset, dataset_class_map, validate_dataset
 
     threads = args.threads or os.cpu_count() or 1
     if threads < 1 or args.pictures < 0:
         raise CliError("--threads must be >= 1 and --pictures >= 0")
     torch.set_num_threads(threads)
-    class_map = dataset_class_map(args.data, args.layout, args.class_map, args.classes)
-    validate_dataset(args.data, args.split, layout=args.layout, progress=args.progress,
-                     class_map=class_map)
-    dataset = RGBDSegmentationDataset(args.data, args.split, layout=args.layout,
-                                      class_map=class_map)
+    dataset = open_split(args)
     sides = []
     try:
         for role, path, map_path in (("old", args.old, args.old_class_map),

@@ -19,22 +19,40 @@ from .train import HelpFormatter
 NUM_SAMPLE_PICTURES = 6
 
 
-def register(subparsers) -> None:
+def add_split_arguments(p) -> None:
+    """The split to score and how its labels are read (as ``train`` reads them)."""
     from ..data import LAYOUTS
+
+    p.add_argument("--data", required=True, type=pathlib.Path, help="dataset folder")
+    p.add_argument("--split", default="val", help="split list to score (val, test, train)")
+    p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS))
+    p.add_argument("--classes", type=pathlib.Path, metavar="CLASSES.yaml",
+                   help="score in this class list (as train --classes) [default: the data's]")
+    p.add_argument("--class-map", type=pathlib.Path, metavar="MAP.yaml",
+                   help="read the data's labels through this class map into --classes (as "
+                        "train --class-map)")
+
+
+def open_split(args):
+    """The split of ``add_split_arguments``, every file checked first, labels read through
+    the class map when one is given."""
+    from ..data import RGBDSegmentationDataset, dataset_class_map, validate_dataset
+
+    class_map = dataset_class_map(args.data, args.layout, args.class_map, args.classes)
+    validate_dataset(args.data, args.split, layout=args.layout, progress=args.progress,
+                     class_map=class_map)
+    return RGBDSegmentationDataset(args.data, args.split, layout=args.layout,
+                                   class_map=class_map)
+
+
+def register(subparsers) -> None:
     p = subparsers.add_parser(
         "eval", help="evaluate a checkpoint: pixel acc, mean acc, mIoU per branch and ensemble",
         description="Evaluate a checkpoint on full images (single-scale by default, as the "
                     "official validation). Writes the JSON report and pictures.",
         formatter_class=HelpFormatter)
     p.add_argument("checkpoint", type=pathlib.Path, metavar="CKPT")
-    p.add_argument("--data", required=True, type=pathlib.Path, help="dataset folder")
-    p.add_argument("--split", default="val", help="split list to evaluate (val, test, train)")
-    p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS))
-    p.add_argument("--classes", type=pathlib.Path, metavar="CLASSES.yaml",
-                   help="score in this class list (as train --classes) [default: the data's]")
-    p.add_argument("--class-map", type=pathlib.Path, metavar="MAP.yaml",
-                   help="read the data's labels through this class map into --classes (as "
-                        "train --class-map): a model trained on mapped data scored on them")
+    add_split_arguments(p)
     p.add_argument("--out", required=True, type=pathlib.Path, metavar="REPORT.json")
     p.add_argument("--multi-scale", action="store_true",
                    help="average over input scales 0.5, 0.75, 1, 1.25, 1.5, 1.75")
@@ -53,7 +71,6 @@ def run(args) -> int:
     from torch.utils.data import DataLoader
 
     from ..checkpoint import load_model
-    from ..data import RGBDSegmentationDataset, dataset_class_map, validate_dataset
     from ..evaluate import evaluate, output_names
 
     scales = tuple(args.scales) if args.scales else (
@@ -61,15 +78,11 @@ def run(args) -> int:
     if any(s <= 0 for s in scales):
         raise CliError("--scales must be positive")
     model = load_model(args.checkpoint, task="segmentation")
-    class_map = dataset_class_map(args.data, args.layout, args.class_map, args.classes)
-    validate_dataset(args.data, args.split, layout=args.layout, progress=args.progress,
-                     class_map=class_map)
-    dataset = RGBDSegmentationDataset(args.data, args.split, layout=args.layout,
-                                      class_map=class_map)
+    dataset = open_split(args)
     class_names = model.card.get("class_names") or dataset.classes.names
     palette = model.card.get("palette") or dataset.classes.palette
     if dataset.num_classes != model.config.num_classes:
-        mapped = " (through --class-map)" if class_map is not None else ""
+        mapped = " (through --class-map)" if dataset.class_map is not None else ""
         raise CliError(f"{args.checkpoint} predicts {model.config.num_classes} classes but "
                        f"{args.data} has {dataset.num_classes}{mapped}; a model trained on "
                        "other classes is scored with --classes and --class-map")
