@@ -512,17 +512,17 @@ def play_bag(bag: pathlib.Path, topics: Iterable[str], subscribers: int = 1,
 
 def bag_through_node(node: NodeProcess, rig: Rig, bag: pathlib.Path, topics: list[str],
                      pairs: int, subscribers: int = 1, ready_timeout: float = 90.0) -> None:
-    """Play ``bag`` into a started ``node`` while ``rig`` (spinning in the background, with
-    ``labels`` subscribed) records; returns once every one of ``pairs`` pairs is answered or
-    skipped (or 30 s after the bag ends) and one more diagnostics period has passed."""
-    deadline = time.monotonic() + ready_timeout
-    # Discovery both ways before the first frame: the node publishes only to subscribers it
-    # knows, and a reliable but volatile topic keeps nothing for late joiners.
-    while time.monotonic() < deadline and not (rig.values and rig.node.count_publishers(
-            f"{rig.namespace}/segmentation/labels") > 0):
+    """Play ``bag`` into a started ``node`` while ``rig`` (with ``labels`` subscribed)
+    records; returns once every one of ``pairs`` pairs is answered or skipped (or 30 s after
+    the bag ends) and one more diagnostics period has passed."""
+    def ready() -> bool:
         if not node.alive():
             raise RigError(f"the node exited with {node.returncode}: {node.last_line()}")
-        time.sleep(0.1)
+        return bool(rig.values) and rig.node.count_publishers(
+            f"{rig.namespace}/segmentation/labels") > 0
+    # Discovery both ways before the first frame: the node publishes only to subscribers it
+    # knows, and a reliable but volatile topic keeps nothing for late joiners.
+    rig.spin_until(ready, ready_timeout)
     if not rig.values:
         raise RigError(f"the node sent no diagnostics within {ready_timeout:g} s")
     rig.pause(1.0)

@@ -215,19 +215,19 @@ def write_selection(out_dir: pathlib.Path, pairs: "BagPairs", ranked: list[Score
     CVAT export of the picks; returns (train, val)."""
     from ..data.cvat import write_cvat_masks, zip_folder
 
-    def stem(s: Scored) -> str:
-        return pairs.stem(s.index)
     in_time = sorted(ranked, key=lambda s: s.index)
     train, val = write_frame_lists(
-        out_dir, [(stem(s), s.rgb_stamp_ns, s.depth_stamp_ns) for s in in_time], val_fraction)
+        out_dir, [(pairs.stem(s.index), s.rgb_stamp_ns, s.depth_stamp_ns) for s in in_time],
+        val_fraction)
     with open(out_dir / "selection.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["rank", "stem", "stamp_ns", "score", "score_kind", "reason"])
         for rank, s in enumerate(ranked, start=1):
-            writer.writerow([rank, stem(s), s.rgb_stamp_ns, f"{s.frame.score:.6f}",
+            writer.writerow([rank, pairs.stem(s.index), s.rgb_stamp_ns, f"{s.frame.score:.6f}",
                              s.frame.kind, s.frame.reason])
     classes.save(out_dir / "classes.yaml")
-    write_cvat_masks(out_dir / "cvat", ((stem(s), labels[s.index]) for s in in_time), classes)
+    write_cvat_masks(out_dir / "cvat",
+                     ((pairs.stem(s.index), labels[s.index]) for s in in_time), classes)
     zip_folder(out_dir / "cvat", out_dir / "cvat.zip")
     return train, val
 
