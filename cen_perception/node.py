@@ -45,7 +45,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -56,6 +56,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Poi
 
 from .cloud import CloudBuilder, Intrinsics, point_fields
 from .engines import BACKENDS, TENSORRT_SUFFIXES, Engine, EngineError, open_engine
+from .executor import PooledExecutor
 from .image_codec import (ImageCodecError, decode_color, decode_compressed_color,
                           decode_compressed_depth, decode_depth, encode)
 from .input_health import BEST_EFFORT, RELIABLE, DepthWatch, StreamWatch, choose_reliability
@@ -1030,7 +1031,7 @@ def keep_freed_memory_for_reuse() -> None:
 def _spin(node) -> None:
     # Two threads: the camera callbacks keep running while a parameter call waits for a new
     # engine to open (see SegmentationWork._prepare_engine).
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = PooledExecutor(num_threads=2)
     executor.add_node(node)
     try:
         executor.spin()
