@@ -22,11 +22,10 @@ import argparse
 import pathlib
 import shutil
 
-
 from cen_perception.tools.pairing import BagError, add_pairing_arguments, check_pairing
 
 from .. import CliError
-from ..bags import bag_module
+from ..bags import BagPairs, bag_module, no_frames_message
 from ..frames import write_frame_lists, write_rgbd_frame
 from ..io import check_new_dataset_folder
 
@@ -55,8 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     if args.every < 1:
         raise CliError(f"--every must be >= 1, got {args.every}")
     if not 0.0 <= args.val_fraction < 1.0:
@@ -78,22 +75,15 @@ def run(args: argparse.Namespace) -> int:
     depth_resized = 0
     try:
         with bag.RecordedBag(args.bag) as recorded:
-            rgb_topic, depth_topic = recorded.resolve_rgbd_topics(args.rgb_topic,
-                                                                  args.depth_topic)
-            name = recorded.path.stem if recorded.path.is_file() else recorded.path.name
+            pairs = BagPairs(recorded, args)
             for sub in ("rgb", "depth", "labels"):
                 (out_dir / sub).mkdir(parents=True, exist_ok=True)
-            total = recorded.topics[rgb_topic].count + recorded.topics[depth_topic].count
-            with tqdm(total=total, unit="msg", desc="extracting") as bar:
-                pairs = bag.rgbd_pairs(recorded, rgb_topic, depth_topic, slop=args.slop,
-                                       counts=counts, on_message=lambda _: bar.update(1),
-                                       depth_scale=args.depth_scale)
-                for index, pair in enumerate(pairs):
-                    if index % args.every:
-                        continue
-                    stem = f"{name}_{index:06d}"
-                    depth_resized += write_rgbd_frame(out_dir, stem, pair.rgb, pair.depth)[1]
-                    frames.append((stem, pair.rgb_stamp_ns, pair.depth_stamp_ns))
+            for index, pair in pairs("extracting", counts):
+                if index % args.every:
+                    continue
+                stem = pairs.stem(index)
+                depth_resized += write_rgbd_frame(out_dir, stem, pair.rgb, pair.depth)[1]
+                frames.append((stem, pair.rgb_stamp_ns, pair.depth_stamp_ns))
     except bag.BagError as exc:
         written = f" ({len(frames)} frames were written before)" if frames else ""
         raise CliError(f"{exc}{written}") from None
@@ -104,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
     if classes is not None:
         shutil.copyfile(args.classes, out_dir / "classes.yaml")
 
-    print(f"{counts.pairs} pairs from {counts.rgb} colour ({rgb_topic}) and {counts.depth} "
-          f"depth ({depth_topic}) messages; unmatched: {counts.unmatched_rgb} colour, "
+    print(f"{counts.pairs} pairs from {counts.rgb} colour ({pairs.rgb_topic}) and {counts.depth} "
+          f"depth ({pairs.depth_topic}) messages; unmatched: {counts.unmatched_rgb} colour, "
           f"{counts.unmatched_depth} depth; bad messages: {counts.bad_rgb} colour, "
           f"{counts.bad_depth} depth")
     for problem in counts.problems[:1]:
@@ -117,7 +107,3 @@ def run(args: argparse.Namespace) -> int:
           "`cen-train import-labels`")
     return 0
 
-
-def no_frames_message(bag_path: pathlib.Path, counts) -> str:
-    return (f"{bag_path}: no synchronized frames ({counts.rgb} colour, {counts.depth} depth "
-            "messages); check the topics and --slop")

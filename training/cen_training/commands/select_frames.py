@@ -34,10 +34,9 @@ import numpy as np
 from cen_perception.tools.pairing import BagError, add_pairing_arguments, check_pairing
 
 from .. import CliError
-from ..bags import bag_module
+from ..bags import BagPairs, bag_module, no_frames_message
 from ..io import check_new_dataset_folder
 from ..frames import write_frame_lists, write_png, write_rgbd_frame
-from .extract_frames import no_frames_message
 
 OUTPUT_FILES = ("train.txt", "val.txt", "frames.csv", "selection.csv", "classes.yaml",
                 "cvat.zip")
@@ -141,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_writable(classes)  # the CVAT export would fail at the end otherwise
         with bag.RecordedBag(args.bag) as recorded:
-            pairs = BagPairs(bag, recorded, args)
+            pairs = BagPairs(recorded, args, progress=args.progress)
             # Pass 1: score every pair (only scores and stamps are kept).
             counts = bag.PairCounts()
             scored = [Scored(index, pair.rgb_stamp_ns, pair.depth_stamp_ns,
@@ -163,33 +162,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-class BagPairs:
-    """The bag's synchronized pairs, read again on every call, with a progress bar."""
-
-    def __init__(self, bag, recorded, args: argparse.Namespace) -> None:
-        self.bag, self.recorded, self.args = bag, recorded, args
-        self.rgb_topic, self.depth_topic = recorded.resolve_rgbd_topics(args.rgb_topic,
-                                                                        args.depth_topic)
-        self.name = recorded.path.stem if recorded.path.is_file() else recorded.path.name
-        self.total = (recorded.topics[self.rgb_topic].count
-                      + recorded.topics[self.depth_topic].count)
-
-    def __call__(self, desc: str, counts=None):
-        from tqdm import tqdm
-
-        bar = tqdm(total=self.total, unit="msg", desc=desc, disable=not self.args.progress)
-        try:
-            yield from enumerate(self.bag.rgbd_pairs(
-                self.recorded, self.rgb_topic, self.depth_topic, slop=self.args.slop,
-                counts=counts, on_message=lambda _: bar.update(1),
-                depth_scale=self.args.depth_scale))
-        finally:
-            bar.close()
-
-    def stem(self, index: int) -> str:
-        return f"{self.name}_{index:06d}"
-
-
 def write_picked(pairs: BagPairs, ranked: list[Scored], scorer, out_dir: pathlib.Path,
                  palette) -> dict[int, np.ndarray]:
     """Colour, depth, labels and preview of the picked pairs; their labels by pair index."""
@@ -208,7 +180,7 @@ def write_picked(pairs: BagPairs, ranked: list[Scored], scorer, out_dir: pathlib
     return labels_by_index
 
 
-def write_selection(out_dir: pathlib.Path, pairs: "BagPairs", ranked: list[Scored],
+def write_selection(out_dir: pathlib.Path, pairs: BagPairs, ranked: list[Scored],
                     labels: dict[int, np.ndarray], classes,
                     val_fraction: float) -> tuple[list[str], list[str]]:
     """The lists (train, val, frames.csv), the ranked selection.csv, classes.yaml and the
