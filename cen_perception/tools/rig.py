@@ -115,6 +115,11 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def check_alive(self) -> None:
+        """RigError (with the node's last line) if the node has exited."""
+        if not self.alive():
+            raise RigError(f"the node exited with status {self.returncode}: {self.last_line()}")
+
     def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> Optional[int]:
         """Send ``sig`` (Ctrl-C by default), wait ``timeout`` s, then kill; the exit status."""
         if self.alive():
@@ -333,9 +338,8 @@ class Rig:
         node's publisher sees it, and the node skips a frame nobody listens to. So also wait
         until the node's /diagnostics count our subscriptions among its listeners."""
         def check_alive():
-            if node is not None and not node.alive():
-                raise RigError(f"the node exited with status {node.returncode}: "
-                               f"{node.last_line()}")
+            if node is not None:
+                node.check_alive()
 
         def connected():
             check_alive()
@@ -516,8 +520,7 @@ def bag_through_node(node: NodeProcess, rig: Rig, bag: pathlib.Path, topics: lis
     records; returns once every one of ``pairs`` pairs is answered or skipped (or 30 s after
     the bag ends) and one more diagnostics period has passed."""
     def ready() -> bool:
-        if not node.alive():
-            raise RigError(f"the node exited with {node.returncode}: {node.last_line()}")
+        node.check_alive()
         return bool(rig.values) and rig.node.count_publishers(
             f"{rig.namespace}/segmentation/labels") > 0
     # Discovery both ways before the first frame: the node publishes only to subscribers it
