@@ -62,6 +62,8 @@ def percentiles(values) -> tuple[float, float, float]:
 
 # Shared memory for whole images on this host, UDP for other hosts; see the file's comment.
 FASTDDS_LARGE_IMAGES_PROFILE = str(PROFILE_FILE)
+
+
 def camera_messages(bgr: np.ndarray, depth_mm: np.ndarray, transport: str):
     """The camera's colour and depth messages, as sensor_msgs/Image or CompressedImage."""
     if transport == "compressed":
