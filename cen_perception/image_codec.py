@@ -28,6 +28,12 @@ Compressed images are read as image_transport's plugins write them:
   ``depthParam``) and ``q = 0`` invalid. A 16-bit PNG sent by the plain ``compressed`` plugin
   (``"16UC1; png compressed"``) decodes as depth too.
 
+Every decoder reads the image size from the message before it allocates anything (the raw
+``Image`` fields against its data; the PNG IHDR chunk; the JPEG frame header; the RVL size
+header) and refuses an image of more than ``max_pixels`` pixels (default ``MAX_IMAGE_PIXELS``,
+4096x3072) or, for depth, one wider or taller than ``max_size`` (the colour image it must be
+registered to). Any failure on damaged bytes is an ``ImageCodecError``.
+
 ``decode_color_message`` / ``decode_depth_message`` pick the raw or the compressed decoder by
 the message having a ``format`` field (CompressedImage) or an ``encoding`` field (Image).
 An encoding or format the codec does not handle raises ``UnsupportedImageError``; a message
@@ -42,6 +48,7 @@ import array
 import dataclasses
 import struct
 import sys
+import zlib
 from typing import Any, Optional
 
 import cv2
@@ -72,6 +79,8 @@ ENCODE_FORMATS = {
     "16UC1": (np.uint16, 0),
     "32FC1": (np.float32, 0),
 }
+# The default limit on a decoded image: a 12-megapixel camera, beyond any RGB-D sensor's.
+MAX_IMAGE_PIXELS = 4096 * 3072
 # Many depth cameras (Kinect v2 among them) write the largest 16-bit value where they have
 # no measurement; a real 65.535 m reading does not occur indoors.
 DEPTH_16U_INVALID = 65535
@@ -92,15 +101,36 @@ def _as_bytes_array(data: Any) -> np.ndarray:
             np.ascontiguousarray(data).reshape(-1).view(np.uint8)
     if isinstance(data, (bytes, bytearray, memoryview, array.array)):
         return np.frombuffer(data, dtype=np.uint8)
-    return np.asarray(data, dtype=np.uint8).reshape(-1)
+    try:
+        return np.asarray(data, dtype=np.uint8).reshape(-1)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ImageCodecError(f"image data is not a sequence of bytes ({exc})") from None
 
 
-def _rows(msg: Any, pixel_bytes: int) -> np.ndarray:
-    """The pixel rows as a ``[height, width * pixel_bytes]`` uint8 view (step padding cut)."""
+def _check_size(width: int, height: int, claim: str, max_pixels: int,
+                max_size: Optional[tuple[int, int]] = None) -> None:
+    """Refuse ``width x height`` beyond ``max_pixels`` or ``max_size`` (width, height);
+    ``claim`` starts the message ("RVL header claims")."""
+    if width <= 0 or height <= 0:
+        raise ImageCodecError(f"{claim} {width}x{height}, an empty image")
+    pixels = width * height
+    if pixels > max_pixels:
+        raise ImageCodecError(f"{claim} {width}x{height} ({pixels} pixels), over the limit of "
+                              f"{max_pixels} pixels")
+    if max_size is not None and (width > max_size[0] or height > max_size[1]):
+        raise ImageCodecError(f"{claim} {width}x{height}, larger than the largest allowed "
+                              f"{max_size[0]}x{max_size[1]}")
+
+
+def _rows(msg: Any, pixel_bytes: int, max_pixels: int,
+          max_size: Optional[tuple[int, int]] = None) -> np.ndarray:
+    """The pixel rows as a ``[height, width * pixel_bytes]`` uint8 view (step padding cut),
+    after checking the size fields against the limits and the data."""
     encoding = msg.encoding
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageCodecError(f"{encoding} image has zero size ({width}x{height})")
+    _check_size(width, height, f"{encoding} image is", max_pixels, max_size)
     row_bytes = width * pixel_bytes
     if step < row_bytes:
         raise ImageCodecError(
@@ -114,13 +144,15 @@ def _rows(msg: Any, pixel_bytes: int) -> np.ndarray:
     return buf.reshape(height, step)[:, :row_bytes]
 
 
-def decode_color(msg: Any, contiguous: bool = False) -> np.ndarray:
+def decode_color(msg: Any, contiguous: bool = False, *,
+                 max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """uint8 ``[H, W, 3]`` in RGB order from rgb8, bgr8, rgba8, bgra8 or mono8.
 
     By default a view of the message buffer (read-only in spirit); mono8 is broadcast to three
     channels. ``contiguous=True`` returns a C-contiguous array instead, converted by OpenCV in
     one pass (a copy unless the message already is unpadded rgb8); later OpenCV and ONNX
     Runtime calls on such an array avoid a slow element-wise copy of a strided view each.
+    An image of more than ``max_pixels`` pixels is refused.
     """
     encoding = msg.encoding
     if encoding not in COLOR_ENCODINGS:
@@ -128,7 +160,7 @@ def decode_color(msg: Any, contiguous: bool = False) -> np.ndarray:
             f"unsupported colour encoding '{encoding}' "
             f"(expected one of {', '.join(COLOR_ENCODINGS)})")
     channels, reversed_order = COLOR_ENCODINGS[encoding]
-    rows = _rows(msg, channels)
+    rows = _rows(msg, channels, max_pixels)
     height, width = rows.shape[0], int(msg.width)
     if contiguous:
         pixels = rows.reshape(height, width, channels)
@@ -141,12 +173,14 @@ def decode_color(msg: Any, contiguous: bool = False) -> np.ndarray:
     return pixels[:, :, 2::-1] if reversed_order else pixels[:, :, :3]
 
 
-def decode_depth(msg: Any, scale: Optional[float] = None) -> np.ndarray:
+def decode_depth(msg: Any, scale: Optional[float] = None, *, max_pixels: int = MAX_IMAGE_PIXELS,
+                 max_size: Optional[tuple[int, int]] = None) -> np.ndarray:
     """float32 ``[H, W]`` in metres from 16UC1 or 32FC1; invalid pixels are 0.
 
     ``scale``: metres per stored unit; None = REP 118 (16UC1 millimetres: 0.001, 32FC1 metres:
     1.0); e.g. 0.0001 for a camera writing tenths of a millimetre. Invalid: 0, NaN, +-inf,
-    negative, and 65535 in 16UC1 (the "no reading" value of many sensors).
+    negative, and 65535 in 16UC1 (the "no reading" value of many sensors). An image of more
+    than ``max_pixels`` pixels, or wider or taller than ``max_size`` (width, height), is refused.
     """
     encoding = msg.encoding
     if encoding not in DEPTH_ENCODINGS:
@@ -156,7 +190,7 @@ def decode_depth(msg: Any, scale: Optional[float] = None) -> np.ndarray:
     kind, default_scale = DEPTH_ENCODINGS[encoding]
     scale = _check_scale(scale, default_scale)
     dtype = np.dtype((">" if msg.is_bigendian else "<") + kind)
-    rows = _rows(msg, dtype.itemsize)
+    rows = _rows(msg, dtype.itemsize, max_pixels, max_size)
     raw = rows.view(dtype)
     if encoding == "16UC1":
         return _depth_from_u16(raw, scale)
@@ -322,12 +356,86 @@ def compressed_kind(fmt: str) -> Optional[str]:
 def _imdecode(buf: np.ndarray, what: str) -> np.ndarray:
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    except cv2.error as exc:  # an empty buffer fails an assertion instead of returning None
+    except (cv2.error, MemoryError) as exc:  # an empty buffer fails an assertion, for one
         raise ImageCodecError(f"{what} does not decode ({' '.join(str(exc).split())})") from None
     if image is None:
         raise ImageCodecError(f"{what} does not decode ({buf.size} bytes of damaged or "
                               "unknown image data)")
     return image
+
+
+# Reading the size from the header ourselves: OpenCV bounds a decoded image only by
+# OPENCV_IO_MAX_IMAGE_PIXELS (2^30 pixels unless set in the environment before the first
+# decode, one value for the whole process), so a few hundred bytes claiming 30000x30000 make it
+# allocate gigabytes before the data is found short. A per-call limit needs the header first.
+PNG_CHUNK = struct.Struct(">I4s")  # length, type; the data and a CRC-32 follow
+PNG_IHDR = struct.Struct(">IIBBBBB")  # width, height, bit depth, colour type, 3 methods
+# PNG colour type -> the bit depths it allows (PNG spec, table 11.1)
+PNG_BIT_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+# SOF0..SOF15 start a frame, except DHT (C4), JPG (C8) and DAC (CC) in the same range.
+JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+JPEG_LONE_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM carry no length
+
+
+def _png_header(buf: np.ndarray, what: str) -> tuple[int, int, int, int]:
+    """(width, height, bit depth, colour type) of a PNG whose chunk structure is whole.
+
+    Every chunk up to IEND must be complete with a matching CRC: a cut or damaged file is
+    refused here, in words, instead of libpng printing its error on stderr.
+    """
+    data, offset, header = memoryview(buf), len(PNG_SIGNATURE), None
+    if bytes(data[:offset]) != PNG_SIGNATURE:
+        raise ImageCodecError(f"{what}: the image data is not a PNG")
+    while True:
+        if offset + 12 > len(data):
+            raise ImageCodecError(f"{what} does not decode (PNG cut off after {len(data)} "
+                                  "bytes, before its IEND chunk)")
+        length, kind = PNG_CHUNK.unpack_from(data, offset)
+        end = offset + 12 + length
+        if end > len(data):
+            raise ImageCodecError(f"{what} does not decode (PNG cut off after {len(data)} "
+                                  f"bytes, inside a {length}-byte chunk {kind!r})")
+        if zlib.crc32(data[offset + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
+            raise ImageCodecError(f"{what} does not decode (PNG chunk {kind!r} at byte "
+                                  f"{offset} is damaged: its CRC does not match)")
+        if header is None:
+            if kind != b"IHDR" or length != PNG_IHDR.size:
+                raise ImageCodecError(f"{what} does not decode (PNG without its IHDR header)")
+            header = PNG_IHDR.unpack_from(data, offset + 8)
+        if kind == b"IEND":
+            break
+        offset = end
+    width, height, bits, colour, compression, filtering, interlace = header
+    if (bits not in PNG_BIT_DEPTHS.get(colour, ()) or compression or filtering
+            or interlace > 1):
+        raise ImageCodecError(f"{what} does not decode (PNG header with bit depth {bits}, "
+                              f"colour type {colour}, methods {compression}/{filtering}/"
+                              f"{interlace})")
+    return width, height, bits, colour
+
+
+def _jpeg_size(buf: np.ndarray, what: str) -> tuple[int, int]:
+    """(width, height) from a JPEG's frame header (SOF0..SOF15, baseline to progressive)."""
+    data, offset = memoryview(buf), len(JPEG_SOI)
+    while offset + 4 <= len(data):
+        if data[offset] != 0xFF:
+            raise ImageCodecError(f"{what} does not decode (no JPEG marker at byte {offset})")
+        marker = data[offset + 1]
+        if marker == 0xFF or marker in JPEG_LONE_MARKERS:  # a fill byte, or no length
+            offset += 1 if marker == 0xFF else 2
+            continue
+        length = int.from_bytes(data[offset + 2:offset + 4], "big")
+        if marker in JPEG_FRAME_MARKERS:
+            if length < 8 or offset + 9 > len(data):
+                raise ImageCodecError(f"{what} does not decode (damaged JPEG frame header)")
+            height, width = struct.unpack_from(">HH", data, offset + 5)
+            if height == 0:  # to be given later by a DNL marker, which libjpeg refuses
+                raise ImageCodecError(f"{what} does not decode (JPEG frame of height 0)")
+            return width, height
+        if marker in (0xDA, 0xD9) or length < 2:  # a scan or the end before any frame
+            break
+        offset += 2 + length
+    raise ImageCodecError(f"{what} does not decode (JPEG without a frame header)")
 
 
 def _check_jpeg_complete(buf: np.ndarray, what: str) -> None:
@@ -338,12 +446,13 @@ def _check_jpeg_complete(buf: np.ndarray, what: str) -> None:
                               f"{buf.size} bytes)")
 
 
-def decode_compressed_color(msg: Any, contiguous: bool = True) -> np.ndarray:
+def decode_compressed_color(msg: Any, contiguous: bool = True, *,
+                            max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """uint8 ``[H, W, 3]`` RGB from a CompressedImage written by image_transport's
     ``compressed`` plugin (JPEG or PNG; 1, 3 or 4 channels taken as grey, BGR, BGRA).
 
     Always a new C-contiguous array; ``contiguous`` is accepted for symmetry with
-    ``decode_color``.
+    ``decode_color``. An image of more than ``max_pixels`` pixels is refused from its header.
     """
     del contiguous  # a decoded image is always a fresh contiguous array
     fmt = parse_compressed_format(msg.format)
@@ -355,6 +464,14 @@ def decode_compressed_color(msg: Any, contiguous: bool = True) -> np.ndarray:
         raise ImageCodecError(f"{what} has no data")
     if bytes(buf[:2]) == JPEG_SOI:
         _check_jpeg_complete(buf, what)
+        width, height = _jpeg_size(buf, what)
+    elif bytes(buf[:8]) == PNG_SIGNATURE:
+        width, height, bits, _ = _png_header(buf, what)
+        if bits == 16:
+            raise UnsupportedImageError(f"{what} holds a uint16 image; colour must be 8-bit")
+    else:
+        raise ImageCodecError(f"{what} does not decode (the data is neither a JPEG nor a PNG)")
+    _check_size(width, height, f"{what}: header claims", max_pixels)
     image = _imdecode(buf, what)
     if image.dtype != np.uint8:
         raise UnsupportedImageError(f"{what} holds a {image.dtype.name} image; colour must be "
@@ -369,13 +486,17 @@ def decode_compressed_color(msg: Any, contiguous: bool = True) -> np.ndarray:
     raise UnsupportedImageError(f"{what} has {channels} channels (expected 1, 3 or 4)")
 
 
-def decode_compressed_depth(msg: Any, scale: Optional[float] = None) -> np.ndarray:
+def decode_compressed_depth(msg: Any, scale: Optional[float] = None, *,
+                            max_pixels: int = MAX_IMAGE_PIXELS,
+                            max_size: Optional[tuple[int, int]] = None) -> np.ndarray:
     """float32 ``[H, W]`` metres (0 = invalid) from a CompressedImage written by
     image_transport's ``compressedDepth`` plugin (16UC1 or 32FC1; PNG or RVL), or a 16-bit PNG
     from the ``compressed`` plugin (``"16UC1; png compressed"``).
 
     ``scale`` as in ``decode_depth``: metres per stored unit of the original image; None =
     REP 118. Invalid: 0 and 65535 in 16UC1; quantized 0, non-finite or non-positive in 32FC1.
+    An image of more than ``max_pixels`` pixels, or wider or taller than ``max_size`` (width,
+    height), is refused from its header.
     """
     fmt = parse_compressed_format(msg.format)
     what = f"compressed depth '{msg.format}'"
@@ -393,30 +514,12 @@ def decode_compressed_depth(msg: Any, scale: Optional[float] = None) -> np.ndarr
         raise ImageCodecError(f"{what} has no data")
     quant_a = quant_b = 0.0
     if fmt.depth_header:
-        if buf.size <= DEPTH_HEADER.size:
-            raise ImageCodecError(f"{what}: {buf.size} bytes, too short for the "
-                                  f"{DEPTH_HEADER.size}-byte compressedDepth header and an image")
-        header_format, quant_a, quant_b = DEPTH_HEADER.unpack_from(buf)
-        if header_format != DEPTH_HEADER_INV_DEPTH:
-            hint = (" (the data starts with a PNG, but compressedDepth puts a 12-byte header "
-                    "first)" if bytes(buf[:8]) == PNG_SIGNATURE else "")
-            raise ImageCodecError(f"{what}: bad compressedDepth header (format {header_format},"
-                                  f" expected {DEPTH_HEADER_INV_DEPTH}){hint}")
-        if fmt.encoding == "32FC1" and not (np.isfinite(quant_a) and np.isfinite(quant_b)
-                                            and quant_a > 0):
-            raise ImageCodecError(f"{what}: bad compressedDepth header (depth quantization "
-                                  f"a={quant_a}, b={quant_b})")
+        quant_a, quant_b = _depth_config(buf, fmt.encoding, what)
         buf = buf[DEPTH_HEADER.size:]
     if fmt.codec == "rvl":
-        stored = _rvl_decode_image(buf, what)
+        stored = _rvl_decode_image(buf, what, max_pixels, max_size)
     else:
-        if bytes(buf[:8]) != PNG_SIGNATURE:
-            raise ImageCodecError(f"{what}: the image data is not a PNG")
-        stored = _imdecode(buf, what)
-        if stored.dtype != np.uint16 or stored.ndim != 2:
-            raise ImageCodecError(f"{what}: the PNG holds a {stored.dtype.name} image with "
-                                  f"{1 if stored.ndim == 2 else stored.shape[2]} channels, "
-                                  "expected 16-bit grey")
+        stored = _depth_png_decode(buf, what, max_pixels, max_size)
     if fmt.encoding == "16UC1":
         return _depth_from_u16(stored, scale)
     # 32FC1: quantized inverse depth, decoded in float32 as the plugin does.
@@ -426,18 +529,55 @@ def decode_compressed_depth(msg: Any, scale: Optional[float] = None) -> np.ndarr
     return depth if scale == 1.0 else _scaled(depth, scale)
 
 
-def decode_color_message(msg: Any, contiguous: bool = False) -> np.ndarray:
+def _depth_config(buf: np.ndarray, encoding: str, what: str) -> tuple[float, float]:
+    """The quantization ``(a, b)`` from compressedDepth's 12-byte ConfigHeader, checked."""
+    if buf.size <= DEPTH_HEADER.size:
+        raise ImageCodecError(f"{what}: {buf.size} bytes, too short for the "
+                              f"{DEPTH_HEADER.size}-byte compressedDepth header and an image")
+    header_format, quant_a, quant_b = DEPTH_HEADER.unpack_from(buf)
+    if header_format != DEPTH_HEADER_INV_DEPTH:
+        hint = (" (the data starts with a PNG, but compressedDepth puts a 12-byte header "
+                "first)" if bytes(buf[:8]) == PNG_SIGNATURE else "")
+        raise ImageCodecError(f"{what}: bad compressedDepth header (format {header_format},"
+                              f" expected {DEPTH_HEADER_INV_DEPTH}){hint}")
+    if encoding == "32FC1" and not (np.isfinite(quant_a) and np.isfinite(quant_b)
+                                    and quant_a > 0):
+        raise ImageCodecError(f"{what}: bad compressedDepth header (depth quantization "
+                              f"a={quant_a}, b={quant_b})")
+    return quant_a, quant_b
+
+
+def _depth_png_decode(buf: np.ndarray, what: str, max_pixels: int,
+                      max_size: Optional[tuple[int, int]]) -> np.ndarray:
+    """The uint16 image of a depth PNG, its header checked before decoding."""
+    width, height, bits, colour = _png_header(buf, what)
+    if bits != 16 or colour != 0:
+        raise ImageCodecError(f"{what}: the PNG holds a {bits}-bit image of colour type "
+                              f"{colour}, expected 16-bit grey")
+    _check_size(width, height, f"{what}: PNG header claims", max_pixels, max_size)
+    stored = _imdecode(buf, what)
+    if stored.dtype != np.uint16 or stored.ndim != 2:
+        raise ImageCodecError(f"{what}: the PNG holds a {stored.dtype.name} image with "
+                              f"{1 if stored.ndim == 2 else stored.shape[2]} channels, "
+                              "expected 16-bit grey")
+    return stored
+
+
+def decode_color_message(msg: Any, contiguous: bool = False, *,
+                         max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """RGB from an Image or a CompressedImage (told apart by ``is_compressed``)."""
     if is_compressed(msg):
-        return decode_compressed_color(msg)
-    return decode_color(msg, contiguous=contiguous)
+        return decode_compressed_color(msg, max_pixels=max_pixels)
+    return decode_color(msg, contiguous=contiguous, max_pixels=max_pixels)
 
 
-def decode_depth_message(msg: Any, scale: Optional[float] = None) -> np.ndarray:
+def decode_depth_message(msg: Any, scale: Optional[float] = None, *,
+                         max_pixels: int = MAX_IMAGE_PIXELS,
+                         max_size: Optional[tuple[int, int]] = None) -> np.ndarray:
     """Metres from an Image or a CompressedImage (told apart by ``is_compressed``)."""
     if is_compressed(msg):
-        return decode_compressed_depth(msg, scale)
-    return decode_depth(msg, scale)
+        return decode_compressed_depth(msg, scale, max_pixels=max_pixels, max_size=max_size)
+    return decode_depth(msg, scale, max_pixels=max_pixels, max_size=max_size)
 
 
 # -- RVL (Wilson 2017, "Fast Lossless Depth Image Compression"), as compressedDepth writes it --
@@ -445,7 +585,11 @@ def decode_depth_message(msg: Any, scale: Optional[float] = None) -> np.ndarray:
 # says "more follows"), packed 8 to a little-endian 32-bit word from its top nibble down. The
 # stream is (zeros, nonzeros, nonzeros zig-zag deltas to the previous nonzero pixel) repeated.
 # Written with numpy rather than a per-pixel loop: only the runs are walked in Python.
-def _rvl_decode_image(buf: np.ndarray, what: str) -> np.ndarray:
+RVL_MAX_BYTES_PER_PIXEL = 3  # a nonzero pixel's delta takes at most 6 nibbles; runs fewer
+
+
+def _rvl_decode_image(buf: np.ndarray, what: str, max_pixels: int = MAX_IMAGE_PIXELS,
+                      max_size: Optional[tuple[int, int]] = None) -> np.ndarray:
     if buf.size < RVL_SIZE.size:
         raise ImageCodecError(f"{what}: RVL data too short for its size header")
     width, height = RVL_SIZE.unpack_from(buf)
@@ -453,10 +597,17 @@ def _rvl_decode_image(buf: np.ndarray, what: str) -> np.ndarray:
     count = width * height
     if count == 0 or count > 2**31 - 1:  # the plugin's bound (an int pixel count)
         raise ImageCodecError(f"{what}: RVL data reports an impossible size {width}x{height}")
+    _check_size(width, height, f"{what}: RVL header claims", max_pixels, max_size)
+    # The stream is decoded whole, at some 70 bytes of work arrays per stream byte: refuse one
+    # longer than any encoder writes for this many pixels before that.
+    if stream.size > RVL_MAX_BYTES_PER_PIXEL * count + 16:
+        raise ImageCodecError(f"{what}: RVL stream of {stream.size} bytes, more than a "
+                              f"{width}x{height} image can take")
     return _rvl_decode(stream, count, what).reshape(height, width)
 
 
-def _rvl_decode(stream: np.ndarray, count: int, what: str) -> np.ndarray:
+def _rvl_values(stream: np.ndarray, what: str) -> np.ndarray:
+    """The stream's variable-length values, as int64."""
     # Nibbles in stream order: each little-endian word from its top byte down, high half first.
     word_bytes = stream[:stream.size - stream.size % 4].reshape(-1, 4)[:, ::-1]
     nibbles = np.empty(word_bytes.shape + (2,), np.uint8)
@@ -476,23 +627,33 @@ def _rvl_decode(stream: np.ndarray, count: int, what: str) -> np.ndarray:
     for k in range(1, int(lengths.max())):  # most values are one or two nibbles long
         values[longer] |= data[starts[longer] + k].astype(np.int64) << (3 * k)
         longer = longer[lengths[longer] > k + 1]
-    # Walk the runs (zeros, nonzeros, deltas...); only the runs are visited in Python.
-    pixel_mask = np.zeros(count, bool)
-    delta_mask = np.zeros(values.size, bool)
+    return values
+
+
+def _rvl_decode(stream: np.ndarray, count: int, what: str) -> np.ndarray:
+    values = _rvl_values(stream, what)
+    # Walk the runs (zeros, nonzeros, deltas...) in Python, and allocate the image only once
+    # they are seen to fill it exactly. The encoder never writes an empty pair, so each pair
+    # fills at least one pixel and the walk takes at most ``count`` steps.
+    runs = []  # (first pixel, first delta value, nonzeros)
     filled = index = 0
     while filled < count:
         if index + 2 > values.size:
             raise ImageCodecError(f"{what}: RVL stream ends after {filled} of {count} pixels")
-        filled += values.item(index)
-        nonzeros = values.item(index + 1)
-        index += 2
-        if filled + nonzeros > count:
-            raise ImageCodecError(f"{what}: damaged RVL stream (runs overflow {count} pixels)")
+        zeros, nonzeros = values.item(index), values.item(index + 1)
+        filled, index = filled + zeros, index + 2
+        if zeros + nonzeros == 0 or filled + nonzeros > count:
+            problem = "an empty run" if zeros + nonzeros == 0 else f"runs overflow {count} pixels"
+            raise ImageCodecError(f"{what}: damaged RVL stream ({problem})")
         if index + nonzeros > values.size:
             raise ImageCodecError(f"{what}: RVL stream ends after {filled} of {count} pixels")
-        pixel_mask[filled:filled + nonzeros] = True
-        delta_mask[index:index + nonzeros] = True
+        runs.append((filled, index, nonzeros))
         filled, index = filled + nonzeros, index + nonzeros
+    pixel_mask = np.zeros(count, bool)
+    delta_mask = np.zeros(values.size, bool)
+    for first_pixel, first_value, nonzeros in runs:
+        pixel_mask[first_pixel:first_pixel + nonzeros] = True
+        delta_mask[first_value:first_value + nonzeros] = True
     zigzag = values[delta_mask]
     out = np.zeros(count, np.uint16)
     out[pixel_mask] = np.cumsum((zigzag >> 1) ^ -(zigzag & 1)) & 0xFFFF
@@ -646,4 +807,4 @@ __all__ = ["ImageCodecError", "UnsupportedImageError", "decode_color", "decode_d
            "CompressedFormat", "parse_compressed_format", "is_compressed", "compressed_kind",
            "decode_compressed_color", "decode_compressed_depth", "decode_color_message",
            "decode_depth_message", "encode_compressed_color", "encode_compressed_depth",
-           "COLOR_ENCODINGS", "DEPTH_ENCODINGS", "ENCODE_FORMATS"]
+           "COLOR_ENCODINGS", "DEPTH_ENCODINGS", "ENCODE_FORMATS", "MAX_IMAGE_PIXELS"]

@@ -1,0 +1,335 @@
+"""Decoded-size limits and hostile bytes: every decoder reads the size before it allocates."""
+import resource
+import struct
+import time
+import tracemalloc
+import zlib
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from cen_perception.image_codec import (
+    MAX_IMAGE_PIXELS, ImageCodecError, decode_color, decode_color_message,
+    decode_compressed_color, decode_compressed_depth, decode_depth, decode_depth_message, encode,
+    encode_compressed_color, encode_compressed_depth)
+
+RVL_46000 = "16UC1; compressedDepth rvl"
+
+
+def raw_msg(encoding, height, width, step, data, is_bigendian=0):
+    return SimpleNamespace(header=None, height=height, width=width, encoding=encoding,
+                           is_bigendian=is_bigendian, step=step, data=data)
+
+
+def compressed_msg(fmt, data):
+    return SimpleNamespace(header=None, format=fmt, data=data)
+
+
+def raw_fields(msg):
+    """An rclpy Image as a plain object with ``bytes`` data (cheap to copy and alter)."""
+    return raw_msg(msg.encoding, msg.height, msg.width, msg.step, bytes(msg.data),
+                   msg.is_bigendian)
+
+
+def rvl_words(values):
+    """RVL stream of the given values: 4-bit codes, 8 to a little-endian word, top first."""
+    nibbles = []
+    for value in values:
+        while True:
+            nibbles.append((value & 7) | (8 if value >> 3 else 0))
+            value >>= 3
+            if not value:
+                break
+    nibbles += [0] * (-len(nibbles) % 8)
+    words = [sum(n << (28 - 4 * i) for i, n in enumerate(nibbles[k:k + 8]))
+             for k in range(0, len(nibbles), 8)]
+    return struct.pack(f"<{len(words)}I", *words)
+
+
+def png_with_size(png: bytes, width: int, height: int) -> bytes:
+    """``png`` with its IHDR width and height replaced, the chunk's CRC made to match."""
+    ihdr = bytearray(png[12:29])  # type, then 13 bytes of data
+    ihdr[4:12] = struct.pack(">II", width, height)
+    return png[:12] + bytes(ihdr) + struct.pack(">I", zlib.crc32(ihdr)) + png[33:]
+
+
+def jpeg_frame_offset(jpeg: bytes) -> int:
+    """Offset of the SOF0/SOF2 marker (found by walking the marker segments)."""
+    offset = 2
+    while jpeg[offset + 1] not in (0xC0, 0xC2):
+        offset += 2 + int.from_bytes(jpeg[offset + 2:offset + 4], "big")
+    return offset
+
+
+def jpeg_with_size(jpeg: bytes, width: int, height: int) -> bytes:
+    at = jpeg_frame_offset(jpeg) + 5
+    return jpeg[:at] + struct.pack(">HH", height, width) + jpeg[at + 4:]
+
+
+def smooth_rgb(height=24, width=32):
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 7 % 256, y * 9 % 256, (x + y) * 3 % 256], -1).astype(np.uint8)
+
+
+def traced_peak(call):
+    """(result or exception, peak bytes traced by tracemalloc, maxrss growth in bytes)."""
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tracemalloc.start()
+    try:
+        outcome = call()
+    except Exception as exc:  # noqa: BLE001 - the caller looks at what came out
+        outcome = exc
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return outcome, peak, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024
+
+
+@pytest.mark.parametrize("stream", [
+    rvl_words([46000 * 46000, 0]),  # the whole image as one run of zeros: 28 bytes in all
+    struct.pack("<I", 0x00000000),  # one word, a run cut short: 24 bytes in all
+])
+def test_small_rvl_message_claiming_46000_squared_is_refused_without_allocating(stream):
+    msg = compressed_msg(RVL_46000, bytes(12) + struct.pack("<II", 46000, 46000) + stream)
+    outcome, peak, rss_growth = traced_peak(lambda: decode_compressed_depth(msg))
+    assert isinstance(outcome, ImageCodecError)
+    assert str(outcome) == (f"compressed depth '{RVL_46000}': RVL header claims 46000x46000 "
+                            f"(2116000000 pixels), over the limit of {MAX_IMAGE_PIXELS} pixels")
+    assert peak < 1_000_000 and rss_growth < 5_000_000
+    # The same message decodes under a limit that allows it: the stream itself is sound.
+    small = compressed_msg(RVL_46000, bytes(12) + struct.pack("<II", 460, 46)
+                           + rvl_words([460 * 46, 0]))
+    assert not decode_compressed_depth(small).any()
+
+
+def test_default_limit_covers_4096x3072_and_not_one_pixel_more():
+    assert MAX_IMAGE_PIXELS == 4096 * 3072
+    limit = 64 * 48
+    msg = encode(np.zeros((48, 64), np.uint16), "16UC1")
+    assert decode_depth(msg, max_pixels=limit).shape == (48, 64)
+    with pytest.raises(ImageCodecError, match=r"16UC1 image is 64x48 \(3072 pixels\), over the "
+                                              r"limit of 3071 pixels"):
+        decode_depth(msg, max_pixels=limit - 1)
+    rgb = smooth_rgb(48, 64)
+    for msg in (encode(rgb, "rgb8"), encode_compressed_color(rgb, "png"),
+                encode_compressed_color(rgb, "jpeg")):
+        assert decode_color_message(msg, max_pixels=limit).shape == (48, 64, 3)
+        with pytest.raises(ImageCodecError, match="over the limit of 3071 pixels"):
+            decode_color_message(msg, max_pixels=limit - 1)
+
+
+def test_png_header_lies_are_refused_before_decoding(capfd):
+    png = bytes(encode_compressed_color(smooth_rgb(), "png").data)
+    lie = png_with_size(png, 30000, 30000)
+    outcome, peak, rss_growth = traced_peak(
+        lambda: decode_compressed_color(compressed_msg("rgb8; png compressed bgr8", lie)))
+    assert isinstance(outcome, ImageCodecError), outcome
+    assert "header claims 30000x30000 (900000000 pixels), over the limit" in str(outcome)
+    assert peak < 1_000_000 and rss_growth < 5_000_000
+    depth = bytes(encode_compressed_depth(np.arange(768, dtype=np.uint16).reshape(24, 32)).data)
+    lie = depth[:12] + png_with_size(depth[12:], 70000, 2)
+    with pytest.raises(ImageCodecError, match=r"PNG header claims 70000x2 \(140000 pixels\), "
+                                              "over the limit of 100000"):
+        decode_compressed_depth(compressed_msg("16UC1; compressedDepth png", lie),
+                                max_pixels=100_000)
+    # A lie the header's CRC does not cover, and a cut file: refused before libpng sees them.
+    with pytest.raises(ImageCodecError, match="PNG chunk b'IHDR' at byte 8 is damaged"):
+        decode_compressed_color(compressed_msg("png", png[:16] + b"\x7f" + png[17:]))
+    with pytest.raises(ImageCodecError, match="does not decode .PNG cut off after 100 bytes"):
+        decode_compressed_depth(compressed_msg("16UC1; compressedDepth png", depth[:112]))
+    assert "libpng" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("progressive", [0, 1])
+def test_jpeg_frame_header_lies_are_refused_before_decoding(progressive):
+    bgr = cv2.cvtColor(smooth_rgb(), cv2.COLOR_RGB2BGR)
+    jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_PROGRESSIVE, progressive])[1].tobytes()
+    assert jpeg[jpeg_frame_offset(jpeg) + 1] == (0xC2 if progressive else 0xC0)
+    lie = jpeg_with_size(jpeg, 65000, 60000)
+    outcome, peak, rss_growth = traced_peak(
+        lambda: decode_compressed_color(compressed_msg("rgb8; jpeg compressed bgr8", lie)))
+    assert isinstance(outcome, ImageCodecError), outcome
+    assert "header claims 65000x60000 (3900000000 pixels), over the limit" in str(outcome)
+    assert peak < 1_000_000 and rss_growth < 5_000_000
+    with pytest.raises(ImageCodecError, match="JPEG frame of height 0"):
+        decode_compressed_color(compressed_msg("jpeg", jpeg_with_size(jpeg, 32, 0)))
+    no_frame = jpeg[:jpeg_frame_offset(jpeg)] + b"\xff\xd9"
+    with pytest.raises(ImageCodecError, match="JPEG without a frame header"):
+        decode_compressed_color(compressed_msg("jpeg", no_frame))
+    # Other formats OpenCV reads (here a PPM claiming 30000x30000) are not decoded at all.
+    with pytest.raises(ImageCodecError, match="neither a JPEG nor a PNG"):
+        decode_compressed_color(compressed_msg("jpeg", b"P6\n30000 30000\n255\n" + bytes(8)))
+
+
+def test_raw_images_whose_size_fields_lie():
+    rgb = smooth_rgb(4, 5)
+    data = rgb.tobytes()
+    cases = [
+        (raw_msg("rgb8", 4, 6, 18, data), r"data holds 60 bytes, expected height \* step"),
+        (raw_msg("rgb8", 4, 5, 14, data), r"step 14 is smaller than width \* 3 bytes = 15"),
+        (raw_msg("rgb8", 4, 5, 16, data), r"data holds 60 bytes, expected .* 4 \* 16 = 64"),
+        (raw_msg("rgb8", 46000, 46000, 138000, data),
+         r"rgb8 image is 46000x46000 \(2116000000 pixels\), over the limit"),
+        (raw_msg("rgb8", 1, 2**32 - 1, 2**32 - 1, data), "over the limit"),
+    ]
+    for msg, match in cases:
+        with pytest.raises(ImageCodecError, match=match):
+            decode_color(msg)
+    with pytest.raises(ImageCodecError, match="32FC1 image is 46000x46000"):
+        decode_depth(raw_msg("32FC1", 46000, 46000, 184000, bytes(16)))
+    with pytest.raises(ImageCodecError, match="not a sequence of bytes"):
+        decode_color(raw_msg("mono8", 1, 2, 2, [1, 300]))
+
+
+def test_max_size_refuses_depth_larger_than_the_colour_image():
+    mm = np.full((24, 32), 1500, np.uint16)
+    messages = [encode(mm, "16UC1"), encode_compressed_depth(mm, codec="png"),
+                encode_compressed_depth(mm, codec="rvl"),
+                encode_compressed_depth(mm.astype(np.float32) / 1000, "32FC1", codec="rvl")]
+    for msg in messages:
+        assert decode_depth_message(msg, max_size=(32, 24)).shape == (24, 32)
+        for smaller in ((31, 24), (32, 23)):
+            with pytest.raises(ImageCodecError, match=r"32x24, larger than the largest allowed "
+                                                      f"{smaller[0]}x{smaller[1]}"):
+                decode_depth_message(msg, max_size=smaller)
+
+
+def test_rvl_streams_that_cannot_fill_their_image():
+    header = bytes(12) + struct.pack("<II", 4, 2)
+    cases = [
+        (rvl_words([0, 0, 8, 0]), "an empty run"),
+        (rvl_words([3, 1, 2, 1, 1, 2, 1, 1]), "RVL stream ends after 7 of 8 pixels"),
+        (rvl_words([9, 0]), "runs overflow 8 pixels"),
+        (rvl_words([8, 0]) + bytes(40), "RVL stream of 44 bytes, more than a 4x2 image can take"),
+    ]
+    for stream, match in cases:
+        with pytest.raises(ImageCodecError, match=match):
+            decode_compressed_depth(compressed_msg(RVL_46000, header + stream))
+    # Zeros 3, one nonzero (+1), zeros 1, two nonzeros (+1, -2), one trailing zero.
+    depth = decode_compressed_depth(compressed_msg(RVL_46000, header + rvl_words(
+        [3, 1, 2, 1, 2, 2, 3, 1, 0])), scale=1.0)
+    np.testing.assert_array_equal(depth, [[0, 0, 0, 1], [0, 2, 0, 0]])
+
+
+# -- fuzz: hostile bytes for every encoding and codec ---------------------------------------
+def good_messages():
+    """(kind, message) of every raw encoding and compressed format the decoders take."""
+    rgb = smooth_rgb()
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    alpha = np.full(rgb.shape[:2] + (1,), 200, np.uint8)
+    mm = (np.arange(24 * 32, dtype=np.uint16).reshape(24, 32) * 37 % 9000).astype(np.uint16)
+    mm[::5, ::3] = 0
+    metres = np.where(mm > 300, mm / np.float32(1000), 0).astype(np.float32)
+    raw = [encode(rgb, "rgb8"), encode(bgr, "bgr8"), encode(np.dstack([rgb, alpha]), "rgba8"),
+           encode(np.dstack([bgr, alpha]), "bgra8"), encode(rgb[:, :, 0].copy(), "mono8"),
+           encode(mm, "16UC1"), encode(metres, "32FC1")]
+    compressed = [encode_compressed_color(rgb, "jpeg"), encode_compressed_color(rgb, "png"),
+                  encode_compressed_color(rgb[:, :, 1].copy(), "jpeg"),
+                  encode_compressed_color(rgb[:, :, 1].copy(), "png")]
+    compressed += [encode_compressed_depth(image, encoding, codec=codec)
+                   for image, encoding in ((mm, "16UC1"), (metres, "32FC1"))
+                   for codec in ("png", "rvl")]
+    return ([("raw", raw_fields(msg)) for msg in raw]
+            + [("compressed", compressed_msg(msg.format, bytes(msg.data))) for msg in compressed])
+
+
+LIES = (0, 1, 2, 23, 33, 300, 5000, 46000, 65535, 2**31 - 1, 2**32 - 1)
+
+
+def hostile_raw(msg, rng):
+    data, choice = msg.data, rng.integers(6)
+    fields = dict(height=msg.height, width=msg.width, step=msg.step, data=data)
+    if choice == 0:
+        fields["data"] = data[:rng.integers(len(data))]
+    elif choice == 1:
+        fields["data"] = rng.bytes(rng.integers(0, 2 * len(data)))
+    else:  # one size field lies, or two
+        for name in rng.choice(["height", "width", "step"], 1 + (choice > 3), replace=False):
+            fields[name] = int(rng.choice(LIES)) if rng.random() < 0.7 else \
+                fields[name] + int(rng.integers(-3, 4))
+    encoding = msg.encoding if rng.random() < 0.9 else str(rng.choice(["rgb8", "16UC1", "32FC1"]))
+    return raw_msg(encoding, fields["height"], fields["width"], fields["step"], fields["data"],
+                   int(rng.integers(2)))
+
+
+def size_lie(data, rng):
+    """``data`` with the size in its header (PNG IHDR, JPEG frame, RVL) replaced by a lie."""
+    width, height = (int(rng.choice(LIES)) for _ in range(2))
+    start = 12 if data[12:16] == b"\x89PNG" or data[:12] == bytes(12) else 0
+    body = data[start:]
+    if body[:4] == b"\x89PNG":
+        lied = png_with_size(body, width, height)
+        if rng.random() < 0.3:  # a lie that its CRC gives away
+            lied = body[:16] + lied[16:29] + body[29:]
+    elif body[:2] == b"\xff\xd8":
+        lied = jpeg_with_size(body, width & 0xFFFF, height & 0xFFFF)
+    else:
+        lied = struct.pack("<II", width, height) + body[8:]
+    return data[:start] + lied
+
+
+def hostile_compressed(msg, rng):
+    data, choice = msg.data, rng.integers(5)
+    if choice == 0:
+        hostile = rng.bytes(rng.integers(0, 400))
+        if rng.random() < 0.5:  # behind a well-formed prefix, to get past the first checks
+            hostile = data[:rng.choice([2, 8, 12, 20, 33])] + hostile
+    elif choice == 1:
+        hostile = data[:rng.integers(len(data))]
+    elif choice == 2:
+        at = rng.integers(len(data))
+        hostile = data[:at] + bytes([rng.integers(256)]) + data[at + 1:]
+    elif choice == 3:
+        hostile = size_lie(data, rng)
+    else:  # the compressedDepth header or the format lies
+        hostile = rng.bytes(12) + data[12:] if msg.format.find("compressedDepth") > 0 else data
+        return compressed_msg(str(rng.choice(["16UC1; compressedDepth rvl", "png", "jpeg",
+                                              "32FC1; compressedDepth png"])), hostile)
+    return compressed_msg(msg.format, hostile)
+
+
+def test_hostile_messages_decode_within_the_limit_or_raise_codec_errors():
+    rng = np.random.default_rng(18)
+    sources = good_messages()
+    decoders = {"raw": (decode_color, decode_depth),
+                "compressed": (decode_compressed_color, decode_compressed_depth)}
+    unexpected, outcomes, count = [], {"decoded": 0, "refused": 0}, 0
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    tracemalloc.start()
+    for _ in range(200):
+        for kind, msg in sources:
+            hostile = hostile_raw(msg, rng) if kind == "raw" else hostile_compressed(msg, rng)
+            count += 1
+            for decode in decoders[kind]:
+                try:
+                    image = decode(hostile)
+                except ImageCodecError:
+                    outcomes["refused"] += 1
+                    continue
+                except Exception as exc:  # noqa: BLE001 - any other exception is the bug
+                    unexpected.append(f"{decode.__name__}: {type(exc).__name__}: {exc}")
+                    continue
+                outcomes["decoded"] += 1
+                if image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS:
+                    unexpected.append(f"{decode.__name__}: decoded {image.shape}")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    seconds = time.perf_counter() - started
+    rss_growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    print(f"\n{count} hostile messages, {sum(outcomes.values())} decodes ({outcomes}): "
+          f"traced peak {peak / 2**20:.1f} MiB, maxrss growth {rss_growth:.1f} MiB, "
+          f"{seconds:.1f} s")
+    assert count >= 1000 and outcomes["decoded"] > 0 and outcomes["refused"] > 0
+    assert not unexpected, unexpected[:10]
+    assert peak < 50 * 2**20 and rss_growth < 50
+
+
+def test_good_frames_decode_as_before_under_the_limits():
+    for kind, msg in good_messages():
+        color = kind == "raw" and msg.encoding in ("rgb8", "bgr8", "rgba8", "bgra8", "mono8") \
+            or kind == "compressed" and "compressedDepth" not in msg.format
+        image = decode_color_message(msg) if color else decode_depth_message(msg)
+        assert image.shape[:2] == (24, 32) and image.any()
