@@ -1,4 +1,4 @@
-"""A labelled point cloud from the RGB-D pair the network saw, without ROS.
+"""A labelled point cloud from the RGB-D pair the network saw (its messages built on demand).
 
 Every colour pixel with valid depth becomes a point in the colour camera's optical frame
 (x right, y down, z forward, metres), back-projected with the colour camera's pinhole
@@ -14,6 +14,7 @@ The point step is 20 bytes without confidence (3 padding bytes after the label),
 """
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -136,4 +137,41 @@ class CloudBuilder:
         return as_bytes
 
 
-__all__ = ["Intrinsics", "CloudBuilder", "point_fields", "point_step", "UINT8", "FLOAT32"]
+def point_cloud_message(data: np.ndarray, header, with_confidence: bool):
+    """A ``sensor_msgs/PointCloud2`` around ``CloudBuilder.build``'s ``[rows, cols, step]``."""
+    from sensor_msgs.msg import PointCloud2, PointField  # ROS only where a message is built
+
+    rows, cols, step = data.shape
+    msg = PointCloud2(header=header, height=rows, width=cols, is_bigendian=False,
+                      point_step=step, row_step=cols * step, is_dense=False)
+    msg.fields = [PointField(name=name, offset=offset, datatype=datatype, count=1)
+                  for name, offset, datatype in point_fields(with_confidence)]
+    payload = array.array("B")
+    payload.frombytes(data.reshape(-1))  # one copy; skips rclpy's per-byte field check
+    msg.data = payload
+    return msg
+
+
+def camera_info_for(info, header, size_hw: tuple[int, int]):
+    """``sensor_msgs/CameraInfo`` ``info`` with ``header``, its intrinsics scaled when the
+    outputs are of another size than the camera info says."""
+    from sensor_msgs.msg import CameraInfo
+
+    h, w = size_hw
+    out = CameraInfo(header=header, height=h, width=w, distortion_model=info.distortion_model,
+                     d=list(info.d), k=list(info.k), r=list(info.r), p=list(info.p),
+                     binning_x=info.binning_x, binning_y=info.binning_y, roi=info.roi)
+    if (info.width, info.height) != (w, h) and info.width and info.height:
+        sx, sy = w / info.width, h / info.height
+        k, pr = list(info.k), list(info.p)
+        for matrix, row_len in ((k, 3), (pr, 4)):
+            matrix[0] *= sx
+            matrix[row_len + 1] *= sy
+            matrix[2] = (matrix[2] + 0.5) * sx - 0.5
+            matrix[row_len + 2] = (matrix[row_len + 2] + 0.5) * sy - 0.5
+        out.k, out.p = k, pr
+    return out
+
+
+__all__ = ["Intrinsics", "CloudBuilder", "point_fields", "point_step", "UINT8", "FLOAT32",
+           "point_cloud_message", "camera_info_for"]

@@ -146,3 +146,38 @@ class DepthWatch:
 
 __all__ = ["RELIABLE", "BEST_EFFORT", "PROFILE_FILE", "PROFILE_VARIABLES", "choose_reliability",
            "profile_remedy", "StreamWatch", "DepthWatch"]
+
+
+class CameraInfoWatch:
+    """The colour camera's newest camera info, its intrinsics, and whether it is missing."""
+
+    def __init__(self) -> None:
+        self.msg = None
+        self._intrinsics: Optional[tuple] = None   # (msg, Intrinsics or None, error)
+        self._wanted_since: Optional[float] = None
+
+    def received(self, msg) -> None:
+        self.msg = msg
+
+    def intrinsics(self):
+        """(``cloud.Intrinsics`` or None, why it is None) of the newest camera info."""
+        from .cloud import Intrinsics
+
+        msg = self.msg
+        if msg is None:
+            return None, ""
+        if self._intrinsics is None or self._intrinsics[0] is not msg:
+            try:
+                self._intrinsics = (msg, Intrinsics.from_k(msg.k, msg.width, msg.height), "")
+            except ValueError as exc:
+                self._intrinsics = (msg, None, f"camera_info: {exc}")
+        return self._intrinsics[1], self._intrinsics[2]
+
+    def missing(self, cloud_wanted: bool, now: float, timeout: float) -> bool:
+        """The cloud has been wanted for ``timeout`` s and no camera info came."""
+        if self.msg is not None or not cloud_wanted:
+            self._wanted_since = None
+            return False
+        if self._wanted_since is None:
+            self._wanted_since = now
+        return now - self._wanted_since >= timeout

@@ -201,7 +201,7 @@ class Mailbox(Generic[T]):
             if replaced:
                 self.replaced += 1
             self._item, self._full = item, True
-            self._cond.notify()
+            self._cond.notify_all()
             return replaced
 
     def get(self, timeout: Optional[float] = None) -> Optional[T]:
@@ -212,7 +212,15 @@ class Mailbox(Generic[T]):
             if not self._full:
                 return None
             item, self._item, self._full = self._item, None, False
+            self._cond.notify_all()  # a producer may wait for the slot to empty
             return item
+
+    def wait_empty(self, timeout: Optional[float] = None) -> bool:
+        """Wait up to ``timeout`` s until the item is taken; True when the slot is empty and
+        the mailbox open."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._full or self._closed, timeout)
+            return not self._full and not self._closed
 
     def close(self) -> None:
         """Wake the consumer for good; later ``get`` calls return None at once."""

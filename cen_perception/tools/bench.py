@@ -231,7 +231,7 @@ def print_tables(args: argparse.Namespace, measured: Measured) -> None:
     width, height = args.size
     before, diag, latencies = measured.before, measured.after, measured.latencies_ms
     rows = []
-    for stage in ("codec", "wait", "resize", "infer", "visualize", "cloud", "publish",
+    for stage in ("callback", "decode", "wait", "resize", "infer", "visualize", "cloud", "publish",
                   "end_to_end", "overhead"):
         if f"{stage}_ms_median" in diag:
             rows.append([f"node {stage}"]

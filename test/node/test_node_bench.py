@@ -52,7 +52,7 @@ def test_bench_measures_the_node_and_accounts_for_every_pair(toy_onnx_factory, s
                 == f"{FRAMES}/{FRAMES} (100.0%)":
             break
     latency = table(proc.stdout, f"latency (ms), {size}, {transport}")
-    for stage in ("codec", "wait", "resize", "infer", "visualize", "publish", "end_to_end",
+    for stage in ("callback", "decode", "wait", "resize", "infer", "visualize", "publish", "end_to_end",
                   "overhead"):
         median, p95, worst = map(float, latency[f"node {stage}"])
         assert 0 <= median <= p95 <= worst, stage

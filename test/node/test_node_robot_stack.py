@@ -107,14 +107,21 @@ def test_cloud_stride_and_range(start_node, engine):
 
 
 def test_no_camera_info_no_cloud_and_diagnostics_say_so(start_node, engine):
-    proc, harness = start(start_node, engine, subscribe=("labels", "points"))
+    proc, harness = start(start_node, engine, "stall_timeout:=0.5",
+                          subscribe=("labels", "points"))
     harness.wait_connected(proc)
     header, rgb, depth = known_frame(harness)
     harness.send_pair(encode(rgb, "rgb8", header), encode(depth, "32FC1", header))
+    topic = f"{harness.namespace}/rgb/camera_info"
     status = harness.latest_status(lambda v: v.get("camera_info") == "none")
-    harness.spin_until(lambda: False, timeout=0.3)
+    assert values_of(status)["camera_info_topic"] == topic
+    # Said once the cloud has waited stall_timeout for camera info, naming the topic.
+    said = f"no camera_info on {topic}: no cloud"
+    assert harness.spin_until(lambda: any(said in s.message for s in harness.statuses),
+                              timeout=10)
+    status = next(s for s in reversed(harness.statuses) if said in s.message)
+    assert status.level == status.WARN
     assert not harness.received["points"]
-    assert "no camera info" in status.message and "no cloud" in status.message
 
 
 # -- managed node ----------------------------------------------------------------------------
@@ -205,8 +212,12 @@ def test_engine_swapped_live_under_a_30_hz_stream(start_node, engine, toy_onnx_f
     assert harness.spin_until(future.done, timeout=30)
     assert future.result().results[0].successful, future.result().results[0].reason
     stream(15)
-    refused = harness.set_parameters({"engine_path": "/nonexistent/model.onnx"})[0]
-    assert not refused.successful and "not found" in refused.reason
+    # A bad engine is opened in the background too, refused, and engine_path reads back the
+    # engine in service.
+    assert harness.set_parameters({"engine_path": "/nonexistent/model.onnx"})[0].successful
+    status = harness.latest_status(lambda v: "not found" in v.get("engine_refused", ""))
+    assert status.level == status.WARN and "engine change refused" in status.message
+    assert harness.get_parameters(["engine_path"])["engine_path"] == five
     stream(15)
     # The worker always takes the newest pair: on a busy machine it may skip one, and counts
     # it. Every frame must be answered or counted, never lost for the swap.

@@ -1,0 +1,61 @@
+"""One decoded frame through the engine into the node's outputs, without ROS.
+
+``render_frame`` segments a ``DecodedPair`` with the engine in service and draws only the
+outputs someone subscribes to: labels (mono8), confidence (32FC1), colour and overlay (rgb8),
+and the labelled cloud's bytes. The node turns the arrays into messages and publishes them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .cloud import CloudBuilder, Intrinsics
+from .engine_slot import LoadedEngine
+from .pipeline import DecodedPair
+from .visualize import colorize, overlay
+
+IMAGE_KINDS = {"labels": "mono8", "confidence": "32FC1", "color": "rgb8", "overlay": "rgb8"}
+
+
+@dataclass
+class RenderedFrame:
+    images: dict[str, tuple[np.ndarray, str]]   # kind -> (array, ROS encoding)
+    cloud: Optional[np.ndarray] = None          # PointCloud2 data [rows, cols, point_step]
+    with_confidence: bool = False               # the cloud carries a confidence field
+    shape: tuple[int, int] = (0, 0)             # the outputs' [H, W] (the colour image's)
+    depth_resized: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def render_frame(decoded: DecodedPair, loaded: LoadedEngine, wanted: set[str],
+                 overlay_alpha: float, intrinsics: Optional[Intrinsics],
+                 cloud_builder: CloudBuilder) -> RenderedFrame:
+    """Segment ``decoded`` and draw the ``wanted`` outputs; ``intrinsics`` (for the camera
+    info's size) is needed for the cloud, which is left out without it."""
+    want_cloud = "points" in wanted and intrinsics is not None
+    result = loaded.segmenter.run(decoded.rgb, decoded.depth,
+                                  with_confidence="confidence" in wanted or want_cloud)
+    frame = RenderedFrame({"labels": (result.labels, "mono8")}, shape=result.labels.shape,
+                          depth_resized=result.depth_resized, timings=dict(result.timings))
+    if "confidence" in wanted and result.confidence is not None:
+        frame.images["confidence"] = (result.confidence, "32FC1")
+    start = time.perf_counter()
+    if wanted & {"color", "overlay"}:
+        color = colorize(result.labels, loaded.palette_lut)
+        if "color" in wanted:
+            frame.images["color"] = (color, "rgb8")
+        if "overlay" in wanted:
+            frame.images["overlay"] = (overlay(decoded.rgb, result.labels, loaded.palette_lut,
+                                               overlay_alpha, color=color), "rgb8")
+    frame.timings["visualize"] = (time.perf_counter() - start) * 1e3
+    if want_cloud:
+        start = time.perf_counter()
+        h, w = result.labels.shape
+        frame.cloud = cloud_builder.build(result.depth, decoded.rgb, result.labels,
+                                          intrinsics.scaled_to(w, h), result.confidence)
+        frame.with_confidence = result.confidence is not None
+        frame.timings["cloud"] = (time.perf_counter() - start) * 1e3
+    return frame

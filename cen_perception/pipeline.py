@@ -1,0 +1,328 @@
+"""The node's frame pipeline without ROS: pair first, decode once, segment, render.
+
+    camera callbacks --push()--> RgbdSync --newest pair--> [raw]  (undecoded messages)
+      decode thread: takes the newest raw pair once the worker is free for it, decodes it
+      --> [ready] --> worker thread: segment, render the outputs, hand them to ``publish``
+
+Callbacks do only cheap work (a stamp, a counter), so the camera's DDS history never
+overflows. A pair replaced in ``raw`` before the decode thread took it was never decoded
+(counted as dropped); the decode thread takes a pair only when ``ready`` is empty, so every
+decoded pair is processed. Both threads are ``Stage``s: a stage that dies is seen by
+``FramePipeline.check()`` (the node's diagnostics timer calls it), reported and restarted.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .image_codec import (ImageCodecError, decode_color, decode_compressed_color,
+                          decode_compressed_depth, decode_depth, is_compressed)
+from .input_health import DepthWatch
+from .sync import Mailbox, Pair, RgbdSync, stamp_to_ns
+
+# callback: a camera callback's own time per message. decode: both images of a pair, in the
+# decode thread. wait: a pair's time in the mailboxes, decoding taken out (up to one inference
+# when the model is slower than the camera). overhead: the node's own work, end to end minus
+# inference minus wait (decoding, resizing, drawing, the cloud, publishing).
+STAGES = ("callback", "decode", "wait", "resize", "infer", "visualize", "cloud", "publish",
+          "end_to_end", "overhead")
+STAGE_POLL_S = 0.5
+
+
+class LatencyWindow:
+    """The last ``size`` samples (ms) of each stage, for median / p95 / max."""
+
+    def __init__(self, stages=STAGES, size: int = 1000) -> None:
+        self._samples = {stage: collections.deque(maxlen=size) for stage in stages}
+        self._lock = threading.Lock()
+
+    def add(self, timings: dict[str, float]) -> None:
+        with self._lock:
+            for stage, ms in timings.items():
+                if stage in self._samples:
+                    self._samples[stage].append(ms)
+
+    def summary(self) -> dict[str, tuple[float, float, float]]:
+        """stage -> (median, p95, max) in ms, for stages with samples."""
+        with self._lock:
+            copies = {stage: list(samples) for stage, samples in self._samples.items() if samples}
+        return {stage: (float(np.median(v)), float(np.percentile(v, 95)), float(np.max(v)))
+                for stage, v in copies.items()}
+
+
+class Counters:
+    """Event counts, shared between callbacks, the pipeline's threads and diagnostics."""
+
+    NAMES = ("rgb_received", "depth_received", "bad_messages", "pairs", "pairs_color_only",
+             "pairs_dropped", "pairs_decoded", "pairs_idle", "frames_processed",
+             "processing_errors", "stage_restarts", "labels_published", "color_published",
+             "overlay_published", "confidence_published", "points_published",
+             "camera_info_published")
+
+    def __init__(self) -> None:
+        self._values = dict.fromkeys(self.NAMES, 0)
+        self._lock = threading.Lock()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._values[name] += n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._values)
+
+
+class Stage:
+    """A thread that handles the items of a one-slot mailbox, one at a time.
+
+    ``handle(item)`` may raise: ``on_error(item, exc)`` hears of it and the stage goes on.
+    ``gate(timeout)`` (optional) must return True before the stage takes the next item;
+    ``between()`` (optional) runs before each wait for an item.
+    """
+
+    def __init__(self, name: str, inbox: Mailbox, handle: Callable[[Any], None],
+                 on_error: Callable[[Any, BaseException], None],
+                 gate: Optional[Callable[[float], bool]] = None,
+                 between: Optional[Callable[[], None]] = None) -> None:
+        self.name, self.inbox = name, inbox
+        self._handle, self._on_error, self._gate, self._between = handle, on_error, gate, between
+        self._thread: Optional[threading.Thread] = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self.inbox.closed:
+            if self._between is not None:
+                self._between()
+            if self._gate is not None and not self._gate(STAGE_POLL_S):
+                continue
+            item = self.inbox.get(timeout=STAGE_POLL_S)
+            if item is None:
+                continue
+            try:
+                self._handle(item)
+            except Exception as exc:  # one bad item must not stop the stage
+                if not self.inbox.closed:
+                    self._on_error(item, exc)
+
+    @property
+    def dead(self) -> bool:
+        """The thread ended although nobody stopped it."""
+        return (self._thread is not None and not self._thread.is_alive()
+                and not self.inbox.closed)
+
+    def restart(self) -> None:
+        self.restarts += 1
+        self.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Close the inbox and wait for the item in hand; True when the thread has ended."""
+        self.inbox.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+
+@dataclass
+class Frame:
+    """One camera message, undecoded, as it waits in the synchronizer."""
+
+    msg: Any
+    received: float    # time.perf_counter() when its callback started
+    stamp_ns: int
+
+
+@dataclass
+class DecodedPair:
+    """A pair ready for the worker: RGB uint8 ``[H, W, 3]``, depth float32 metres."""
+
+    header: Any        # the RGB image's header: every output carries it
+    rgb: np.ndarray
+    depth: np.ndarray
+    completed: float   # perf_counter when the pair was complete (its later message arrived)
+    decode_ms: float
+    rgb_stamp_ns: int
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    depth_scale: Optional[float]   # None: REP 118
+    max_pixels: int
+
+
+def decode_pair(pair: Pair, options: DecodeOptions, no_depth: Callable[[tuple], np.ndarray]
+                ) -> DecodedPair:
+    """Decode a synchronized pair; depth must not be larger than its colour image.
+
+    Raises ``ImageCodecError`` naming the stream (``BadMessage``) for a message it cannot use.
+    """
+    start = time.perf_counter()
+    rgb_frame, depth_frame = pair.rgb, pair.depth
+    try:
+        msg = rgb_frame.msg
+        rgb = (decode_compressed_color(msg, max_pixels=options.max_pixels) if is_compressed(msg)
+               else decode_color(msg, contiguous=True, max_pixels=options.max_pixels))
+    except ImageCodecError as exc:
+        raise BadMessage("rgb", str(exc)) from None
+    if depth_frame is None:   # colour only: depth invalid everywhere
+        depth = no_depth(rgb.shape[:2])
+    else:
+        depth = decode_depth_frame(depth_frame.msg, options, rgb.shape[1], rgb.shape[0])
+    completed = max(rgb_frame.received, depth_frame.received if depth_frame else 0.0)
+    return DecodedPair(rgb_frame.msg.header, rgb, depth, completed,
+                       (time.perf_counter() - start) * 1e3, pair.rgb_stamp_ns)
+
+
+def decode_depth_frame(msg: Any, options: DecodeOptions, width: int, height: int) -> np.ndarray:
+    limits = dict(max_pixels=options.max_pixels, max_size=(width, height))
+    try:
+        if is_compressed(msg):
+            return decode_compressed_depth(msg, options.depth_scale, **limits)
+        return decode_depth(msg, options.depth_scale, **limits)
+    except ImageCodecError as exc:
+        raise BadMessage("depth", str(exc)) from None
+
+
+class BadMessage(ImageCodecError):
+    """A camera message the pipeline cannot use; ``stream`` says which camera topic."""
+
+    def __init__(self, stream: str, reason: str) -> None:
+        super().__init__(f"{stream}: {reason}")
+        self.stream, self.reason = stream, reason
+
+
+class FramePipeline:
+    """Camera messages in, segmented frames out: see the module docstring.
+
+    ``process(decoded)`` runs on the worker thread for each decoded pair; ``report`` hears of
+    bad messages and failed frames (the node logs them). ``between_frames()`` runs on the
+    worker thread between frames (the node swaps engines there).
+    """
+
+    def __init__(self, sync: RgbdSync, options: DecodeOptions, depth_timeout: float,
+                 process: Callable[[DecodedPair], None], report: "PipelineReport",
+                 between_frames: Callable[[], None]) -> None:
+        self.sync, self.options, self.depth_timeout = sync, options, depth_timeout
+        self.counters, self.latency, self.report = Counters(), LatencyWindow(), report
+        self.last_stamps: dict[str, Optional[int]] = {"rgb": None, "depth": None}
+        self.latest_depth: Optional[np.ndarray] = None
+        self._color_without_depth_since: Optional[float] = None
+        self._no_depth: dict[tuple, np.ndarray] = {}
+        self.raw: Mailbox[Pair] = Mailbox()
+        self.ready: Mailbox[DecodedPair] = Mailbox()
+        self._process = process
+        self.stages = [Stage("decode", self.raw, self._decode, self._decode_failed,
+                             gate=self.ready.wait_empty),
+                       Stage("segmentation_worker", self.ready, self._work, self._frame_failed,
+                             between=between_frames)]
+
+    # -- camera side (callback threads) ---------------------------------------------------
+    def push(self, stream: str, msg: Any, received: float) -> None:
+        """A camera message arrived (``received`` = perf_counter at its callback's start)."""
+        self.counters.add(f"{stream}_received")
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        self.last_stamps[stream] = stamp_ns
+        frame = Frame(msg, received, stamp_ns)
+        if stream == "depth":
+            self._color_without_depth_since = None
+            self._put(self.sync.push_depth(stamp_ns, frame))
+        elif self._depth_missing():
+            self._put(Pair(frame, None, stamp_ns, stamp_ns), color_only=True)
+        else:
+            pair = self.sync.push_rgb(stamp_ns, frame)
+            if pair is not None:
+                self._color_without_depth_since = None
+            self._put(pair)
+
+    def _depth_missing(self) -> bool:
+        """Colour has kept coming for ``depth_timeout`` s without any depth.
+
+        Measured from the first colour image that found no depth partner since the last depth
+        image or pair, so a slow camera (colour a little ahead of its depth) never counts as
+        depth missing.
+        """
+        if self.depth_timeout <= 0:
+            return False
+        now = time.monotonic()
+        if self._color_without_depth_since is None:
+            self._color_without_depth_since = now
+        return now - self._color_without_depth_since > self.depth_timeout
+
+    def _put(self, pair: Optional[Pair], color_only: bool = False) -> None:
+        if pair is None:
+            return
+        self.counters.add("pairs_color_only" if color_only else "pairs")
+        if self.raw.put(pair):
+            self.counters.add("pairs_dropped")
+
+    # -- decode thread ----------------------------------------------------------------------
+    def _decode(self, pair: Pair) -> None:
+        decoded = decode_pair(pair, self.options, self._invalid_depth)
+        self.counters.add("pairs_decoded")
+        if pair.depth is not None:
+            self.latest_depth = decoded.depth
+        self.ready.put(decoded)
+
+    def _invalid_depth(self, shape: tuple) -> np.ndarray:
+        if shape not in self._no_depth:
+            self._no_depth = {shape: np.zeros(shape, np.float32)}
+        return self._no_depth[shape]
+
+    def _decode_failed(self, pair: Pair, exc: BaseException) -> None:
+        self.counters.add("bad_messages")
+        if isinstance(exc, BadMessage):
+            self.report.bad_message(exc.stream, exc.reason)
+        else:  # a decoder failing in a way it should not: still a bad message, with its trace
+            self.report.bad_message("pair", f"{type(exc).__name__}: {exc}",
+                                    traceback.format_exc())
+
+    # -- worker thread ----------------------------------------------------------------------
+    def _work(self, decoded: DecodedPair) -> None:
+        self._process(decoded)
+
+    def _frame_failed(self, decoded: DecodedPair, exc: BaseException) -> None:
+        self.counters.add("processing_errors")
+        self.report.frame_failed(decoded.rgb_stamp_ns, exc, traceback.format_exc())
+
+    # -- life -------------------------------------------------------------------------------
+    def start(self) -> None:
+        for stage in self.stages:
+            stage.start()
+
+    def check(self) -> list[str]:
+        """Restart stages that died; their names (empty when all run)."""
+        dead = [stage for stage in self.stages if stage.dead]
+        for stage in dead:
+            self.counters.add("stage_restarts")
+            stage.restart()
+        return [stage.name for stage in dead]
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop both threads (the frame in hand finishes); True when both have ended."""
+        return all([stage.stop(timeout) for stage in self.stages])
+
+    def sample_depth(self, watch: DepthWatch) -> None:
+        """Feed the newest decoded depth (if any came since the last call) to ``watch``."""
+        depth, self.latest_depth = self.latest_depth, None
+        if depth is not None:
+            watch.add(depth)
+
+
+class PipelineReport:
+    """What the pipeline tells its owner; the node logs these (throttled)."""
+
+    def bad_message(self, stream: str, reason: str, trace: str = "") -> None:
+        raise NotImplementedError
+
+    def frame_failed(self, stamp_ns: int, exc: BaseException, trace: str) -> None:
+        raise NotImplementedError
