@@ -22,6 +22,7 @@ class Engine(abc.ABC):
     """
 
     backend: str = "?"
+    closed: bool = False
 
     def __init__(self, card: ModelCard) -> None:
         self.card = card
@@ -47,4 +48,5 @@ class Engine(abc.ABC):
         ...
 
     def close(self) -> None:
-        """Release device resources (no-op where there are none)."""
+        """Release the engine's resources; ``infer`` refuses to run afterwards."""
+        self.closed = True

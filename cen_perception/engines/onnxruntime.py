@@ -76,11 +76,17 @@ class OnnxRuntimeEngine(Engine):
         return out
 
     def infer(self, rgb: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        if self.closed:
+            raise EngineError("the engine is closed")
         self.check_inputs(rgb, depth)
         result = self.session.run(self._outputs, {"rgb": rgb[None], "depth": depth[None]})
         labels = result[0][0]
         confidence = result[1][0] if self.has_confidence else None
         return labels, confidence
+
+    def close(self) -> None:
+        super().close()
+        self.session = None  # the session's memory goes with it
 
 
 __all__ = ["OnnxRuntimeEngine", "ModelCardError"]
