@@ -100,7 +100,8 @@ class SegmentationWork(PipelineReport):
                 self.set_parameters([Parameter(name, value=value)])
         finally:
             self._own_updates.pop(name, None)
-        self.params[name] = value
+        if name in PARAMETERS:
+            self.params[name] = value
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         for parameter in parameters:
@@ -421,12 +422,19 @@ def keep_freed_memory_for_reuse() -> None:
 
 
 def _spin(node) -> None:
+    """Spin until shutdown; a callback that raises (rclpy's own services do, for a lifecycle
+    transition that is not valid from the current state) is logged, never the end."""
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # SIGINT / SIGTERM: a normal way to stop
+        while rclpy.ok(context=node.context):
+            try:
+                executor.spin_once(timeout_sec=0.5)
+            except (KeyboardInterrupt, ExternalShutdownException):
+                break  # SIGINT / SIGTERM: a normal way to stop
+            except Exception:
+                node.get_logger().error(f"a callback failed:\n{traceback.format_exc()}",
+                                        throttle_duration_sec=LOG_PERIOD_S)
     finally:
         node.close()
         executor.shutdown()

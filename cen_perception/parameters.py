@@ -174,8 +174,8 @@ def _declare(node, name: str, overrides: dict[str, Any]) -> tuple[Any, str]:
 
 def startup_problem(values: dict[str, Any]) -> Optional[str]:
     """Why the node cannot start with these values (choices, exclusive bounds), or None."""
-    for name, value in values.items():
-        problem = check_parameter(name, value)
+    for name in PARAMETERS:
+        problem = check_parameter(name, values[name])
         if problem:
             return problem
     if not values["engine_path"]:
