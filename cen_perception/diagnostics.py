@@ -169,8 +169,33 @@ def input_values(entry: InputSnapshot) -> dict[str, str]:
             f"{key}_lost": str(entry.lost)}
 
 
-def engine_values(backend: str, path: str, loaded_at: str, input_hw: tuple[int, int],
-                  precision: str) -> dict[str, str]:
-    h, w = input_hw
-    return {"backend": backend, "engine": path, "engine_loaded": loaded_at,
-            "input_size": f"{w}x{h}", "precision": precision}
+class ProblemLog:
+    """Logs problems as an operator wants them: each input problem once when it starts, bad
+    messages throttled (the first unforeseen one with its traceback)."""
+
+    PERIOD_S = 5.0
+
+    def __init__(self, logger) -> None:
+        self._logger = logger
+        self._active: set[str] = set()
+        self._traced = False
+
+    def once(self, key: str, problem: Optional[str]) -> None:
+        """Log ``problem`` when it starts, not on every check; forget it when it ends."""
+        if problem is None:
+            self._active.discard(key)
+        elif key not in self._active:
+            self._active.add(key)
+            self._logger.warning(problem)
+
+    def bad_message(self, stream: str, reason: str, trace: str, count: int) -> None:
+        if trace and not self._traced:
+            self._traced = True
+            self._logger.error(f"dropped a bad {stream} message: {reason}\n{trace}")
+            return
+        self._logger.warning(f"dropped a bad {stream} message ({count} so far): {reason}",
+                             throttle_duration_sec=self.PERIOD_S)
+
+    def frame_failed(self, stamp_ns: int, exc: BaseException) -> None:
+        self._logger.error(f"frame {stamp_ns} failed: {type(exc).__name__}: {exc}",
+                           throttle_duration_sec=self.PERIOD_S)

@@ -43,6 +43,13 @@ class LoadedEngine:
     def card(self):
         return self.engine.card
 
+    def describe(self) -> dict[str, str]:
+        """What /diagnostics says of it."""
+        h, w = self.engine.input_size
+        return {"backend": self.engine.backend, "engine": self.path,
+                "engine_loaded": self.loaded_at, "input_size": f"{w}x{h}",
+                "precision": self.card.precision}
+
     def acquire(self) -> bool:
         """Count one more user (a frame); False once retired."""
         with self._lock:

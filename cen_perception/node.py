@@ -1,28 +1,17 @@
 """The ROS 2 node ``cen_segmentation``: RGB-D images in, segmentation images out.
 
-Two console scripts run the same work: ``cen_segmentation_node`` (a plain node that starts at
-once) and ``cen_segmentation_managed_node`` (a ``rclpy.lifecycle`` node: configure opens the
-engine, activate subscribes and publishes, deactivate stops all work, cleanup closes the
-engine).
-
-A thin shell around plain-Python parts: ``camera_inputs`` subscribes the camera topics,
-``pipeline.FramePipeline`` pairs the undecoded messages by stamp, decodes only the newest pair
-on a decode thread and segments it on a worker thread (``outputs.render_frame``);
-``engine_slot.EngineSlot`` opens a new ``engine_path`` in the background and swaps it in
-between frames; ``diagnostics.status`` words ``/diagnostics``. Every callback, timer and
-service runs on one executor thread and never waits for inference, so lifecycle transitions
-never interleave with camera callbacks. Outputs nobody subscribes to are not computed.
-
-Topics: ``rgb/image``, ``depth/image`` in (or, with ``rgb_transport: compressed`` /
-``depth_transport: compressedDepth``, image_transport's ``rgb/image/compressed`` and
-``depth/image/compressedDepth``) and ``rgb/camera_info``; ``segmentation/labels`` (mono8),
-``segmentation/color`` (rgb8), ``segmentation/overlay`` (rgb8), ``segmentation/confidence``
-(32FC1, when enabled), ``segmentation/points`` (a labelled ``PointCloud2``) and
-``segmentation/camera_info`` out, all with the RGB image's header; ``/diagnostics``.
+``cen_segmentation_node`` starts at once; ``cen_segmentation_managed_node`` is the same work as
+a ``rclpy.lifecycle`` node (configure opens the engine, activate subscribes and publishes,
+deactivate stops all work, cleanup closes the engine). A thin shell around plain Python:
+``camera_inputs`` subscribes, ``pipeline`` pairs undecoded messages and decodes and segments
+only the newest pair on its own threads, ``outputs`` draws what someone subscribes to,
+``publishers`` sends it, ``engine_slot`` opens a new ``engine_path`` in the background and
+``diagnostics`` words ``/diagnostics``. Every callback, timer and service runs on one executor
+thread and never waits for inference, so transitions never interleave with camera callbacks.
+Topics and parameters: docs/DESIGN.md and config/segmentation.yaml.
 """
 from __future__ import annotations
 
-import ctypes
 import sys
 import time
 import traceback
@@ -45,9 +34,10 @@ from .cloud import CloudBuilder
 from .engine_slot import EngineSlot, LoadedEngine, StartupError, load_engine
 from .input_health import CameraInfoWatch, DepthWatch
 from .outputs import render_frame
-from .parameters import (CLASS_NAMES, CLASS_NAMES_DESCRIPTION, PARAMETERS, check_parameter,
-                         declare_all, startup_problem)
-from .pipeline import DecodedPair, DecodeOptions, FramePipeline, PipelineReport
+from .parameters import (CLASS_NAMES, CLASS_NAMES_DESCRIPTION, PARAMETERS,
+                         declare_all, live_change_problem, startup_problem)
+from .pipeline import (DecodedPair, DecodeOptions, FramePipeline, PipelineReport,
+                       keep_freed_memory_for_reuse)
 from .publishers import Publishers
 from .sync import RgbdSync
 
@@ -76,19 +66,13 @@ class SegmentationWork(PipelineReport):
         self.pipeline: Optional[FramePipeline] = None
         self.inputs: Optional[CameraInputs] = None
         self.outputs: Optional[Publishers] = None
-        self._problems_logged: set[str] = set()
-        self._first_bad_logged, self.last_bad_message = False, ""
+        self.log, self.last_bad_message = diagnostics.ProblemLog(self.get_logger()), ""
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.params["diagnostics_period"], self._publish_diagnostics,
                           callback_group=self._group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # -- parameters ------------------------------------------------------------------------
-    def _check_parameters(self) -> None:
-        problem = self._declare_error or startup_problem(self.params)
-        if problem:
-            raise StartupError(problem)
-
     def _set_own(self, name: str, value: Any) -> None:
         """Set a parameter from inside the node (class_names, a refused engine_path)."""
         self._own_updates[name] = value
@@ -108,30 +92,15 @@ class SegmentationWork(PipelineReport):
             name, value = parameter.name, parameter.value
             if name in self._own_updates and self._own_updates[name] == value:
                 continue
-            problem = self._refuse(name, value)
+            loaded = self.engines.in_service
+            problem = live_change_problem(name, value, loaded is None or
+                                          loaded.engine.has_confidence)
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
         for parameter in parameters:
             if parameter.name not in self._own_updates:
                 self._apply(parameter.name, parameter.value)
         return SetParametersResult(successful=True)
-
-    def _refuse(self, name: str, value: Any) -> Optional[str]:
-        """Why a live change of ``name`` to ``value`` is refused, or None."""
-        if name == CLASS_NAMES:
-            return "class_names is read-only: it comes from the engine's model card"
-        spec = PARAMETERS.get(name)
-        if spec is None or not spec.live:
-            return None  # read-only descriptors refuse those
-        problem = check_parameter(name, value)
-        if problem:
-            return problem
-        if name == "engine_path" and not value:
-            return "engine_path is required"
-        loaded = self.engines.in_service
-        if name == "min_confidence" and value > 0 and loaded and not loaded.engine.has_confidence:
-            return "the engine has no 'confidence' output"
-        return None
 
     def _apply(self, name: str, value: Any) -> None:
         if name not in ("overlay_alpha", "min_confidence", "engine_path"):
@@ -173,7 +142,9 @@ class SegmentationWork(PipelineReport):
 
     # -- states ----------------------------------------------------------------------------
     def _configure(self) -> None:
-        self._check_parameters()
+        problem = self._declare_error or startup_problem(self.params)
+        if problem:
+            raise StartupError(problem)
         loaded = self.engines.open_now(self.params["engine_path"])
         self._set_own(CLASS_NAMES, list(loaded.card.class_names))
         self.depth_watch = DepthWatch(loaded.card.depth_range_m)
@@ -197,7 +168,6 @@ class SegmentationWork(PipelineReport):
                                    p["qos"], self._on_camera, self._group)
         self._refresh_timer = self.create_timer(INPUT_REFRESH_PERIOD_S, self._refresh_inputs,
                                                 callback_group=self._group)
-        self._last_diagnostics = (time.monotonic(), self.pipeline.counters.snapshot())
         self.pipeline.start()
         self.state = "active"
         loaded = self.engines.in_service
@@ -242,29 +212,15 @@ class SegmentationWork(PipelineReport):
         self.pipeline.latency.add({"callback": (time.perf_counter() - received) * 1e3})
 
     def _refresh_inputs(self) -> None:
-        self.inputs.refresh(self.params["stall_timeout"], self._report_once)
-
-    def _report_once(self, key: str, problem: Optional[str]) -> None:
-        """Log a problem when it starts (not on every check); forget it when it ends."""
-        if problem is None:
-            self._problems_logged.discard(key)
-        elif key not in self._problems_logged:
-            self._problems_logged.add(key)
-            self.get_logger().warning(problem)
+        self.inputs.refresh(self.params["stall_timeout"], self.log.once)
 
     def bad_message(self, stream: str, reason: str, trace: str = "") -> None:
         self.last_bad_message = f"{stream}: {reason}"
-        count = self.pipeline.counters.snapshot()["bad_messages"]
-        if trace and not self._first_bad_logged:
-            self._first_bad_logged = True
-            self.get_logger().error(f"dropped a bad {stream} message: {reason}\n{trace}")
-            return
-        self.get_logger().warning(f"dropped a bad {stream} message ({count} so far): {reason}",
-                                  throttle_duration_sec=LOG_PERIOD_S)
+        self.log.bad_message(stream, reason, trace,
+                             self.pipeline.counters.snapshot()["bad_messages"])
 
     def frame_failed(self, stamp_ns: int, exc: BaseException, trace: str) -> None:
-        self.get_logger().error(f"frame {stamp_ns} failed: {type(exc).__name__}: {exc}",
-                                throttle_duration_sec=LOG_PERIOD_S)
+        self.log.frame_failed(stamp_ns, exc)
 
     # -- worker thread ---------------------------------------------------------------------
     def _count(self, name: str) -> None:
@@ -294,18 +250,12 @@ class SegmentationWork(PipelineReport):
                 "(nearest); register depth to the colour camera for exact results")
         start = time.perf_counter()
         self.outputs.publish(frame, decoded.header, wanted, self.camera_info.msg)
-        done = time.perf_counter()
-        end_to_end = (done - decoded.completed) * 1e3
-        wait = (picked - decoded.completed) * 1e3 - decoded.decode_ms
-        self.pipeline.latency.add({**frame.timings, "decode": decoded.decode_ms, "wait": wait,
-                                   "publish": (done - start) * 1e3, "end_to_end": end_to_end,
-                                   "overhead": end_to_end - frame.timings["infer"] - wait})
-        self._count("frames_processed")
+        self.pipeline.record(decoded, frame.timings, picked, start)
 
     # -- diagnostics (executor thread) -----------------------------------------------------
     def _publish_diagnostics(self) -> None:
         snapshot = self._snapshot() if self.state == "active" else diagnostics.Snapshot(
-            self.state, self._engine_values(), configure_error=self.configure_error)
+            self.state, self._engine_values, configure_error=self.configure_error)
         level, message, values = diagnostics.status(snapshot)
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: segmentation",
                                   level=bytes([level]), message=message,
@@ -315,32 +265,26 @@ class SegmentationWork(PipelineReport):
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
 
+    @property
     def _engine_values(self) -> dict[str, str]:
         loaded = self.engines.in_service
-        if loaded is None:
-            return {}
-        return diagnostics.engine_values(loaded.engine.backend, loaded.path, loaded.loaded_at,
-                                         loaded.engine.input_size, loaded.card.precision)
+        return loaded.describe() if loaded is not None else {}
 
     def _snapshot(self) -> diagnostics.Snapshot:
         restarted = self.pipeline.check()
         for name in restarted:
             self.get_logger().error(f"the {name} thread died; restarted it")
-        now, counts = time.monotonic(), self.pipeline.counters.snapshot()
-        then, old = self._last_diagnostics
-        self._last_diagnostics = (now, counts)
+        now = time.monotonic()
         self.pipeline.sample_depth(self.depth_watch)
         depth_problem = self.depth_watch.problem()
-        self._report_once("depth_units", depth_problem)
+        self.log.once("depth_units", depth_problem)
         loaded, p = self.engines.in_service, self.params
         subscribers = self.outputs.subscribers()
         return diagnostics.Snapshot(
-            self.state, self._engine_values(), engine_loading=self.engines.loading,
-            engine_refused=self.engine_refused, elapsed=now - then, counts=counts,
-            delta={name: counts[name] - old[name] for name in counts},
-            sync=self.pipeline.sync.stats.as_dict(),
+            self.state, self._engine_values, engine_loading=self.engines.loading,
+            engine_refused=self.engine_refused, **self.pipeline.snapshot_fields(now),
             inputs=self.inputs.snapshots(p["stall_timeout"]), qos=p["qos"],
-            sync_slop=p["sync_slop"], last_stamps=dict(self.pipeline.last_stamps),
+            sync_slop=p["sync_slop"],
             camera_info_topic=self.resolve_topic_name(CAMERA_INFO_TOPIC),
             camera_info_received=self.camera_info.msg is not None,
             camera_info_missing=self.camera_info.missing(subscribers.get("points", 0) > 0, now,
@@ -349,8 +293,7 @@ class SegmentationWork(PipelineReport):
             depth_scale=p["depth_scale"] or None,
             depth_median_m=self.depth_watch.medians[-1] if self.depth_watch.medians else None,
             depth_problem=depth_problem, training_depth_range_m=loaded.card.depth_range_m or (),
-            last_bad_message=self.last_bad_message, restarted_stages=restarted,
-            latency=self.pipeline.latency.summary())
+            last_bad_message=self.last_bad_message, restarted_stages=restarted)
 
 class SegmentationNode(SegmentationWork, Node):
     """The node, configured and active from construction; ``StartupError`` if it cannot be."""
@@ -400,25 +343,7 @@ class ManagedSegmentationNode(SegmentationWork, LifecycleNode):
         self.close()
         return TransitionCallbackReturn.SUCCESS
 
-    def on_error(self, state) -> TransitionCallbackReturn:
-        self.close()
-        return TransitionCallbackReturn.SUCCESS
-
-
-def keep_freed_memory_for_reuse() -> None:
-    """Ask glibc to reuse freed frame buffers instead of returning them to the system.
-
-    Every frame allocates and frees several arrays of about a megabyte. By default glibc maps
-    each one afresh and the kernel zero-fills its pages on first touch, which costs more than
-    the copies themselves (about 0.5 ms per 640x480 colour image).
-    """
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_mmap_threshold, 64 << 20)
-    mallopt(m_trim_threshold, 256 << 20)
+    on_error = on_shutdown  # from any state: release everything
 
 
 def _spin(node) -> None:

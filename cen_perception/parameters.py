@@ -181,3 +181,21 @@ def startup_problem(values: dict[str, Any]) -> Optional[str]:
     if not values["engine_path"]:
         return "parameter engine_path is required (an exported .onnx model or a TensorRT engine)"
     return None
+
+
+def live_change_problem(name: str, value: Any, has_confidence: bool) -> Optional[str]:
+    """Why a change of ``name`` to ``value`` while the node runs is refused, or None.
+
+    ``has_confidence``: the engine in service has a ``confidence`` output.
+    """
+    if name == CLASS_NAMES:
+        return "class_names is read-only: it comes from the engine's model card"
+    spec = PARAMETERS.get(name)
+    if spec is None or not spec.live:
+        return None  # read-only descriptors refuse those
+    problem = check_parameter(name, value)
+    if not problem and name == "engine_path" and not value:
+        problem = "engine_path is required"
+    if not problem and name == "min_confidence" and value > 0 and not has_confidence:
+        problem = "the engine has no 'confidence' output"
+    return problem

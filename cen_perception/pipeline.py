@@ -13,6 +13,7 @@ decoded pair is processed. Both threads are ``Stage``s: a stage that dies is see
 from __future__ import annotations
 
 import collections
+import ctypes
 import threading
 import time
 import traceback
@@ -221,6 +222,7 @@ class FramePipeline:
         self.raw: Mailbox[Pair] = Mailbox()
         self.ready: Mailbox[DecodedPair] = Mailbox()
         self._process = process
+        self._last = (time.monotonic(), self.counters.snapshot())   # for rates
         self.stages = [Stage("decode", self.raw, self._decode, self._decode_failed,
                              gate=self.ready.wait_empty),
                        Stage("segmentation_worker", self.ready, self._work, self._frame_failed,
@@ -311,6 +313,28 @@ class FramePipeline:
         """Stop both threads (the frame in hand finishes); True when both have ended."""
         return all([stage.stop(timeout) for stage in self.stages])
 
+    def record(self, decoded: DecodedPair, timings: dict[str, float], picked: float,
+               published: float) -> None:
+        """A frame is out: its stage times (``picked``: the worker took it; ``published``:
+        publishing began), with end to end counted from the pair's completion."""
+        done = time.perf_counter()
+        end_to_end = (done - decoded.completed) * 1e3
+        wait = (picked - decoded.completed) * 1e3 - decoded.decode_ms
+        self.latency.add({**timings, "decode": decoded.decode_ms, "wait": wait,
+                          "publish": (done - published) * 1e3, "end_to_end": end_to_end,
+                          "overhead": end_to_end - timings["infer"] - wait})
+        self.counters.add("frames_processed")
+
+    def snapshot_fields(self, now: float) -> dict[str, Any]:
+        """Counts, their change since the last call, pairing, stamps and latency, for
+        ``diagnostics.Snapshot``."""
+        counts, (then, old) = self.counters.snapshot(), self._last
+        self._last = (now, counts)
+        return dict(elapsed=now - then, counts=counts,
+                    delta={name: counts[name] - old[name] for name in counts},
+                    sync=self.sync.stats.as_dict(), last_stamps=dict(self.last_stamps),
+                    latency=self.latency.summary())
+
     def sample_depth(self, watch: DepthWatch) -> None:
         """Feed the newest decoded depth (if any came since the last call) to ``watch``."""
         depth, self.latest_depth = self.latest_depth, None
@@ -326,3 +350,19 @@ class PipelineReport:
 
     def frame_failed(self, stamp_ns: int, exc: BaseException, trace: str) -> None:
         raise NotImplementedError
+
+
+def keep_freed_memory_for_reuse() -> None:
+    """Ask glibc to reuse freed frame buffers instead of returning them to the system.
+
+    Every frame allocates and frees several arrays of about a megabyte. By default glibc maps
+    each one afresh and the kernel zero-fills its pages on first touch, which costs more than
+    the copies themselves (about 0.5 ms per 640x480 colour image).
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 64 << 20)
+    mallopt(m_trim_threshold, 256 << 20)

@@ -2,8 +2,8 @@
 from cen_perception import diagnostics
 from cen_perception.diagnostics import ERROR, OK, WARN, InputSnapshot, Snapshot
 
-ENGINE = diagnostics.engine_values("onnxruntime", "/models/cen.onnx", "2026-12-03T08:00:00",
-                                   (240, 320), "fp32")
+ENGINE = {"backend": "onnxruntime", "engine": "/models/cen.onnx", "input_size": "320x240",
+          "engine_loaded": "2026-12-03T08:00:00", "precision": "fp32"}
 
 
 def running(**fields):
