@@ -10,6 +10,11 @@ cuda-python must match the driver: cuda-python 13 needs a CUDA 13 driver (580 or
 JetPack 6 and other CUDA 12 machines need ``cuda-python>=12,<13`` (the ``tensorrt`` extra).
 Both of its module layouts work: ``cuda.bindings.runtime`` (12.6 and newer, 13) and
 ``cuda.cudart`` (before 13).
+
+TensorRT's pip packages come per CUDA major version too (``tensorrt-cu12``, ``tensorrt-cu13``;
+the bare ``tensorrt`` takes the CUDA 13 one): one built for a newer CUDA than the driver cannot
+initialise CUDA, and opening an engine then raises one ``EngineError`` line naming the driver's
+CUDA version and the installed variant (``construct_tensorrt``).
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import pathlib
 import re
 import warnings
 from importlib import metadata
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -148,13 +153,98 @@ def stream_handle(stream) -> int:
     """The address of a cuda-python stream, as TensorRT's ``execute_async_v3`` takes it.
 
     ``int(stream)`` is deprecated in cuda-python; ``get_cuda_native_handle`` replaces it
-    (12.9.1 and newer, 13.x).
+    (12.9.1 and newer, 13.x), but raises ``TypeError`` for a type it has no handler for (a
+    plain address, or a stream type of another cuda-python layout): those take ``int``.
     """
     try:
         from cuda.bindings.utils import get_cuda_native_handle
     except ImportError:
         return int(stream)
-    return int(get_cuda_native_handle(stream))
+    try:
+        return int(get_cuda_native_handle(stream))
+    except TypeError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the deprecation of int(stream)
+            return int(stream)
+
+
+# pip's CUDA variants of TensorRT (the bare ``tensorrt`` package pulls in one of them: the CUDA
+# 13 one for recent releases). JetPack's apt package (python3-libnvinfer) is none of them.
+TENSORRT_VARIANTS = ("tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11")
+NOT_FROM_PIP = "not from pip: JetPack's apt package or a local build"
+
+
+def tensorrt_distribution(version_of: Callable[[str], str] = metadata.version) -> str:
+    """Which TensorRT is installed, as pip knows it: ``tensorrt-cu12``, ``tensorrt-cu13``
+    (several joined with "+" where more than one is installed), ``tensorrt`` for the bare
+    package without a variant on record, or ``NOT_FROM_PIP``. Part of the engine cache key:
+    the CUDA 12 and 13 builds of one version report the same ``__version__``."""
+    found = []
+    for name in TENSORRT_VARIANTS:
+        try:
+            version_of(name)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    if found:
+        return "+".join(found)
+    try:
+        version_of("tensorrt")
+        return "tensorrt"
+    except metadata.PackageNotFoundError:
+        return NOT_FROM_PIP
+
+
+def variant_cuda_major(distribution: str) -> Optional[int]:
+    """The CUDA major version a pip variant is built for (``tensorrt-cu12`` -> 12), or None."""
+    majors = [int(m) for m in re.findall(r"tensorrt-cu(\d+)", distribution)]
+    return max(majors) if majors else None
+
+
+def cuda_init_failure(what: str, tensorrt: str, distribution: str, driver_version: int) -> str:
+    """The one line for a TensorRT that cannot initialise CUDA (``trt.Runtime`` or
+    ``trt.Builder`` returned nothing; TensorRT logs "CUDA initialization failure" above it).
+
+    ``driver_version``: ``cudaDriverGetVersion`` (12040 for CUDA 12.4, 0 for none). Where the
+    installed pip variant needs a newer CUDA than the driver offers, the line names the variant
+    that fits the driver.
+    """
+    driver = (f"the NVIDIA driver supports CUDA {cuda_version_text(driver_version)}"
+              if driver_version > 0 else "no NVIDIA driver was found")
+    line = f"TensorRT {tensorrt} ({distribution}) cannot initialise CUDA ({what}); {driver}"
+    needs, major = variant_cuda_major(distribution), driver_version // 1000
+    if needs is not None and 0 < major < needs:
+        installed = " ".join(f"{name} {name}-bindings {name}-libs"
+                             for name in distribution.split("+"))
+        return (f"{line}, but {distribution} is built for CUDA {needs}: pip uninstall tensorrt "
+                f"{installed}, then pip install tensorrt-cu{major} (or update the driver)")
+    return f"{line}: see TensorRT's log above for the CUDA error"
+
+
+def driver_cuda_version(cudart) -> int:
+    """``cudaDriverGetVersion`` as a number (12040 = CUDA 12.4; 0 where there is no driver)."""
+    error, version = cudart.cudaDriverGetVersion()
+    return int(version or 0) if error == cudart.cudaError_t.cudaSuccess else 0
+
+
+def construct_tensorrt(factory: Callable, logger, what: str, cudart, tensorrt: str,
+                       distribution: Optional[str] = None):
+    """``factory(logger)`` (``trt.Runtime`` or ``trt.Builder``); ``EngineError`` with
+    ``cuda_init_failure``'s line where TensorRT cannot initialise CUDA.
+
+    TensorRT's bindings then raise pybind's ``TypeError: ... factory function returned
+    nullptr`` (some versions return None); any other ``TypeError`` is a real one and passes.
+    """
+    try:
+        made = factory(logger)
+    except TypeError as exc:
+        if "nullptr" not in str(exc):
+            raise
+        made = None
+    if made is None:
+        raise EngineError(cuda_init_failure(what, tensorrt, distribution or
+                                            tensorrt_distribution(), driver_cuda_version(cudart)))
+    return made
 
 
 def tensorrt_version(text: str) -> tuple[int, int, int]:
@@ -294,7 +384,8 @@ class TensorRTEngine(Engine):
 
     def _load(self, path: pathlib.Path, trt) -> None:
         self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
+        self._runtime = construct_tensorrt(trt.Runtime, self._logger, "trt.Runtime failed",
+                                           self._cudart, trt.__version__)
         try:
             self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         except Exception:  # some versions raise instead of returning None
@@ -369,4 +460,6 @@ class TensorRTEngine(Engine):
 __all__ = ["TensorRTEngine", "CudaBuffers", "import_cudart", "import_tensorrt",
            "require_cuda_device", "cuda_call", "cuda_error_name", "cuda_environment_error",
            "cuda_device_problem",
-           "bindings_version", "stream_handle", "tensorrt_version", "tensorrt_dtype_name"]
+           "bindings_version", "stream_handle", "tensorrt_version", "tensorrt_dtype_name",
+           "tensorrt_distribution", "variant_cuda_major", "cuda_init_failure",
+           "driver_cuda_version", "construct_tensorrt", "TENSORRT_VARIANTS"]

@@ -23,8 +23,10 @@ from cen_training.deploy.tensorrt import (BuildFacts, build_plan, cached_paths,
                                          check_calibration_frames, discard_cached, file_sha256,
                                          load_engine_model, trtexec_command, write_engine)
 
-FACTS = BuildFacts(onnx_sha256="ab" * 32, tensorrt_version="10.3.0", gpu_name="NVIDIA Orin",
-                   compute_capability=(8, 7), precision="fp16", input_size=(480, 640))
+FACTS = BuildFacts(onnx_sha256="ab" * 32, tensorrt_version="10.3.0",
+                   tensorrt_distribution="tensorrt-cu12", gpu_name="NVIDIA Orin",
+                   compute_capability=(8, 7), multiprocessors=16, precision="fp16",
+                   input_size=(480, 640))
 
 
 # -- cache key --------------------------------------------------------------------------
@@ -35,11 +37,23 @@ def test_same_facts_give_the_same_key():
 
 @pytest.mark.parametrize("change", [
     {"onnx_sha256": "cd" * 32}, {"tensorrt_version": "8.6.1"}, {"gpu_name": "NVIDIA H100"},
+    {"tensorrt_distribution": "tensorrt-cu13"}, {"multiprocessors": 8},
     {"compute_capability": (8, 6)}, {"precision": "fp32"}, {"precision": "int8"},
     {"input_size": (480, 641)}, {"input_size": (640, 480)}, {"calibration_sha256": "ef" * 32},
 ])
 def test_changing_any_fact_changes_the_key(change):
     assert dataclasses.replace(FACTS, **change).key() != FACTS.key()
+
+
+def test_key_holds_the_tensorrt_variant_and_the_multiprocessor_count():
+    # The CUDA 12 and 13 builds of one TensorRT share __version__; Jetson AGX Orin (16 SMs)
+    # and Orin NX (8 SMs) share the name "Orin" and sm_87.
+    assert json.loads(FACTS.as_json()) == {
+        "onnx_sha256": "ab" * 32, "tensorrt_version": "10.3.0",
+        "tensorrt_distribution": "tensorrt-cu12", "gpu_name": "NVIDIA Orin",
+        "compute_capability": [8, 7], "multiprocessors": 16, "precision": "fp16",
+        "input_size": [480, 640], "calibration_sha256": ""}
+    assert FACTS.key() == hashlib.sha256(FACTS.as_json().encode()).hexdigest()
 
 
 def test_unknown_precision_is_refused():
@@ -60,27 +74,39 @@ def test_file_sha256_and_cache_paths(tmp_path):
 def _plan(version, precision, **legacy):
     plan = build_plan(version, precision, **legacy)
     return (plan.precision, plan.strongly_typed, plan.explicit_batch, plan.builder_flags,
-            plan.calibrator)
+            plan.cleared_flags, plan.calibrator)
 
 
-@pytest.mark.parametrize("version", ["10.0.1", "10.3.0.26", "11.4.0"])
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("version", ["10.0.1", "10.3.0.26", "11.1.0", "11.4.0"])
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_tensorrt_10_and_11_build_the_onnx_precision_strongly_typed(version, precision):
-    assert _plan(version, precision) == (precision, True, False, (), False)
+    assert _plan(version, precision) == (precision, True, False, (), (), False)
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "8.6.1.post1", "10.0.1", "10.3.0.26",
+                                     "10.13.2", "11.1.0"])
+def test_fp32_is_built_without_tf32_on_every_version(version):
+    """TF32 is on by default in TensorRT (inputs rounded to 10-bit mantissas): an engine
+    whose card says fp32 has it cleared."""
+    strong = not version.startswith("8.")
+    assert _plan(version, "fp32") == ("fp32", strong, not strong, (), ("TF32",), False)
+    plan = build_plan(version, "fp32")
+    assert plan.describe() == f"fp32, {'strongly' if strong else 'weakly'} typed, no TF32"
 
 
 def test_tensorrt_8_6_allows_what_the_onnx_graph_holds():
-    assert _plan("8.6.1.6", "fp32") == ("fp32", False, True, (), False)
-    assert _plan("8.6.1.post1", "fp16") == ("fp16", False, True, ("FP16",), False)
-    assert _plan("8.6.1", "int8") == ("int8", False, True, ("INT8",), False)  # explicit Q/DQ
+    assert _plan("8.6.1.6", "fp32") == ("fp32", False, True, (), ("TF32",), False)
+    assert _plan("8.6.1.post1", "fp16") == ("fp16", False, True, ("FP16",), (), False)
+    assert _plan("8.6.1", "int8") == ("int8", False, True, ("INT8",), (), False)  # explicit Q/DQ
 
 
 @pytest.mark.parametrize("version", ["8.6.1", "10.0.1", "10.3.0"])
 def test_legacy_weak_typing_up_to_tensorrt_10(version):
     explicit_batch = version.startswith("8.")
-    assert _plan(version, "fp32", fp16=True) == ("fp16", False, explicit_batch, ("FP16",), False)
+    assert _plan(version, "fp32", fp16=True) == (
+        "fp16", False, explicit_batch, ("FP16",), (), False)
     assert _plan(version, "fp32", legacy_int8=True) == (
-        "int8", False, explicit_batch, ("INT8",), True)
+        "int8", False, explicit_batch, ("INT8",), (), True)
 
 
 def test_legacy_notes_follow_nvidia_deprecations():
@@ -149,6 +175,10 @@ def test_trtexec_command_per_plan(tmp_path):
                                          tmp_path / "c.calib"))
     assert "--int8" in legacy and f"--calib={tmp_path / 'c.calib'}" in legacy
     assert "--fp16" not in legacy and "--stronglyTyped" not in legacy
+    for version in ("8.6.1", "10.3.0", "11.1.0"):
+        fp32 = shlex.split(trtexec_command(onnx_path, engine, build_plan(version, "fp32"), 4))
+        assert fp32[-2:] == ["--noTF32", "--memPoolSize=workspace:4096M"]
+        assert "--noTF32" not in trtexec_command(onnx_path, engine, build_plan(version, "fp16"))
 
 
 def test_discard_cached_removes_engine_calibration_and_facts(tmp_path):
@@ -476,3 +506,27 @@ def no_driver_message():
             f"version 0; cuda-python {metadata.version('cuda-bindings')}, CUDA "
             f"{runtime // 1000}.{runtime % 1000 // 10} runtime): TensorRT needs an NVIDIA GPU "
             "and its driver; use the ONNX model with ONNX Runtime instead")
+
+
+# -- a TensorRT that cannot initialise CUDA -----------------------------------------------
+def _builder_returning_nullptr(logger):
+    """What ``tensorrt.Builder`` does where it cannot initialise CUDA (a CUDA 13 build on a
+    CUDA 12 driver): pybind11 raises this for the null pointer the factory returned."""
+    raise TypeError("pybind11::init(): factory function returned nullptr")
+
+
+def test_builder_that_cannot_initialise_cuda_is_one_build_error():
+    from types import SimpleNamespace
+
+    from cen_perception.engines import tensorrt as trt_runtime
+    from cen_training.deploy.tensorrt import new_builder
+
+    stand_in = SimpleNamespace(Builder=_builder_returning_nullptr, __version__="10.13.3.9")
+    with pytest.raises(EngineBuildError) as info:
+        new_builder(stand_in, logger=None)
+    driver = trt_runtime.driver_cuda_version(trt_runtime.import_cudart())
+    assert str(info.value) == trt_runtime.cuda_init_failure(
+        "trt.Builder failed", "10.13.3.9", trt_runtime.tensorrt_distribution(), driver)
+    assert "\n" not in str(info.value) and "TensorRT 10.13.3.9 (" in str(info.value)
+    built = SimpleNamespace(Builder=lambda logger: ("builder", logger), __version__="10.3.0")
+    assert new_builder(built, logger="log") == ("builder", "log")

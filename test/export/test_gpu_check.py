@@ -8,10 +8,10 @@ import pytest
 
 from cen_perception.engines.tensorrt import cuda_environment_error
 from cen_training.commands.gpu_check import (EXIT_FAILED, EXIT_NO_GPU, EXIT_PARTIAL,
-                                             EXIT_PASSED, FAIL, NOT_RUN, PASS, Probe, Row,
-                                             agreement, exit_code, judge_engine, lacking,
-                                             markdown_table, no_gpu_report, run_node, timings,
-                                             torch_line)
+                                             EXIT_PASSED, FAIL, NOT_RUN, PASS, OrtLabels, Probe,
+                                             Row, agreement, check, exit_code, judge_engine,
+                                             lacking, legacy_int8_available, markdown_table,
+                                             no_gpu_report, run_node, timings, torch_line)
 
 CPU_TORCH = "PyTorch {}: a CPU-only build (no CUDA), so no CUDA training with AMP and no fp16 " \
             "parity check"
@@ -135,6 +135,44 @@ def test_agreement_and_timings():
     calls = []
     median, p90, fps = timings(lambda: calls.append(1), warmup=3, iters=7)
     assert len(calls) == 10 and 0 < median <= p90 and fps == pytest.approx(1000 / median)
+
+
+def test_legacy_int8_row_only_where_tensorrt_has_implicit_int8():
+    assert [legacy_int8_available(v) for v in ("8.6.1", "10.3.0", "10.13.3.9")] == [True] * 3
+    assert [legacy_int8_available(v) for v in ("11.1.0", "installed", None)] == [False] * 3
+
+
+def test_without_cuda_torch_or_tensorrt_every_part_is_named_not_run(tmp_path):
+    from types import SimpleNamespace
+
+    probe = Probe("2.8.0", None, torch_line("2.8.0", None, False), None, None, None)
+    args = SimpleNamespace(work=tmp_path, models=["resnet18-light"], device=0, frames=1,
+                           iters=1)
+    said = []
+    rows = check(probe, args, said.append)
+    assert [(r.part, r.result) for r in rows] == [
+        ("cuda-python buffers", NOT_RUN), ("training, 50 steps, CUDA + AMP", NOT_RUN),
+        ("PyTorch fp16 autocast vs fp32", NOT_RUN), ("TensorRT engines", NOT_RUN),
+        ("node, TensorRT backend", NOT_RUN)]
+    assert rows[3].detail == NO_TENSORRT and rows[1].detail == CPU_TORCH.format("2.8.0")
+    assert said == [] and list(tmp_path.iterdir()) == []
+
+
+def test_onnx_runtime_reference_is_the_exports_exact_session(toy_onnx_factory):
+    """The engines are compared with the session the export's own check uses
+    (session.x64quantprecision), on the frames as gpu-check loads them."""
+    import numpy as np
+
+    from cen_perception.engines.onnxruntime import OnnxRuntimeEngine
+
+    depth = np.tile(np.linspace(0, 3.5, 64, dtype=np.float32), (48, 1))
+    frames = [{"rgb": np.full((1, 48, 64, 3), 102, np.uint8), "depth": depth[None]}]
+    path = toy_onnx_factory(48, 64)
+    labels = OrtLabels(frames)(path)
+    assert len(labels) == 1 and labels[0].shape == (48, 64)
+    assert np.array_equal(labels[0], OnnxRuntimeEngine(path).infer(frames[0]["rgb"][0],
+                                                                   depth)[0])
+    assert np.array_equal(labels[0], np.clip(np.floor(depth), 0, 2).astype(np.uint8))
 
 
 def test_usage_errors_are_one_line(capsys):

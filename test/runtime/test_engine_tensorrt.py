@@ -16,9 +16,12 @@ import onnx
 import pytest
 
 from cen_perception.engines import EngineError, open_engine
-from cen_perception.engines.tensorrt import (CudaBuffers, TensorRTEngine, bindings_version,
-                                             cuda_call, cuda_environment_error, import_cudart,
-                                             require_cuda_device, stream_handle)
+from cen_perception.engines.tensorrt import (NOT_FROM_PIP, CudaBuffers, TensorRTEngine,
+                                             bindings_version, construct_tensorrt, cuda_call,
+                                             cuda_environment_error, cuda_init_failure,
+                                             driver_cuda_version, import_cudart,
+                                             require_cuda_device, stream_handle,
+                                             tensorrt_distribution, variant_cuda_major)
 from cen_perception.model_card import METADATA_KEY, ModelCard, ModelCardError, sidecar_path
 
 # The clean refusals a machine may give, depending on what it lacks.
@@ -213,6 +216,73 @@ def test_stream_handle_without_the_deprecated_int():
         warnings.simplefilter("error")
         assert stream_handle(cudart.cudaStream_t(0x7F00)) == 0x7F00
         assert stream_handle(cudart.cudaStream_t(0)) == 0
+        # get_cuda_native_handle raises TypeError for a type it has no handler for.
+        assert stream_handle(0x7F00) == 0x7F00
+
+
+# -- a TensorRT built for another CUDA than the driver's --------------------------------------
+def _installed(*names):
+    """``metadata.version`` of a machine with these distributions installed."""
+    def version_of(name):
+        if name not in names:
+            raise metadata.PackageNotFoundError(name)
+        return "10.13.3.9"
+    return version_of
+
+
+def test_installed_tensorrt_distribution():
+    # The bare package pulls in a CUDA variant; the variant is what matters.
+    assert tensorrt_distribution(_installed("tensorrt", "tensorrt-cu13")) == "tensorrt-cu13"
+    assert tensorrt_distribution(_installed("tensorrt-cu12")) == "tensorrt-cu12"
+    assert tensorrt_distribution(_installed("tensorrt-cu12", "tensorrt-cu13")) == (
+        "tensorrt-cu13+tensorrt-cu12")
+    assert tensorrt_distribution(_installed("tensorrt")) == "tensorrt"
+    assert tensorrt_distribution(_installed()) == NOT_FROM_PIP  # JetPack's apt package
+    assert [variant_cuda_major(d) for d in ("tensorrt-cu12", "tensorrt-cu13+tensorrt-cu12",
+                                            "tensorrt", NOT_FROM_PIP)] == [12, 13, None, None]
+
+
+def test_cuda_init_failure_names_the_driver_and_the_variant():
+    assert cuda_init_failure("trt.Runtime failed", "10.13.3.9", "tensorrt-cu13", 12040) == (
+        "TensorRT 10.13.3.9 (tensorrt-cu13) cannot initialise CUDA (trt.Runtime failed); the "
+        "NVIDIA driver supports CUDA 12.4, but tensorrt-cu13 is built for CUDA 13: pip "
+        "uninstall tensorrt tensorrt-cu13 tensorrt-cu13-bindings tensorrt-cu13-libs, then pip "
+        "install tensorrt-cu12 (or update the driver)")
+    # The variant fits the driver: the cause is elsewhere, in TensorRT's log.
+    assert cuda_init_failure("trt.Builder failed", "10.13.3.9", "tensorrt-cu12", 12080) == (
+        "TensorRT 10.13.3.9 (tensorrt-cu12) cannot initialise CUDA (trt.Builder failed); the "
+        "NVIDIA driver supports CUDA 12.8: see TensorRT's log above for the CUDA error")
+    assert cuda_init_failure("trt.Runtime failed", "10.3.0", NOT_FROM_PIP, 12060) == (
+        "TensorRT 10.3.0 (not from pip: JetPack's apt package or a local build) cannot "
+        "initialise CUDA (trt.Runtime failed); the NVIDIA driver supports CUDA 12.6: see "
+        "TensorRT's log above for the CUDA error")
+    assert "no NVIDIA driver was found" in cuda_init_failure("x", "10.3.0", "tensorrt-cu12", 0)
+
+
+def _runtime_returning_nullptr(logger):
+    """``tensorrt.Runtime`` where it cannot initialise CUDA ("CUDA initialization failure
+    with error: 35" in its log): pybind11 raises this for the null pointer it got."""
+    raise TypeError("pybind11::init(): factory function returned nullptr")
+
+
+def test_tensorrt_that_cannot_initialise_cuda_is_one_engine_error():
+    cudart = import_cudart()
+    with pytest.raises(EngineError) as info:
+        construct_tensorrt(_runtime_returning_nullptr, None, "trt.Runtime failed", cudart,
+                           "10.13.3.9", "tensorrt-cu13")
+    assert str(info.value) == cuda_init_failure("trt.Runtime failed", "10.13.3.9",
+                                                "tensorrt-cu13", driver_cuda_version(cudart))
+    # Versions that return None instead of raising.
+    with pytest.raises(EngineError, match=r"^TensorRT 8\.6\.1 \(tensorrt-cu12\) cannot "):
+        construct_tensorrt(lambda logger: None, None, "trt.Runtime failed", cudart, "8.6.1",
+                           "tensorrt-cu12")
+    # Any other TypeError is a real one.
+    def wrong_argument(logger):
+        raise TypeError("__init__(): incompatible constructor arguments")
+    with pytest.raises(TypeError, match="incompatible constructor arguments"):
+        construct_tensorrt(wrong_argument, None, "trt.Runtime failed", cudart, "10.3.0")
+    assert construct_tensorrt(lambda logger: ("runtime", logger), "log", "x", cudart,
+                              "10.3.0") == ("runtime", "log")
 
 
 # -- on a GPU with TensorRT ----------------------------------------------------------------

@@ -14,6 +14,8 @@ and build it as it is. What build-engine asks TensorRT for:
   TensorRT 10.x, 11.x  a strongly typed network: each layer runs in the ONNX graph's type
   TensorRT 8.6         explicit batch; BuilderFlag FP16 for an fp16 graph, INT8 for a Q/DQ graph
   --fp16, --legacy-int8  weak typing on an fp32 graph, TensorRT 8.6-10.x only (11 removed it)
+An fp32 graph is built with BuilderFlag.TF32 cleared (TensorRT enables it by default), so the
+engine computes in fp32 (trtexec: --noTF32).
 """
 
 
@@ -23,7 +25,8 @@ def register(subparsers) -> None:
         description="Build a TensorRT engine for this machine's GPU from an ONNX model made by "
                     "`cen-train export`, and write its model card beside it as <engine>.json. "
                     "The engine has the ONNX model's precision (fp32, fp16 or int8). Engines "
-                    "are cached by ONNX hash, TensorRT version, GPU and compute capability, "
+                    "are cached by ONNX hash, TensorRT version and pip package (tensorrt-cu12, "
+                    "tensorrt-cu13), GPU, compute capability and multiprocessor count, "
                     "precision and input shape; the same build again reuses the cached engine.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("onnx", type=pathlib.Path, help="the exported .onnx model")

@@ -7,7 +7,8 @@ import pathlib
 from .. import CliError
 from ..errors import TrainingError
 from ..checkpoint import load_model
-from ..deploy.export import MIN_LABEL_AGREEMENT, MIN_PRECISION_AGREEMENT, export_and_verify
+from ..deploy.export import (MIN_LABEL_AGREEMENT, MIN_PRECISION_AGREEMENT, check_min_agreement,
+                             export_and_verify)
 from ..deploy.quantize import CALIBRATION_METHODS, INT8_PRECISIONS, MAX_PLAUSIBLE_DEPTH_M, PRECISIONS
 from ..frames import find_rgbd_pairs, load_rgbd_frame
 
@@ -28,6 +29,8 @@ the fp32 export's (both in ONNX Runtime) on at least {', '.join(f'{p} {100 * v:.
 of the pixels of real frames: ../shared/samples beside the repository when present and the
 --data frames, else the calibration frames (fp16: rendered scenes). Frames whose median depth
 is beyond {MAX_PLAUSIBLE_DEPTH_M:g} m (a depth file not in millimetres) are shown, not counted.
+--min-agreement PCT sets another bar, e.g. to write a weak early model's int8 file anyway and
+inspect it; the figures are printed either way.
 """
 
 
@@ -71,6 +74,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default="minmax",
                    help="INT8: activation ranges from min/max (default) or clipped by a "
                         "percentile or entropy (slower, far more memory)")
+    p.add_argument("--min-agreement", type=float, metavar="PCT",
+                   help="fp16 / int8 / int8-ort: write the file if its labels agree with the fp32 "
+                        "graph's on at least PCT%% of pixels (default: fp16 "
+                        f"{100 * MIN_PRECISION_AGREEMENT['fp16']:g}, int8 and int8-ort "
+                        f"{100 * MIN_PRECISION_AGREEMENT['int8']:g})")
     p.set_defaults(func=run)
 
 
@@ -96,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--calib-data is for --precision int8 or int8-ort")
     if args.calib_frames < 1:
         raise CliError("--calib-frames must be >= 1")
+    min_agreement = None if args.min_agreement is None else args.min_agreement / 100
+    check_min_agreement(args.precision, min_agreement)
     size = (args.height, args.width)
     calib = load_frames(args.calib_data, size, args.calib_frames) if int8 else None
     model = load_model(args.checkpoint, task="segmentation")
@@ -122,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
                                   real_frames=frames, fused=not args.unfused,
                                   precision=args.precision, calib_frames=calib,
                                   precision_frames=compared, calibration=args.calib_method,
-                                  progress=True)
+                                  progress=True, min_agreement=min_agreement)
     print(f"wrote {args.output} ({args.height}x{args.width}, {args.precision}, outputs: labels"
           f"{', confidence' if args.confidence else ''}{', logits' if args.logits else ''})")
     print("parity of the fp32 graph with PyTorch (ONNX Runtime, CPU):")
@@ -132,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
               + (f"; calibrated on {len(calib)} frames of {args.calib_data}" if calib else "")
               + "):")
         print(report.precision.summary())
+        default = MIN_PRECISION_AGREEMENT[args.precision]
+        if report.precision.minimum < default:
+            print(f"note: written with --min-agreement {args.min_agreement:g}, below the "
+                  f"default {100 * default:.1f}%; check its labels before deploying it")
     if not frames:
         print("note: no real frames were available for the parity check (use --data DIR)")
     return 0

@@ -4,7 +4,8 @@ On a machine with a CUDA GPU (a few minutes; under 10 on a desktop GPU):
 
 * cuda-python buffers: the TensorRT engine's own ``CudaBuffers`` (pinned host memory,
   ``cudaMalloc``, copies to and from the GPU on a stream), bytes compared after the round trip,
-  from the main thread and from a worker thread;
+  from the main thread and from a worker thread, and the stream handle the engine gives
+  TensorRT (``stream_handle``) synchronised as that stream;
 * training: 50 optimiser steps of the real training loop (``cen_training.train``) with CUDA
   and AMP (float16 autocast, GradScaler) on ``cen-train synth`` data, a ResNet-18 CEN with the
   light decoder; its checkpoint is the ResNet-18 model below;
@@ -13,8 +14,12 @@ On a machine with a CUDA GPU (a few minutes; under 10 on a desktop GPU):
 * for the ResNet-18 light model (just trained) and a ResNet-50 official-decoder model (fresh
   weights, BatchNorm statistics measured on the synthetic frames, 40 classes), at 480x640: ``cen-train export --precision fp32|fp16|int8`` (int8
   calibrated on the synthetic data), ``build-engine`` for each, labels of each engine against
-  ONNX Runtime on the CPU running the same ONNX file (and the fp32 one), latency through the
-  runtime's TensorRT engine (median, p90, frames per second);
+  ONNX Runtime on the CPU running the same ONNX file (and the fp32 one; in the session the
+  export's own check uses, with exact int8 products), latency through the runtime's TensorRT
+  engine (median, p90, frames per second);
+* on TensorRT 8.6 to 10.x, ``build-engine --legacy-int8`` (implicit INT8, TensorRT's entropy
+  calibrator on the synthetic frames) for the first model's fp32 export, judged like an int8
+  engine against the fp32 ONNX file (TensorRT 11 has no implicit INT8, so no row there);
 * the node: ``cen_segmentation_node`` with the TensorRT backend (ResNet-18 fp16 engine) over a
   synthetic 480x640 sequence bag played at 10 Hz; its ``/diagnostics`` latency.
 
@@ -52,6 +57,9 @@ HEIGHT, WIDTH = 480, 640
 MIN_AGREEMENT = {"fp32": 0.995, "fp16": 0.99, "int8": 0.98}
 MIN_TORCH_FP16_AGREEMENT = 0.99
 TRAIN_STEPS = 50
+# --legacy-int8 (TensorRT 8.6-10.x): implicit INT8 calibrated on this many synthetic frames.
+LEGACY_CALIB_FRAMES = 32
+LEGACY_INT8_PART = "TensorRT engine, --legacy-int8"
 PASS, FAIL, NOT_RUN = "pass", "FAIL", "not run"
 TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-cu11")
 BACKEND_NAMES = {"tensorrt": "TensorRT", "onnxruntime": "ONNX Runtime"}
@@ -95,7 +103,7 @@ class Probe:
 
     @property
     def cuda_gpu(self) -> bool:
-        return self.cuda_problem is None
+        return self.cuda_python is not None and self.cuda_problem is None
 
     @property
     def any_gpu(self) -> bool:
@@ -175,10 +183,10 @@ def probe_machine(device: int) -> Probe:
         cuda_problem = trt_runtime.cuda_device_problem(cudart)
         if cuda_problem is None:
             from ..deploy.tensorrt import gpu_facts
-            name, (major, minor) = gpu_facts(device)
+            name, (major, minor), multiprocessors = gpu_facts(device)
             _, driver = cudart.cudaDriverGetVersion()
             _, runtime = cudart.cudaRuntimeGetVersion()
-            gpu = (f"{name} (sm_{major}{minor}), driver for CUDA "
+            gpu = (f"{name} (sm_{major}{minor}, {multiprocessors} SMs), driver for CUDA "
                    f"{trt_runtime.cuda_version_text(driver)}, cuda-python {bindings} (CUDA "
                    f"{trt_runtime.cuda_version_text(runtime)})")
     except EngineError:  # cuda-python is not installed
@@ -186,7 +194,7 @@ def probe_machine(device: int) -> Probe:
     except EngineBuildError as exc:  # e.g. --device beyond the GPUs there are
         cuda_problem = str(exc)
     tensorrt, tensorrt_problem = _installed_tensorrt(), None
-    if tensorrt is not None and cuda_problem is None:
+    if tensorrt is not None and cuda_problem is None and bindings is not None:
         try:
             tensorrt = trt_runtime.import_tensorrt().__version__
         except EngineError as exc:
@@ -275,65 +283,95 @@ def cli(*args, log: Optional[pathlib.Path] = None, timeout: float = 900) -> None
         raise RuntimeError(f"cen-train {args[0]} exited with {result.returncode}: {lines[-1]}")
 
 
-def check_buffers(device: int) -> Row:
-    """The engine's buffer path with real device memory: bytes survive the round trip."""
+BUFFER_SPECS = {"rgb": ((1, HEIGHT, WIDTH, 3), "uint8"), "depth": ((1, HEIGHT, WIDTH), "float32"),
+                "labels": ((1, HEIGHT, WIDTH), "uint8")}
+
+
+def _fill(buffers, rng) -> dict[str, np.ndarray]:
+    for array in buffers.host.values():
+        array[...] = rng.integers(0, 255, array.shape).astype(array.dtype)
+    return {name: array.copy() for name, array in buffers.host.items()}
+
+
+def _round_trip(buffers) -> None:
+    for name in buffers.host:
+        buffers.to_device(name)
+    buffers.synchronize()
+    for name, array in buffers.host.items():
+        array[...] = 0
+        buffers.to_host(name)
+    buffers.synchronize()
+
+
+def _differing(buffers, sent: dict[str, np.ndarray], where: str) -> set[str]:
+    return {f"{name} ({where})" for name in sent
+            if not np.array_equal(sent[name], buffers.host[name])}
+
+
+def _stream_handle_problem(cudart, buffers) -> Optional[str]:
+    """The engine hands TensorRT ``buffers.stream_handle``: a non-zero address that CUDA
+    takes for the same stream."""
     from cen_perception.engines import tensorrt as trt_runtime
 
-    cudart = trt_runtime.import_cudart()
-    specs = {"rgb": ((1, HEIGHT, WIDTH, 3), "uint8"), "depth": ((1, HEIGHT, WIDTH), "float32"),
-             "labels": ((1, HEIGHT, WIDTH), "uint8")}
-    rng = np.random.default_rng(0)
+    handle = buffers.stream_handle
+    if not isinstance(handle, int) or handle == 0:
+        return f"stream_handle gave {handle!r}, not the stream's address"
+    trt_runtime.cuda_call(cudart, cudart.cudaStreamSynchronize(handle),
+                          "cudaStreamSynchronize(stream_handle)")
+    return None
+
+
+def _buffers_in_thread(cudart, device: int, rng) -> set[str]:
+    """The round trip from a worker thread, as the node's worker runs the engine."""
+    from cen_perception.engines import tensorrt as trt_runtime
+
     problems: set[str] = set()
 
-    def fill(buffers) -> dict[str, np.ndarray]:
-        for array in buffers.host.values():
-            array[...] = rng.integers(0, 255, array.shape).astype(array.dtype)
-        return {name: array.copy() for name, array in buffers.host.items()}
-
-    def round_trip(buffers) -> None:
-        for name in buffers.host:
-            buffers.to_device(name)
-        buffers.synchronize()
-        for name, array in buffers.host.items():
-            array[...] = 0
-            buffers.to_host(name)
-        buffers.synchronize()
-
-    def compare(buffers, sent, where: str) -> None:
-        problems.update(f"{name} ({where})" for name in sent
-                        if not np.array_equal(sent[name], buffers.host[name]))
-
-    def in_thread() -> None:
+    def work() -> None:
         try:
             trt_runtime.require_cuda_device(cudart, device)  # the engine does this per call
-            worker = trt_runtime.CudaBuffers(cudart, specs)
+            worker = trt_runtime.CudaBuffers(cudart, BUFFER_SPECS)
             try:
-                sent = fill(worker)
-                round_trip(worker)
-                compare(worker, sent, "worker thread")
+                sent = _fill(worker, rng)
+                _round_trip(worker)
+                problems.update(_differing(worker, sent, "worker thread"))
             finally:
                 worker.close()
         except Exception as exc:  # noqa: BLE001
             problems.add(f"worker thread: {_one_line(exc)}")
 
-    trt_runtime.require_cuda_device(cudart, device)
-    buffers = trt_runtime.CudaBuffers(cudart, specs)
-    try:
-        sent = fill(buffers)
-        median, p90, _ = timings(lambda: round_trip(buffers), 2, 20)
-        compare(buffers, sent, "main thread")
-    finally:
-        buffers.close()
-    thread = threading.Thread(target=in_thread)
+    thread = threading.Thread(target=work)
     thread.start()
     thread.join(60)
-    megabytes = sum(math.prod(s) * np.dtype(d).itemsize for s, d in specs.values()) / 1e6
-    if problems:
-        return Row("cuda-python buffers", result=FAIL,
-                   detail="bytes differ after the round trip: " + ", ".join(sorted(problems)))
+    return problems
+
+
+def check_buffers(device: int) -> Row:
+    """The engine's buffer path with real device memory: bytes survive the round trip, from the
+    main thread and a worker thread, and the stream handle given to TensorRT is the stream."""
+    from cen_perception.engines import tensorrt as trt_runtime
+
+    cudart = trt_runtime.import_cudart()
+    rng = np.random.default_rng(0)
+    trt_runtime.require_cuda_device(cudart, device)
+    buffers = trt_runtime.CudaBuffers(cudart, BUFFER_SPECS)
+    try:
+        sent = _fill(buffers, rng)
+        median, p90, _ = timings(lambda: _round_trip(buffers), 2, 20)
+        problems = _differing(buffers, sent, "main thread")
+        handle_problem = _stream_handle_problem(cudart, buffers)
+    finally:
+        buffers.close()
+    problems |= _buffers_in_thread(cudart, device, rng)
+    megabytes = sum(math.prod(s) * np.dtype(d).itemsize for s, d in BUFFER_SPECS.values()) / 1e6
+    if problems or handle_problem:
+        details = ([f"bytes differ after the round trip: {', '.join(sorted(problems))}"]
+                   if problems else []) + ([handle_problem] if handle_problem else [])
+        return Row("cuda-python buffers", result=FAIL, detail="; ".join(details))
     return Row("cuda-python buffers", median_ms=median, p90_ms=p90,
                detail=f"{megabytes:.1f} MB pinned host -> cudaMalloc -> host on one stream "
-                      "(timed: both copies); bytes equal, also from a worker thread")
+                      "(timed: both copies); bytes equal, also from a worker thread; "
+                      "stream_handle synchronises the stream")
 
 
 def train_on_gpu(data: pathlib.Path, run_dir: pathlib.Path, device: int) -> tuple[Row, pathlib.Path]:
@@ -473,39 +511,52 @@ def export(spec: ModelSpec, precision: str, checkpoint: pathlib.Path, data: path
 
 
 class OrtLabels:
-    """ONNX Runtime's labels on the CPU for each ONNX file, computed once."""
+    """ONNX Runtime's labels on the CPU for each ONNX file, computed once, in the session the
+    export's own precision check uses (``session.x64quantprecision``: exact int8 products on
+    every x86 CPU, so an int8 comparison judges the engine, not the CPU)."""
 
     def __init__(self, frames) -> None:
         self.frames, self.cache = frames, {}
         self.lock = threading.Lock()
 
     def __call__(self, onnx_path: pathlib.Path) -> list[np.ndarray]:
-        from cen_perception.engines.onnxruntime import OnnxRuntimeEngine
+        from ..deploy.export import exact_session
 
         with self.lock:
             if onnx_path not in self.cache:
-                engine = OnnxRuntimeEngine(onnx_path, threads=0)
-                self.cache[onnx_path] = [engine.infer(f["rgb"][0], f["depth"][0])[0]
-                                         for f in self.frames]
+                session = exact_session(onnx_path)
+                self.cache[onnx_path] = [
+                    session.run(["labels"], {"rgb": f["rgb"], "depth": f["depth"]})[0][0]
+                    for f in self.frames]
             return self.cache[onnx_path]
 
 
-def engine_row(spec: ModelSpec, precision: str, onnx_path: pathlib.Path, export_s: float,
-               work: pathlib.Path, frames, ort: OrtLabels, device: int, iters: int
-               ) -> tuple[Row, pathlib.Path]:
-    """Build the engine, compare its labels with ONNX Runtime's, time it."""
-    from cen_perception.engines.tensorrt import TensorRTEngine
-
+def build_timed(onnx_path: pathlib.Path, work: pathlib.Path, device: int,
+                calib_data: Optional[pathlib.Path] = None) -> tuple[pathlib.Path, float, str]:
+    """``build-engine`` (``--legacy-int8 --calib-data`` where ``calib_data`` is given): the
+    engine, seconds taken, and the plan it logged."""
     from ..deploy.tensorrt import build_engine
 
+    legacy = calib_data is not None
     notes: list[str] = []
     start = time.perf_counter()
-    engine_path = build_engine(onnx_path, work / "engines" / f"{onnx_path.stem}.engine",
-                               cache_dir=work / "engine_cache", device=device, progress=False,
-                               log=notes.append)
-    build_s = time.perf_counter() - start
+    engine_path = build_engine(
+        onnx_path, work / "engines" / f"{onnx_path.stem}{'_legacy_int8' if legacy else ''}.engine",
+        legacy_int8=legacy, calib_data=calib_data, calib_limit=LEGACY_CALIB_FRAMES,
+        cache_dir=work / "engine_cache", device=device, progress=False, log=notes.append)
     plan = next((n.split("building a ", 1)[1].split(" engine for")[0] for n in notes
-                 if n.startswith("building a ")), precision)
+                 if n.startswith("building a ")), "cached")
+    return engine_path, time.perf_counter() - start, plan
+
+
+def engine_row(spec: ModelSpec, precision: str, onnx_path: pathlib.Path, export_s: float,
+               work: pathlib.Path, frames, ort: OrtLabels, device: int, iters: int,
+               calib_data: Optional[pathlib.Path] = None) -> tuple[Row, pathlib.Path]:
+    """Build the engine, compare its labels with ONNX Runtime's, time it. ``calib_data``:
+    build the fp32 ``onnx_path`` with ``--legacy-int8`` calibrated on it."""
+    from cen_perception.engines.tensorrt import TensorRTEngine
+
+    engine_path, build_s, plan = build_timed(onnx_path, work, device, calib_data)
     engine = TensorRTEngine(engine_path, device=device)
     try:
         labels = [engine.infer(f["rgb"][0], f["depth"][0])[0] for f in frames]
@@ -525,7 +576,8 @@ def engine_row(spec: ModelSpec, precision: str, onnx_path: pathlib.Path, export_
                                                         frames[0]["depth"][0]), 10, iters)
     finally:
         engine.close()
-    row = Row("TensorRT engine", spec.title, precision, median_ms=median, p90_ms=p90, fps=fps)
+    part = LEGACY_INT8_PART if calib_data is not None else "TensorRT engine"
+    row = Row(part, spec.title, precision, median_ms=median, p90_ms=p90, fps=fps)
     details = [f"export {export_s:.0f} s, build {build_s:.0f} s ({plan})"]
     try:
         row.agree = agreement(labels, ort(onnx_path))
@@ -625,152 +677,222 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def check(probe: Probe, args, say: Callable[[str], None]) -> list[Row]:
-    """Every part this machine can run, in order; the rows of the table."""
-    from ..frames import find_rgbd_pairs, load_rgbd_frame
+class GpuCheck:
+    """Every part this machine can run, in order (``run()``); ``rows`` is the table.
 
-    rows: list[Row] = []
-    specs = [MODELS[key] for key in args.models]
-    work: pathlib.Path = args.work
-    tensorrt_ok = probe.cuda_gpu and probe.tensorrt is not None and not probe.tensorrt_problem
-    tensorrt_reason = tensorrt_line(probe.tensorrt, probe.tensorrt_problem, probe.cuda_gpu) \
-        or cuda_line(probe.cuda_python, probe.cuda_problem) or ""
-    torch_reason = probe.torch_problem or ""
+    Fresh-weight models are exported first, on a thread pool, so that their (CPU-heavy)
+    exports overlap training on the GPU; the engines are built once every export is done.
+    """
 
-    def part(name: str, run: Callable[[], object], **row) -> object:
-        say(f"{name} ...")
+    def __init__(self, probe: Probe, args, say: Callable[[str], None]) -> None:
+        self.probe, self.args, self.say = probe, args, say
+        self.work: pathlib.Path = args.work
+        self.specs = [MODELS[key] for key in args.models]
+        self.rows: list[Row] = []
+        self.tensorrt_ok = (probe.cuda_gpu and probe.tensorrt is not None
+                            and not probe.tensorrt_problem)
+        self.tensorrt_reason = (tensorrt_line(probe.tensorrt, probe.tensorrt_problem,
+                                              probe.cuda_gpu)
+                                or cuda_line(probe.cuda_python, probe.cuda_problem) or "")
+        self.torch_reason = probe.torch_problem or ""
+        self.torch_device = f"cuda:{args.device}" if probe.torch_gpu else "cpu"
+        self.checkpoints: dict[str, Optional[pathlib.Path]] = {}
+        self.exports: dict[tuple[str, str], concurrent.futures.Future] = {}
+        self.data = self.work / "data"
+        self.frames: list = []
+        self.node_engine: Optional[pathlib.Path] = None
+
+    def part(self, name: str, run: Callable[[], object], **row) -> object:
+        """``run()``'s result, or None with a FAIL row: one failing part must not hide the
+        others."""
+        self.say(f"{name} ...")
         try:
             return run()
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # noqa: BLE001 - one failing part must not hide the others
-            rows.append(Row(name, result=FAIL, detail=_one_line(exc), **row))
+        except Exception as exc:  # noqa: BLE001
+            self.rows.append(Row(name, result=FAIL, detail=_one_line(exc), **row))
             return None
 
-    if probe.cuda_gpu:
-        result = part("cuda-python buffers", lambda: check_buffers(args.device))
+    def add(self, result: Optional[Row]) -> None:
         if result is not None:
-            rows.append(result)
-    else:
-        rows.append(Row("cuda-python buffers", result=NOT_RUN,
-                        detail=cuda_line(probe.cuda_python, probe.cuda_problem) or ""))
+            self.rows.append(result)
 
-    if not (probe.torch_gpu or tensorrt_ok):
-        rows += [Row(name, result=NOT_RUN, detail=torch_reason)
-                 for name in (f"training, {TRAIN_STEPS} steps, CUDA + AMP",
-                              "PyTorch fp16 autocast vs fp32")]
-        rows += [Row(name, result=NOT_RUN, detail=tensorrt_reason)
-                 for name in ("TensorRT engines", "node, TensorRT backend")]
-        return rows
-    # Synthetic scenes for training, calibration and the label comparisons (the engines'
-    # inputs are these, resized to 480x640).
-    data = work / "data"
-    if not (data / "val.txt").is_file():
-        shutil.rmtree(data, ignore_errors=True)
-        cli("synth", data, "--num-train", 32, "--num-val", 8, "--height", 240, "--width", 320,
-            "--seed", 0, "--no-progress", log=work / "synth.log")
-    pairs = find_rgbd_pairs(data, limit=args.frames)
-    frames = [load_rgbd_frame(r, d, (HEIGHT, WIDTH)) for r, d in pairs]
+    def run(self) -> list[Row]:
+        self.check_buffers()
+        if not (self.probe.torch_gpu or self.tensorrt_ok):
+            self.nothing_else()
+            return self.rows
+        self.make_data()
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+        try:
+            self.checkpoints_and_exports(pool)
+            self.torch_parity()
+            release_torch_memory()
+            ort = OrtLabels(self.frames)
+            self.engines(ort)
+            self.legacy_int8(ort)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        self.node()
+        return self.rows
 
-    torch_device = f"cuda:{args.device}" if probe.torch_gpu else "cpu"
-    checkpoints: dict[str, Optional[pathlib.Path]] = {}
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
-    exports: dict[tuple[str, str], concurrent.futures.Future] = {}
-    node_engine = None
+    def check_buffers(self) -> None:
+        if self.probe.cuda_gpu:
+            self.add(self.part("cuda-python buffers", lambda: check_buffers(self.args.device)))
+        else:
+            self.rows.append(Row("cuda-python buffers", result=NOT_RUN, detail=cuda_line(
+                self.probe.cuda_python, self.probe.cuda_problem) or ""))
 
-    def make_fresh(spec: ModelSpec) -> None:
+    def nothing_else(self) -> None:
+        """Neither CUDA PyTorch nor TensorRT: every other part, not run."""
+        self.rows += [Row(name, result=NOT_RUN, detail=self.torch_reason)
+                      for name in (f"training, {TRAIN_STEPS} steps, CUDA + AMP",
+                                   "PyTorch fp16 autocast vs fp32")]
+        self.rows += [Row(name, result=NOT_RUN, detail=self.tensorrt_reason)
+                      for name in ("TensorRT engines", "node, TensorRT backend")]
+
+    def make_data(self) -> None:
+        """Synthetic scenes for training, calibration and the label comparisons (the engines'
+        inputs are these, resized to 480x640)."""
+        from ..frames import find_rgbd_pairs, load_rgbd_frame
+
+        if not (self.data / "val.txt").is_file():
+            shutil.rmtree(self.data, ignore_errors=True)
+            cli("synth", self.data, "--num-train", 32, "--num-val", 8, "--height", 240,
+                "--width", 320, "--seed", 0, "--no-progress", log=self.work / "synth.log")
+        pairs = find_rgbd_pairs(self.data, limit=self.args.frames)
+        self.frames = [load_rgbd_frame(r, d, (HEIGHT, WIDTH)) for r, d in pairs]
+
+    def make_fresh(self, spec: ModelSpec) -> None:
+        from ..frames import find_rgbd_pairs, load_rgbd_frame
+
         bn_frames = [load_rgbd_frame(r, d, (240, 320))
-                     for r, d in find_rgbd_pairs(data, limit=8)]
-        checkpoints[spec.key] = part(
+                     for r, d in find_rgbd_pairs(self.data, limit=8)]
+        self.checkpoints[spec.key] = self.part(
             "checkpoint with fresh weights", lambda: fresh_checkpoint(
-                spec, work / f"{spec.key}.pt", bn_frames, torch_device), model=spec.title)
+                spec, self.work / f"{spec.key}.pt", bn_frames, self.torch_device),
+            model=spec.title)
 
-    def start_exports(spec: ModelSpec) -> None:
-        if tensorrt_ok and checkpoints.get(spec.key) is not None:
+    def start_exports(self, spec: ModelSpec, pool) -> None:
+        if self.tensorrt_ok and self.checkpoints.get(spec.key) is not None:
             for precision in PRECISIONS:
-                exports[spec.key, precision] = pool.submit(
-                    export, spec, precision, checkpoints[spec.key], data, work)
+                self.exports[spec.key, precision] = pool.submit(
+                    export, spec, precision, self.checkpoints[spec.key], self.data, self.work)
+
+    def checkpoints_and_exports(self, pool) -> None:
+        # Fresh-weight models first: their exports overlap training on the GPU.
+        for spec in self.specs:
+            if not spec.trained:
+                self.make_fresh(spec)
+                self.start_exports(spec, pool)
+        for spec in self.specs:
+            if spec.trained:
+                self.train(spec)
+                if self.checkpoints.get(spec.key) is None:  # no training on the GPU
+                    self.make_fresh(spec)
+                self.start_exports(spec, pool)
+
+    def train(self, spec: ModelSpec) -> None:
+        name = f"training, {TRAIN_STEPS} steps, CUDA + AMP"
+        if not self.probe.torch_gpu:
+            self.rows.append(Row(name, spec.title, result=NOT_RUN, detail=self.torch_reason))
+            return
+        result = self.part(name, lambda: train_on_gpu(self.data, self.work / "run",
+                                                      self.args.device), model=spec.title)
+        if result is not None:
+            self.rows.append(result[0])
+            self.checkpoints[spec.key] = result[1]
+
+    def torch_parity(self) -> None:
+        for spec in self.specs:
+            if not self.probe.torch_gpu:
+                self.rows.append(Row("PyTorch fp16 autocast vs fp32", spec.title, "fp16",
+                                     result=NOT_RUN, detail=self.torch_reason))
+            elif self.checkpoints.get(spec.key) is not None:
+                self.add(self.part("PyTorch fp16 autocast vs fp32", lambda: torch_fp16_parity(
+                    spec, self.checkpoints[spec.key], self.frames, self.args.device),
+                    model=spec.title))
+
+    def engines(self, ort: OrtLabels) -> None:
+        for spec in self.specs:
+            for precision in PRECISIONS:
+                if not self.tensorrt_ok:
+                    self.rows.append(Row("TensorRT engine", spec.title, precision,
+                                         result=NOT_RUN, detail=self.tensorrt_reason))
+                elif (spec.key, precision) not in self.exports:
+                    self.rows.append(Row("TensorRT engine", spec.title, precision, result=FAIL,
+                                         detail="no checkpoint to export (see above)"))
+                else:
+                    self.engine(spec, precision, ort)
+
+    def engine(self, spec: ModelSpec, precision: str, ort: OrtLabels,
+               legacy: bool = False) -> None:
+        part = LEGACY_INT8_PART if legacy else "TensorRT engine"
+        self.say(f"{part}: {spec.title} {precision} ...")
+        try:
+            onnx_path, export_s = self.exports[spec.key, "fp32" if legacy else precision].result()
+            row, engine_path = engine_row(spec, precision, onnx_path, export_s, self.work,
+                                          self.frames, ort, self.args.device, self.args.iters,
+                                          calib_data=self.data if legacy else None)
+            self.rows.append(row)
+            if spec.key == "resnet18-light" and precision == "fp16":
+                self.node_engine = engine_path
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self.rows.append(Row(part, spec.title, precision, result=FAIL, detail=_one_line(exc)))
+
+    def legacy_int8(self, ort: OrtLabels) -> None:
+        """``build-engine --legacy-int8`` on the first model's fp32 export, where the installed
+        TensorRT has it (8.6 to 10.x; TensorRT 11 removed implicit INT8: no row there)."""
+        if not self.tensorrt_ok or not self.specs:
+            return
+        spec = self.specs[0]
+        if legacy_int8_available(self.probe.tensorrt) and (spec.key, "fp32") in self.exports:
+            self.engine(spec, "int8", ort, legacy=True)
+
+    def node(self) -> None:
+        if not self.tensorrt_ok:
+            self.rows.append(Row("node, TensorRT backend", result=NOT_RUN,
+                                 detail=self.tensorrt_reason))
+        elif self.node_engine is None:
+            self.rows.append(Row("node, TensorRT backend", result=NOT_RUN,
+                                 detail="needs the ResNet-18 light fp16 engine (--models "
+                                        "resnet18-light), which was not built"))
+        else:
+            self.add(self.part("node, TensorRT backend", lambda: run_node(
+                self.node_engine, self.work, self.args.device)))
+
+
+def legacy_int8_available(tensorrt: Optional[str]) -> bool:
+    """Whether ``build-engine --legacy-int8`` exists in TensorRT ``tensorrt`` (8.6 to 10.x)."""
+    from cen_perception.engines.base import EngineError
+    from cen_perception.engines.tensorrt import tensorrt_version
+
+    from ..deploy.tensorrt import WEAK_TYPING_REMOVED_IN
 
     try:
-        # Fresh-weight models first: their (CPU-heavy) exports overlap training on the GPU.
-        for spec in specs:
-            if not spec.trained:
-                make_fresh(spec)
-                start_exports(spec)
-        for spec in specs:
-            if not spec.trained:
-                continue
-            if probe.torch_gpu:
-                result = part(f"training, {TRAIN_STEPS} steps, CUDA + AMP",
-                              lambda: train_on_gpu(data, work / "run", args.device),
-                              model=spec.title)
-                if result is not None:
-                    rows.append(result[0])
-                    checkpoints[spec.key] = result[1]
-            else:
-                rows.append(Row(f"training, {TRAIN_STEPS} steps, CUDA + AMP", spec.title,
-                                result=NOT_RUN, detail=torch_reason))
-            if checkpoints.get(spec.key) is None:  # no training on the GPU: fresh weights
-                make_fresh(spec)
-            start_exports(spec)
-        for spec in specs:
-            if not probe.torch_gpu:
-                rows.append(Row("PyTorch fp16 autocast vs fp32", spec.title, "fp16",
-                                result=NOT_RUN, detail=torch_reason))
-            elif checkpoints.get(spec.key) is not None:
-                result = part("PyTorch fp16 autocast vs fp32", lambda: torch_fp16_parity(
-                    spec, checkpoints[spec.key], frames, args.device), model=spec.title)
-                if result is not None:
-                    rows.append(result)
-        release_torch_memory()
+        return tensorrt_version(tensorrt or "")[0] < WEAK_TYPING_REMOVED_IN
+    except EngineError:  # "installed": a version pip does not know
+        return False
 
-        ort = OrtLabels(frames)
-        for spec in specs:
-            for precision in PRECISIONS:
-                if not tensorrt_ok:
-                    rows.append(Row("TensorRT engine", spec.title, precision, result=NOT_RUN,
-                                    detail=tensorrt_reason))
-                    continue
-                if (spec.key, precision) not in exports:
-                    rows.append(Row("TensorRT engine", spec.title, precision, result=FAIL,
-                                    detail="no checkpoint to export (see above)"))
-                    continue
-                say(f"TensorRT engine: {spec.title} {precision} ...")
-                try:
-                    onnx_path, export_s = exports[spec.key, precision].result()
-                    row, engine_path = engine_row(spec, precision, onnx_path, export_s, work,
-                                                  frames, ort, args.device, args.iters)
-                    rows.append(row)
-                    if spec.key == "resnet18-light" and precision == "fp16":
-                        node_engine = engine_path
-                except KeyboardInterrupt:
-                    raise
-                except Exception as exc:  # noqa: BLE001
-                    rows.append(Row("TensorRT engine", spec.title, precision, result=FAIL,
-                                    detail=_one_line(exc)))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
-    if not tensorrt_ok:
-        rows.append(Row("node, TensorRT backend", result=NOT_RUN, detail=tensorrt_reason))
-    elif node_engine is None:
-        rows.append(Row("node, TensorRT backend", result=NOT_RUN,
-                        detail="needs the ResNet-18 light fp16 engine (--models "
-                               "resnet18-light), which was not built"))
-    else:
-        result = part("node, TensorRT backend",
-                      lambda: run_node(node_engine, work, args.device))
-        if result is not None:
-            rows.append(result)
-    return rows
+def check(probe: Probe, args, say: Callable[[str], None]) -> list[Row]:
+    """Every part this machine can run, in order; the rows of the table."""
+    return GpuCheck(probe, args, say).run()
 
 
 def report(probe: Probe, rows: list[Row], seconds: float) -> str:
+    from cen_perception.engines.tensorrt import tensorrt_distribution
+
     torch_text = f"PyTorch {probe.torch_version}" + (
         f" (CUDA {probe.torch_cuda})" if probe.torch_cuda else "")
+    tensorrt_text = (f"{probe.tensorrt} ({tensorrt_distribution()})" if probe.tensorrt
+                     else "not installed")
     lines = ["# cen-train gpu-check", "",
              f"GPU: {probe.gpu or 'none usable through cuda-python'}; TensorRT "
-             f"{probe.tensorrt or 'not installed'}; {torch_text}; CPU (ONNX Runtime "
+             f"{tensorrt_text}; {torch_text}; CPU (ONNX Runtime "
              f"reference): {_cpu_name()}; {HEIGHT}x{WIDTH} inputs; {seconds:.0f} s in all.", "",
              markdown_table(rows), ""]
     missing = [r for r in rows if r.result == NOT_RUN]
@@ -789,7 +911,8 @@ Check on this machine's NVIDIA GPU, in one run of a few minutes:
   PyTorch fp16         float16 autocast against float32 labels on the GPU
   TensorRT engines     ResNet-18 light (trained here) and ResNet-50 official (fresh weights)
                        at {HEIGHT}x{WIDTH}: export --precision fp32/fp16/int8, build-engine, labels
-                       against ONNX Runtime on the CPU, latency (median, p90, FPS)
+                       against ONNX Runtime on the CPU, latency (median, p90, FPS);
+                       TensorRT 8.6-10.x: also build-engine --legacy-int8 on the fp32 export
   node                 cen_segmentation_node with the TensorRT backend over a sequence bag,
                        latency from its /diagnostics
 and print one markdown table. A part that cannot run here is named and the rest runs."""

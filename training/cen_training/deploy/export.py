@@ -12,7 +12,8 @@ Runtime reproduces the PyTorch training graph on random and real frames.
 ``precision`` other than fp32 (``quantize.PRECISIONS``): the verified fp32 graph is converted
 (``quantize.convert_precision``: fp16, or INT8 calibrated on dataset frames), checked the same
 way, and must give the fp32 graph's labels on at least ``MIN_PRECISION_AGREEMENT`` of the
-pixels of real frames, all in ONNX Runtime, before it is written; the card records the
+pixels of real frames (or the ``min_agreement`` the caller sets: ``cen-train export
+--min-agreement PCT``), all in ONNX Runtime, before it is written; the card records the
 precision.
 """
 from __future__ import annotations
@@ -158,6 +159,7 @@ def check_onnx(proto: onnx.ModelProto, source: str, tensorrt: bool = True) -> No
 class PrecisionReport:
     """Labels of a reduced-precision export against those of the fp32 export (ONNX Runtime)."""
     precision: str
+    required: Optional[float] = None  # the share asked for; None: MIN_PRECISION_AGREEMENT's
     frames: list[str] = field(default_factory=list)
     label_agreement: list[float] = field(default_factory=list)  # per frame
     counted: list[int] = field(default_factory=list)  # frames in the overall figure
@@ -165,7 +167,7 @@ class PrecisionReport:
 
     @property
     def minimum(self) -> float:
-        return MIN_PRECISION_AGREEMENT[self.precision]
+        return MIN_PRECISION_AGREEMENT[self.precision] if self.required is None else self.required
 
     @property
     def agreement(self) -> float:
@@ -189,7 +191,7 @@ class PrecisionReport:
         return "\n".join(lines)
 
 
-def _exact_session(path: str | pathlib.Path, threads: int = 0):
+def exact_session(path: str | pathlib.Path, threads: int = 0):
     """An ONNX Runtime CPU session whose integer products are exact on every x86 CPU (those
     without VNNI saturate u8 x s8 sums of full-range int8 weights otherwise), so that a
     comparison judges the quantization, not the CPU."""
@@ -217,14 +219,16 @@ def _exact_session(path: str | pathlib.Path, threads: int = 0):
 
 
 def compare_precision(fp32_path: str | pathlib.Path, other_path: str | pathlib.Path,
-                      precision: str, frames: Sequence[Frame], threads: int = 0) -> PrecisionReport:
+                      precision: str, frames: Sequence[Frame], threads: int = 0,
+                      min_agreement: Optional[float] = None) -> PrecisionReport:
     """Labels of ``other_path`` (a ``precision`` version of ``fp32_path``) against the fp32
     model's on ``frames``, both in ONNX Runtime on the CPU. A frame whose median depth is beyond
     ``MAX_PLAUSIBLE_DEPTH_M`` (a depth file not in millimetres, outside any calibration range)
-    is reported but left out of the overall figure, unless all are."""
+    is reported but left out of the overall figure, unless all are. ``min_agreement``: the
+    share the report asks for (default ``MIN_PRECISION_AGREEMENT[precision]``)."""
 
-    sessions = [_exact_session(p, threads) for p in (fp32_path, other_path)]
-    report = PrecisionReport(precision)
+    sessions = [exact_session(p, threads) for p in (fp32_path, other_path)]
+    report = PrecisionReport(precision, required=min_agreement)
     for name, rgb, depth in frames:
         feed = {"rgb": rgb[None], "depth": depth[None]}
         want, got = (s.run(["labels"], feed)[0] for s in sessions)
@@ -304,22 +308,46 @@ def verify_parity(model: nn.Module, onnx_path: str | pathlib.Path,
     return report
 
 
+def check_min_agreement(precision: str, min_agreement: Optional[float]) -> None:
+    """``ConfigError`` for a ``min_agreement`` that is not a share in (0, 1] of a
+    reduced-precision export."""
+    if min_agreement is None:
+        return
+    if precision == "fp32":
+        raise ConfigError("--min-agreement sets the bar of a reduced-precision export "
+                          "(--precision fp16, int8 or int8-ort); an fp32 export has none")
+    if not 0.0 < min_agreement <= 1.0:
+        raise ConfigError(f"--min-agreement must be a percentage above 0 and at most 100, got "
+                          f"{100 * min_agreement:g}")
+
+
+def disagreement_message(path: pathlib.Path, report: PrecisionReport) -> str:
+    """The one line for a reduced-precision export whose labels agree too little with fp32."""
+    hint = ("calibrate on more frames like these, or try --calib-method percentile; "
+            if report.precision in INT8_PRECISIONS else "")
+    return (f"{path}: the {report.precision} model gives the fp32 model's labels on "
+            f"{100 * report.agreement:.2f}% of pixels, below the {100 * report.minimum:.1f}% "
+            f"required ({hint}--min-agreement PCT writes it anyway, to inspect)")
+
+
 def export_and_verify(model: nn.Module, path: str | pathlib.Path, height: int, width: int,
                       confidence: bool = False, logits: bool = False,
                       real_frames: Optional[Iterable[Frame]] = None,
                       fused: bool = True, precision: str = "fp32",
                       calib_frames: Optional[Sequence[Frame]] = None,
                       precision_frames: Optional[Sequence[Frame]] = None,
-                      calibration: str = "minmax",
-                      progress: bool = False) -> tuple[onnx.ModelProto, ParityReport]:
+                      calibration: str = "minmax", progress: bool = False,
+                      min_agreement: Optional[float] = None
+                      ) -> tuple[onnx.ModelProto, ParityReport]:
     """Export, check, and verify parity; on any failure the file is removed and an
     ``ExportError`` raised, so a file at ``path`` is always a verified export.
 
     ``precision`` (``quantize.PRECISIONS``): fp32, or a version of the verified fp32 graph
     whose labels must agree with it on ``precision_frames`` (default: ``real_frames``, else
     ``calib_frames``, else random frames); INT8 is calibrated on ``calib_frames`` (required)
-    with ``calibration`` (minmax | percentile | entropy). The report's ``precision`` field holds
-    that comparison.
+    with ``calibration`` (minmax | percentile | entropy). ``min_agreement``: the share of
+    pixels the labels must agree on, in (0, 1] (default ``MIN_PRECISION_AGREEMENT[precision]``).
+    The report's ``precision`` field holds that comparison.
     """
     path = pathlib.Path(path)
     if precision not in PRECISIONS:
@@ -327,6 +355,7 @@ def export_and_verify(model: nn.Module, path: str | pathlib.Path, height: int, w
     if precision in INT8_PRECISIONS and not calib_frames:
         raise ConfigError(f"--precision {precision} needs calibration frames like the robot's "
                           "camera sees (--calib-data DIR)")
+    check_min_agreement(precision, min_agreement)
     real_frames = list(real_frames or [])
     tmp = path.with_name(path.name + ".partial")
     fp32_tmp = path.with_name(path.name + ".fp32.partial") if precision != "fp32" else tmp
@@ -350,14 +379,10 @@ def export_and_verify(model: nn.Module, path: str | pathlib.Path, height: int, w
             check_onnx(proto, str(path), tensorrt=precision != "int8-ort")
             compared = (list(precision_frames or []) or real_frames or list(calib_frames or [])
                         or list(random_frames(height, width)))
-            report.precision = compare_precision(fp32_tmp, tmp, precision, compared)
+            report.precision = compare_precision(fp32_tmp, tmp, precision, compared,
+                                                 min_agreement=min_agreement)
             if not report.precision.ok:
-                hint = (" (calibrate on more frames like these, or try --calib-method "
-                        "percentile)" if precision in INT8_PRECISIONS else "")
-                raise ExportError(
-                    f"{path}: the {precision} model gives the fp32 model's labels on "
-                    f"{100 * report.precision.agreement:.2f}% of pixels, below the "
-                    f"{100 * report.precision.minimum:.1f}% required{hint}")
+                raise ExportError(disagreement_message(path, report.precision))
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

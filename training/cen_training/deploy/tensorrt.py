@@ -8,15 +8,19 @@ signed symmetric Q/DQ). What the builder is asked for depends on the installed T
   every layer runs in the type the ONNX graph gives it, no precision flags;
 * 8.6 (no strong typing): explicit batch, with ``BuilderFlag.FP16`` for an fp16 graph and
   ``BuilderFlag.INT8`` for a Q/DQ graph (explicit quantization needs it there);
+* an fp32 graph, on every version: ``BuilderFlag.TF32`` cleared (TensorRT enables it by
+  default, rounding float32 inputs of convolutions and matrix products to 10-bit mantissas), so
+  an engine whose card says fp32 computes in fp32;
 * legacy weak typing, 8.6 to 10.x only, on an fp32 graph: ``--fp16`` (TensorRT picks FP16
   kernels where it likes) and ``--legacy-int8`` (implicit INT8 with an entropy calibrator on
   ``--calib-data``; the calibrator is deprecated since 10.1, weak typing since 10.12).
   TensorRT 11 removed both; asking for them there is an error that names the ONNX route.
 
 An engine is tied to the TensorRT version and the GPU that built it, so built engines are
-cached under a key of the ONNX file's sha256, the TensorRT version, the GPU name and compute
-capability, the precision and the input shape (plus the calibration images for
-``--legacy-int8``); building again with the same facts reuses the cached engine, ``force``
+cached under a key of the ONNX file's sha256, the TensorRT version and pip distribution (the
+CUDA 12 and 13 builds of one version share a version number), the GPU name, compute capability
+and multiprocessor count (Jetson Orin modules share a name), the precision and the input shape
+(plus the calibration images for ``--legacy-int8``); building again with the same facts reuses the cached engine, ``force``
 discards it and its calibration cache. Each engine gets the model card from the ONNX metadata,
 with the engine's precision, as its ``<engine>.json`` sidecar.
 
@@ -39,7 +43,7 @@ import pathlib
 import shlex
 import shutil
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -57,6 +61,9 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # Kinect-style sensors mark invalid depth with the largest 16-bit value; the contract uses 0.
 STRONG_TYPING_FROM = 10  # TensorRT major version: strongly typed networks
 WEAK_TYPING_REMOVED_IN = 11  # BuilderFlag.FP16/INT8 and the INT8 calibrator are gone
+# Cleared for an fp32 engine: on by default in every version (8.6, 10.x and 11.x).
+FP32_CLEARED_FLAGS = ("TF32",)
+TRTEXEC_CLEARED = {"TF32": "--noTF32"}
 CALIBRATOR_DEPRECATED_FROM = (10, 1)
 WEAK_TYPING_DEPRECATED_FROM = (10, 12)
 
@@ -75,19 +82,22 @@ class BuildPlan:
     precision: str  # the engine's arithmetic: fp32 | fp16 | int8
     strongly_typed: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED
     explicit_batch: bool  # NetworkDefinitionCreationFlag.EXPLICIT_BATCH (8.6)
-    builder_flags: tuple[str, ...] = ()  # BuilderFlag member names
+    builder_flags: tuple[str, ...] = ()  # BuilderFlag member names to set
+    cleared_flags: tuple[str, ...] = ()  # BuilderFlag member names to clear (on by default)
     calibrator: bool = False  # implicit INT8 calibrated on --calib-data
     notes: tuple[str, ...] = ()  # lines worth printing (deprecations)
 
     def describe(self) -> str:
         typing = "strongly typed" if self.strongly_typed else "weakly typed"
         flags = f", BuilderFlag {'+'.join(self.builder_flags)}" if self.builder_flags else ""
+        cleared = "".join(f", no {name}" for name in self.cleared_flags)
         calibration = ", entropy calibrator" if self.calibrator else ""
-        return f"{self.precision}, {typing}{flags}{calibration}"
+        return f"{self.precision}, {typing}{flags}{cleared}{calibration}"
 
     def trtexec_flags(self, calibration_cache: Optional[str | pathlib.Path] = None) -> list[str]:
         flags = ["--stronglyTyped"] if self.strongly_typed else []
         flags += [f"--{name.lower()}" for name in self.builder_flags]
+        flags += [TRTEXEC_CLEARED[name] for name in self.cleared_flags]
         if self.calibrator and calibration_cache is not None:
             flags.append(f"--calib={calibration_cache}")
         return flags
@@ -142,14 +152,15 @@ def build_plan(tensorrt_version: str, onnx_precision: str, legacy_int8: bool = F
                          explicit_batch=major < STRONG_TYPING_FROM,
                          builder_flags=("INT8",) if legacy_int8 else ("FP16",),
                          calibrator=legacy_int8, notes=tuple(notes))
+    cleared = FP32_CLEARED_FLAGS if onnx_precision == "fp32" else ()
     if major >= STRONG_TYPING_FROM:
         return BuildPlan(tensorrt_version, onnx_precision, strongly_typed=True,
-                         explicit_batch=False)
+                         explicit_batch=False, cleared_flags=cleared)
     # 8.6 has no strong typing: the graph's float16 tensors need FP16 allowed, and its Q/DQ
     # layers (explicit quantization) need INT8 allowed.
     flags = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",)}[onnx_precision]
     return BuildPlan(tensorrt_version, onnx_precision, strongly_typed=False,
-                     explicit_batch=True, builder_flags=flags)
+                     explicit_batch=True, builder_flags=flags, cleared_flags=cleared)
 
 
 # -- cache key ---------------------------------------------------------------------------
@@ -159,8 +170,10 @@ class BuildFacts:
 
     onnx_sha256: str
     tensorrt_version: str
+    tensorrt_distribution: str  # tensorrt-cu12, tensorrt-cu13, ... (trt_runtime.tensorrt_distribution)
     gpu_name: str
     compute_capability: tuple[int, int]
+    multiprocessors: int  # cudaDeviceProp.multiProcessorCount
     precision: str
     input_size: tuple[int, int]  # (H, W)
     calibration_sha256: str = ""  # --legacy-int8 only: the calibration images
@@ -169,12 +182,16 @@ class BuildFacts:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
-    def key(self) -> str:
-        """A sha256 over the facts; any change gives another key."""
+    def as_json(self) -> str:
+        """The facts as canonical JSON (sorted keys), what ``key`` hashes."""
         facts = asdict(self)
         facts["compute_capability"] = list(self.compute_capability)
         facts["input_size"] = list(self.input_size)
-        return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+        return json.dumps(facts, sort_keys=True)
+
+    def key(self) -> str:
+        """A sha256 over the facts; any change gives another key."""
+        return hashlib.sha256(self.as_json().encode()).hexdigest()
 
 
 def file_sha256(path: str | pathlib.Path) -> str:
@@ -365,9 +382,16 @@ def write_engine(engine: bytes | memoryview | str | pathlib.Path, output: str | 
 
 
 # -- GPU and TensorRT -----------------------------------------------------------------------
-def gpu_facts(device: int = 0) -> tuple[str, tuple[int, int]]:
-    """(name, compute capability) of a CUDA device, made current; ``EngineBuildError`` where there is
-    none. Checked before TensorRT is imported: without a driver TensorRT can crash at exit."""
+class GpuFacts(NamedTuple):
+    name: str
+    compute_capability: tuple[int, int]
+    multiprocessors: int
+
+
+def gpu_facts(device: int = 0) -> GpuFacts:
+    """Name, compute capability and multiprocessor count of a CUDA device, made current;
+    ``EngineBuildError`` where there is none. Checked before TensorRT is imported: without a
+    driver TensorRT can crash at exit."""
     try:
         cudart = trt_runtime.import_cudart()
         trt_runtime.require_cuda_device(cudart, device)
@@ -377,7 +401,8 @@ def gpu_facts(device: int = 0) -> tuple[str, tuple[int, int]]:
         raise EngineBuildError(str(exc)) from None
     name = props.name
     name = name.split(b"\0", 1)[0].decode() if isinstance(name, bytes) else str(name)
-    return name.strip(), (int(props.major), int(props.minor))
+    return GpuFacts(name.strip(), (int(props.major), int(props.minor)),
+                    int(props.multiProcessorCount))
 
 
 def import_tensorrt():
@@ -415,11 +440,21 @@ def network_flags(trt, plan: BuildPlan) -> int:
     return flags
 
 
+def new_builder(trt, logger):
+    """``trt.Builder(logger)``; one ``EngineBuildError`` line naming the driver's CUDA version
+    and the installed TensorRT variant where TensorRT cannot initialise CUDA."""
+    try:
+        return trt_runtime.construct_tensorrt(trt.Builder, logger, "trt.Builder failed",
+                                              trt_runtime.import_cudart(), trt.__version__)
+    except EngineError as exc:
+        raise EngineBuildError(str(exc)) from None
+
+
 def build_serialized(trt, onnx_path: pathlib.Path, plan: BuildPlan, workspace_gb: float,
                      calibrator=None) -> bytes:
     """Parse the ONNX file and build a serialized engine as ``plan`` says."""
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    builder = new_builder(trt, logger)
     network = builder.create_network(network_flags(trt, plan))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -430,6 +465,8 @@ def build_serialized(trt, onnx_path: pathlib.Path, plan: BuildPlan, workspace_gb
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     for name in plan.builder_flags:
         config.set_flag(_member(trt.BuilderFlag, name, "BuilderFlag", plan))
+    for name in plan.cleared_flags:
+        config.clear_flag(_member(trt.BuilderFlag, name, "BuilderFlag", plan))
     if plan.calibrator:
         config.int8_calibrator = calibrator
     serialized = builder.build_serialized_network(network, config)
@@ -493,7 +530,7 @@ def build_engine(onnx_path: str | pathlib.Path, output: str | pathlib.Path,
     except OSError as exc:
         raise EngineBuildError(f"{cache_dir}: cannot create the engine cache ({exc.strerror})") from None
 
-    gpu_name, capability = gpu_facts(device)
+    gpu = gpu_facts(device)
     trt = import_tensorrt()
     plan = build_plan(trt.__version__, onnx_precision, legacy_int8=legacy_int8, fp16=fp16)
     for note in plan.notes:
@@ -501,15 +538,18 @@ def build_engine(onnx_path: str | pathlib.Path, output: str | pathlib.Path,
     if pairs:
         check_calibration_frames(pairs, card.input_size, progress=progress)
     facts = BuildFacts(onnx_sha256=file_sha256(onnx_path), tensorrt_version=trt.__version__,
-                       gpu_name=gpu_name, compute_capability=capability,
+                       tensorrt_distribution=trt_runtime.tensorrt_distribution(),
+                       gpu_name=gpu.name, compute_capability=gpu.compute_capability,
+                       multiprocessors=gpu.multiprocessors,
                        precision=plan.precision, input_size=(card.height, card.width),
                        calibration_sha256=calibration_sha256(pairs) if pairs else "")
     cached = cached_paths(cache_dir, facts.key())
     if force:
         discard_cached(cached)
     if cached["engine"].is_file():
-        log(f"using the cached engine {cached['engine']} (TensorRT {facts.tensorrt_version}, "
-            f"{gpu_name}, {plan.precision}); --force rebuilds")
+        log(f"using the cached engine {cached['engine']} (TensorRT {facts.tensorrt_version} "
+            f"{facts.tensorrt_distribution}, {gpu.name} with {gpu.multiprocessors} SMs, "
+            f"{plan.describe()}); --force rebuilds")
     else:
         _build_into_cache(trt, onnx_path, facts, plan, card, cached, workspace_gb, pairs,
                           progress, log)
@@ -524,8 +564,9 @@ def _build_into_cache(trt, onnx_path: pathlib.Path, facts: BuildFacts, plan: Bui
                       pairs: Sequence[tuple[pathlib.Path, pathlib.Path]], progress: bool,
                       log: Callable[[str], None]) -> None:
     major, minor = facts.compute_capability
-    log(f"building a {plan.describe()} engine for {facts.gpu_name} (sm_{major}{minor}) with "
-        f"TensorRT {facts.tensorrt_version}; this takes minutes")
+    log(f"building a {plan.describe()} engine for {facts.gpu_name} (sm_{major}{minor}, "
+        f"{facts.multiprocessors} SMs) with TensorRT {facts.tensorrt_version} "
+        f"({facts.tensorrt_distribution}); this takes minutes")
     calibrator = uploader = None
     if plan.calibrator:
         base = _member(trt, "IInt8EntropyCalibrator2", "tensorrt", plan)
@@ -548,4 +589,4 @@ __all__ = ["PRECISIONS", "BuildPlan", "build_plan", "BuildFacts", "file_sha256",
            "discard_cached", "trtexec_command", "find_rgbd_pairs",
            "load_rgbd_frame", "calibration_batches", "check_calibration_frames",
            "calibration_sha256", "calibrator_class", "card_from_onnx", "write_engine",
-           "gpu_facts", "build_engine", "load_engine_model", "default_cache_dir", "onnx_route"]
+           "gpu_facts", "GpuFacts", "new_builder", "build_engine", "load_engine_model", "default_cache_dir", "onnx_route"]
