@@ -364,10 +364,7 @@ def _imdecode(buf: np.ndarray, what: str) -> np.ndarray:
     return image
 
 
-# Reading the size from the header ourselves: OpenCV bounds a decoded image only by
-# OPENCV_IO_MAX_IMAGE_PIXELS (2^30 pixels unless set in the environment before the first
-# decode, one value for the whole process), so a few hundred bytes claiming 30000x30000 make it
-# allocate gigabytes before the data is found short. A per-call limit needs the header first.
+# PNG and JPEG headers are read here (see _png_header for why), only as far as the size.
 PNG_CHUNK = struct.Struct(">I4s")  # length, type; the data and a CRC-32 follow
 PNG_IHDR = struct.Struct(">IIBBBBB")  # width, height, bit depth, colour type, 3 methods
 # PNG colour type -> the bit depths it allows (PNG spec, table 11.1)
@@ -380,8 +377,12 @@ JPEG_LONE_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM carry 
 def _png_header(buf: np.ndarray, what: str) -> tuple[int, int, int, int]:
     """(width, height, bit depth, colour type) of a PNG whose chunk structure is whole.
 
-    Every chunk up to IEND must be complete with a matching CRC: a cut or damaged file is
-    refused here, in words, instead of libpng printing its error on stderr.
+    Why not let OpenCV say: it allocates the image as soon as it has read the header, bounded
+    only by ``OPENCV_IO_MAX_IMAGE_PIXELS`` (2^30 pixels unless set in the environment before
+    the first decode; one value for the whole process), so a few hundred bytes claiming
+    30000x30000 cost gigabytes before the data is found short. The header read here lets every
+    call have its own limit. Every chunk up to IEND must also be complete with a matching CRC:
+    a cut or damaged file is refused in words instead of libpng printing its error on stderr.
     """
     data, offset, header = memoryview(buf), len(PNG_SIGNATURE), None
     if bytes(data[:offset]) != PNG_SIGNATURE:
@@ -415,7 +416,8 @@ def _png_header(buf: np.ndarray, what: str) -> tuple[int, int, int, int]:
 
 
 def _jpeg_size(buf: np.ndarray, what: str) -> tuple[int, int]:
-    """(width, height) from a JPEG's frame header (SOF0..SOF15, baseline to progressive)."""
+    """(width, height) from a JPEG's frame header (SOF0..SOF15, baseline to progressive),
+    read before OpenCV allocates the image (see ``_png_header``)."""
     data, offset = memoryview(buf), len(JPEG_SOI)
     while offset + 4 <= len(data):
         if data[offset] != 0xFF:
