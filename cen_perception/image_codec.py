@@ -49,7 +49,7 @@ import dataclasses
 import struct
 import sys
 import zlib
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -364,10 +364,7 @@ def _imdecode(buf: np.ndarray, what: str) -> np.ndarray:
     return image
 
 
-# Reading the size from the header ourselves: OpenCV bounds a decoded image only by
-# OPENCV_IO_MAX_IMAGE_PIXELS (2^30 pixels unless set in the environment before the first
-# decode, one value for the whole process), so a few hundred bytes claiming 30000x30000 make it
-# allocate gigabytes before the data is found short. A per-call limit needs the header first.
+# PNG and JPEG headers are read here (see _png_header for why), only as far as the size.
 PNG_CHUNK = struct.Struct(">I4s")  # length, type; the data and a CRC-32 follow
 PNG_IHDR = struct.Struct(">IIBBBBB")  # width, height, bit depth, colour type, 3 methods
 # PNG colour type -> the bit depths it allows (PNG spec, table 11.1)
@@ -380,8 +377,12 @@ JPEG_LONE_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM carry 
 def _png_header(buf: np.ndarray, what: str) -> tuple[int, int, int, int]:
     """(width, height, bit depth, colour type) of a PNG whose chunk structure is whole.
 
-    Every chunk up to IEND must be complete with a matching CRC: a cut or damaged file is
-    refused here, in words, instead of libpng printing its error on stderr.
+    Why not let OpenCV say: it allocates the image as soon as it has read the header, bounded
+    only by ``OPENCV_IO_MAX_IMAGE_PIXELS`` (2^30 pixels unless set in the environment before
+    the first decode; one value for the whole process), so a few hundred bytes claiming
+    30000x30000 cost gigabytes before the data is found short. The header read here lets every
+    call have its own limit. Every chunk up to IEND must also be complete with a matching CRC:
+    a cut or damaged file is refused in words instead of libpng printing its error on stderr.
     """
     data, offset, header = memoryview(buf), len(PNG_SIGNATURE), None
     if bytes(data[:offset]) != PNG_SIGNATURE:
@@ -415,7 +416,8 @@ def _png_header(buf: np.ndarray, what: str) -> tuple[int, int, int, int]:
 
 
 def _jpeg_size(buf: np.ndarray, what: str) -> tuple[int, int]:
-    """(width, height) from a JPEG's frame header (SOF0..SOF15, baseline to progressive)."""
+    """(width, height) from a JPEG's frame header (SOF0..SOF15, baseline to progressive),
+    read before OpenCV allocates the image (see ``_png_header``)."""
     data, offset = memoryview(buf), len(JPEG_SOI)
     while offset + 4 <= len(data):
         if data[offset] != 0xFF:
@@ -586,6 +588,7 @@ def decode_depth_message(msg: Any, scale: Optional[float] = None, *,
 # stream is (zeros, nonzeros, nonzeros zig-zag deltas to the previous nonzero pixel) repeated.
 # Written with numpy rather than a per-pixel loop: only the runs are walked in Python.
 RVL_MAX_BYTES_PER_PIXEL = 3  # a nonzero pixel's delta takes at most 6 nibbles; runs fewer
+RVL_CHUNK_BYTES = 1 << 16  # stream bytes turned into values at a time (a few MiB of work)
 
 
 def _rvl_decode_image(buf: np.ndarray, what: str, max_pixels: int = MAX_IMAGE_PIXELS,
@@ -598,63 +601,85 @@ def _rvl_decode_image(buf: np.ndarray, what: str, max_pixels: int = MAX_IMAGE_PI
     if count == 0 or count > 2**31 - 1:  # the plugin's bound (an int pixel count)
         raise ImageCodecError(f"{what}: RVL data reports an impossible size {width}x{height}")
     _check_size(width, height, f"{what}: RVL header claims", max_pixels, max_size)
-    # The stream is decoded whole, at some 70 bytes of work arrays per stream byte: refuse one
-    # longer than any encoder writes for this many pixels before that.
     if stream.size > RVL_MAX_BYTES_PER_PIXEL * count + 16:
         raise ImageCodecError(f"{what}: RVL stream of {stream.size} bytes, more than a "
                               f"{width}x{height} image can take")
     return _rvl_decode(stream, count, what).reshape(height, width)
 
 
-def _rvl_values(stream: np.ndarray, what: str) -> np.ndarray:
-    """The stream's variable-length values, as int64."""
-    # Nibbles in stream order: each little-endian word from its top byte down, high half first.
-    word_bytes = stream[:stream.size - stream.size % 4].reshape(-1, 4)[:, ::-1]
-    nibbles = np.empty(word_bytes.shape + (2,), np.uint8)
-    np.right_shift(word_bytes, 4, out=nibbles[:, :, 0])
-    np.bitwise_and(word_bytes, 0xF, out=nibbles[:, :, 1])
-    nibbles = nibbles.reshape(-1)
-    ends = np.flatnonzero(nibbles < 8)  # the last nibble of each value (no "more" bit)
-    if ends.size < 2:
-        raise ImageCodecError(f"{what}: damaged RVL stream (no complete values)")
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    lengths = ends - starts + 1
-    if lengths.max() > 11:  # 33 bits: more than any count or delta needs
-        raise ImageCodecError(f"{what}: damaged RVL stream (a value of {lengths.max()} nibbles)")
-    data = nibbles & 7
-    values = data[starts].astype(np.int64)
-    longer = np.flatnonzero(lengths > 1)
-    for k in range(1, int(lengths.max())):  # most values are one or two nibbles long
-        values[longer] |= data[starts[longer] + k].astype(np.int64) << (3 * k)
-        longer = longer[lengths[longer] > k + 1]
-    return values
+def _rvl_value_chunks(stream: np.ndarray, what: str) -> Iterator[np.ndarray]:
+    """The stream's variable-length values as int64 arrays, a chunk of the stream at a time."""
+    usable = stream.size - stream.size % 4
+    carry = np.empty(0, np.uint8)  # the first nibbles of a value cut by a chunk's end
+    for begin in range(0, usable, RVL_CHUNK_BYTES):
+        # Nibbles in stream order: each little-endian word from its top byte down, high first.
+        word_bytes = stream[begin:min(begin + RVL_CHUNK_BYTES, usable)].reshape(-1, 4)[:, ::-1]
+        nibbles = np.empty(word_bytes.shape + (2,), np.uint8)
+        np.right_shift(word_bytes, 4, out=nibbles[:, :, 0])
+        np.bitwise_and(word_bytes, 0xF, out=nibbles[:, :, 1])
+        nibbles = np.concatenate((carry, nibbles.reshape(-1)))
+        ends = np.flatnonzero(nibbles < 8)  # the last nibble of each value (no "more" bit)
+        carry = nibbles[ends[-1] + 1:] if ends.size else nibbles
+        starts = np.concatenate(([0], ends[:-1] + 1)) if ends.size else ends
+        lengths = ends - starts + 1
+        longest = max(int(lengths.max(initial=0)), carry.size)
+        if longest > 11:  # 33 bits: more than any count or delta needs
+            raise ImageCodecError(f"{what}: damaged RVL stream (a value of {longest} nibbles)")
+        data = nibbles & 7
+        values = data[starts].astype(np.int64)
+        longer = np.flatnonzero(lengths > 1)
+        for k in range(1, int(lengths.max(initial=1))):  # most values are 1 or 2 nibbles long
+            values[longer] |= data[starts[longer] + k].astype(np.int64) << (3 * k)
+            longer = longer[lengths[longer] > k + 1]
+        yield values
+
+
+class _RvlValues:
+    """An RVL stream's values, read in order and decoded only as far as they are read."""
+
+    def __init__(self, stream: np.ndarray, what: str):
+        self._chunks = _rvl_value_chunks(stream, what)
+        self._chunk, self._at = np.empty(0, np.int64), 0
+
+    def take(self, count: int) -> Optional[np.ndarray]:
+        """The next ``count`` values, or None when the stream ends before them."""
+        pieces = []
+        while count > self._chunk.size - self._at:
+            pieces.append(self._chunk[self._at:])
+            count -= self._chunk.size - self._at
+            self._chunk, self._at = next(self._chunks, None), 0
+            if self._chunk is None:
+                return None
+        pieces.append(self._chunk[self._at:self._at + count])
+        self._at += count
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
 def _rvl_decode(stream: np.ndarray, count: int, what: str) -> np.ndarray:
-    values = _rvl_values(stream, what)
-    # Walk the runs (zeros, nonzeros, deltas...) in Python, and allocate the image only once
-    # they are seen to fill it exactly. The encoder never writes an empty pair, so each pair
-    # fills at least one pixel and the walk takes at most ``count`` steps.
-    runs = []  # (first pixel, first delta value, nonzeros)
-    filled = index = 0
+    # The runs (zeros, nonzeros, deltas...) are walked in Python as their values are decoded,
+    # so a stream that cannot fill the image fails before the rest of it is decoded, and the
+    # image is allocated only once the runs are seen to fill it exactly. The encoder never
+    # writes an empty pair, so each pair fills at least one pixel: at most ``count`` steps.
+    values, runs, deltas, filled = _RvlValues(stream, what), [], [], 0
     while filled < count:
-        if index + 2 > values.size:
+        pair = values.take(2)
+        if pair is None:
             raise ImageCodecError(f"{what}: RVL stream ends after {filled} of {count} pixels")
-        zeros, nonzeros = values.item(index), values.item(index + 1)
-        filled, index = filled + zeros, index + 2
+        zeros, nonzeros = pair.tolist()
+        filled += zeros
         if zeros + nonzeros == 0 or filled + nonzeros > count:
             problem = "an empty run" if zeros + nonzeros == 0 else f"runs overflow {count} pixels"
             raise ImageCodecError(f"{what}: damaged RVL stream ({problem})")
-        if index + nonzeros > values.size:
+        run = values.take(nonzeros)
+        if run is None:
             raise ImageCodecError(f"{what}: RVL stream ends after {filled} of {count} pixels")
-        runs.append((filled, index, nonzeros))
-        filled, index = filled + nonzeros, index + nonzeros
+        runs.append((filled, nonzeros))
+        deltas.append(run)
+        filled += nonzeros
     pixel_mask = np.zeros(count, bool)
-    delta_mask = np.zeros(values.size, bool)
-    for first_pixel, first_value, nonzeros in runs:
+    for first_pixel, nonzeros in runs:
         pixel_mask[first_pixel:first_pixel + nonzeros] = True
-        delta_mask[first_value:first_value + nonzeros] = True
-    zigzag = values[delta_mask]
+    zigzag = np.concatenate(deltas)
     out = np.zeros(count, np.uint16)
     out[pixel_mask] = np.cumsum((zigzag >> 1) ^ -(zigzag & 1)) & 0xFFFF
     return out

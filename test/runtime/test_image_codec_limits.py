@@ -333,3 +333,26 @@ def test_good_frames_decode_as_before_under_the_limits():
             or kind == "compressed" and "compressedDepth" not in msg.format
         image = decode_color_message(msg) if color else decode_depth_message(msg)
         assert image.shape[:2] == (24, 32) and image.any()
+
+
+@pytest.mark.parametrize("chunk_bytes", [4, 8, 12, 1 << 16])
+def test_rvl_values_cut_at_any_chunk_end_decode_the_same(chunk_bytes, monkeypatch):
+    from cen_perception import image_codec
+
+    rng = np.random.default_rng(chunk_bytes)
+    mm = rng.integers(1, 65535, (40, 50), dtype=np.uint16)  # deltas of up to 6 nibbles
+    mm[rng.random(mm.shape) < 0.3] = 0
+    mm[5:9] = 0  # a zero run of several nibbles
+    mm[20] = 700  # a run of small deltas
+    msg = encode_compressed_depth(mm, codec="rvl", depth_max=70.0)
+    monkeypatch.setattr(image_codec, "RVL_CHUNK_BYTES", chunk_bytes)
+    np.testing.assert_array_equal(decode_compressed_depth(msg, scale=1.0), mm)
+
+
+def test_long_rvl_stream_that_cannot_fill_its_image_fails_at_once():
+    # 6 MB of zero words: empty run pairs from the first one. Decoding all their values first
+    # took hundreds of MB (and walking them, minutes).
+    msg = compressed_msg(RVL_46000, bytes(12) + struct.pack("<II", 2048, 1024) + bytes(6 << 20))
+    outcome, peak, _ = traced_peak(lambda: decode_compressed_depth(msg))
+    assert "damaged RVL stream (an empty run)" in str(outcome)
+    assert peak < 8 << 20
