@@ -565,6 +565,68 @@ def _depth_png_decode(buf: np.ndarray, what: str, max_pixels: int,
     return stored
 
 
+def claimed_size(msg: Any, kind: str, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
+    """(width, height) that a colour (``kind="color"``) or depth message claims, checked
+    against its data and ``max_pixels`` without decoding: what a camera callback can afford.
+
+    Raw images: encoding, size fields against the data. Compressed: the format string, the
+    compressedDepth header, and the size in the JPEG frame header, the PNG IHDR chunk or the
+    RVL header (a JPEG must also be whole). Decoding checks the rest.
+    """
+    if not is_compressed(msg):
+        encodings = COLOR_ENCODINGS if kind == "color" else DEPTH_ENCODINGS
+        if msg.encoding not in encodings:
+            raise UnsupportedImageError(f"unsupported {'colour' if kind == 'color' else kind} "
+                                        f"encoding '{msg.encoding}' (expected one of "
+                                        f"{', '.join(encodings)})")
+        pixel_bytes = (COLOR_ENCODINGS[msg.encoding][0] if kind == "color"
+                       else np.dtype(DEPTH_ENCODINGS[msg.encoding][0]).itemsize)
+        _rows(msg, pixel_bytes, max_pixels)
+        return int(msg.width), int(msg.height)
+    fmt = parse_compressed_format(msg.format)
+    what = f"compressed {'image' if kind == 'color' else 'depth'} '{msg.format}'"
+    buf = _as_bytes_array(msg.data)
+    if buf.size == 0:
+        raise ImageCodecError(f"{what} has no data")
+    width, height = (_claimed_depth_size(buf, fmt, what) if kind == "depth"
+                     else _claimed_color_size(buf, fmt, what))
+    _check_size(width, height, f"{what}: header claims", max_pixels)
+    return width, height
+
+
+def _claimed_color_size(buf: np.ndarray, fmt: CompressedFormat, what: str) -> tuple[int, int]:
+    if fmt.depth_header or fmt.encoding in DEPTH_ENCODINGS:
+        raise UnsupportedImageError(f"{what} is a depth image, not colour")
+    if bytes(buf[:2]) == JPEG_SOI:
+        _check_jpeg_complete(buf, what)
+        return _jpeg_size(buf, what)
+    return _png_ihdr_size(buf, what)
+
+
+def _claimed_depth_size(buf: np.ndarray, fmt: CompressedFormat, what: str) -> tuple[int, int]:
+    if fmt.encoding not in DEPTH_ENCODINGS:
+        raise UnsupportedImageError(f"{what}: unsupported depth encoding '{fmt.encoding}'")
+    if fmt.depth_header:
+        _depth_config(buf, fmt.encoding, what)
+        buf = buf[DEPTH_HEADER.size:]
+    if fmt.codec != "rvl":
+        return _png_ihdr_size(buf, what)
+    if buf.size < RVL_SIZE.size:
+        raise ImageCodecError(f"{what}: RVL data too short for its size header")
+    return RVL_SIZE.unpack_from(buf)
+
+
+def _png_ihdr_size(buf: np.ndarray, what: str) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk alone (``_png_header`` walks every chunk)."""
+    start = len(PNG_SIGNATURE)
+    if bytes(buf[:start]) != PNG_SIGNATURE:
+        raise ImageCodecError(f"{what} does not decode (the data is neither a JPEG nor a PNG)")
+    if buf.size < start + 8 + PNG_IHDR.size or bytes(buf[start + 4:start + 8]) != b"IHDR":
+        raise ImageCodecError(f"{what} does not decode (PNG without its IHDR header)")
+    width, height = PNG_IHDR.unpack_from(buf, start + 8)[:2]
+    return width, height
+
+
 def decode_color_message(msg: Any, contiguous: bool = False, *,
                          max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """RGB from an Image or a CompressedImage (told apart by ``is_compressed``)."""

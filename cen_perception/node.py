@@ -36,7 +36,7 @@ from .input_health import CameraInfoWatch, DepthWatch
 from .outputs import render_frame
 from .parameters import (CLASS_NAMES, CLASS_NAMES_DESCRIPTION, PARAMETERS,
                          declare_all, live_change_problem, startup_problem)
-from .pipeline import (DecodedPair, DecodeOptions, FramePipeline, PipelineReport,
+from .pipeline import (BadMessage, DecodedPair, DecodeOptions, FramePipeline, PipelineReport,
                        keep_freed_memory_for_reuse)
 from .publishers import Publishers
 from .sync import RgbdSync
@@ -206,6 +206,9 @@ class SegmentationWork(PipelineReport):
         try:
             self.inputs.received(stream)
             self.pipeline.push(stream, msg, received)
+        except BadMessage as exc:
+            self.pipeline.counters.add("bad_messages")
+            self.bad_message(stream, exc.reason)
         except Exception as exc:  # whatever a message does, spin() goes on
             self.pipeline.counters.add("bad_messages")
             self.bad_message(stream, f"{type(exc).__name__}: {exc}", traceback.format_exc())

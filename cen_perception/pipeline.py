@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .image_codec import (ImageCodecError, decode_color, decode_compressed_color,
+from .image_codec import (ImageCodecError, claimed_size, decode_color, decode_compressed_color,
                           decode_compressed_depth, decode_depth, is_compressed)
 from .input_health import DepthWatch
 from .sync import Mailbox, Pair, RgbdSync, stamp_to_ns
@@ -230,8 +230,15 @@ class FramePipeline:
 
     # -- camera side (callback threads) ---------------------------------------------------
     def push(self, stream: str, msg: Any, received: float) -> None:
-        """A camera message arrived (``received`` = perf_counter at its callback's start)."""
+        """A camera message arrived (``received`` = perf_counter at its callback's start).
+
+        Only its header is checked here (``BadMessage`` when it cannot be used); it is decoded
+        only if it pairs and the worker takes the pair."""
         self.counters.add(f"{stream}_received")
+        try:
+            claimed_size(msg, "color" if stream == "rgb" else "depth", self.options.max_pixels)
+        except ImageCodecError as exc:
+            raise BadMessage(stream, str(exc)) from None
         stamp_ns = stamp_to_ns(msg.header.stamp)
         self.last_stamps[stream] = stamp_ns
         frame = Frame(msg, received, stamp_ns)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from cen_perception.image_codec import encode, encode_compressed_color
-from cen_perception.pipeline import DecodeOptions, FramePipeline, PipelineReport, Stage
+from cen_perception.pipeline import (BadMessage, DecodeOptions, FramePipeline, PipelineReport,
+                                     Stage)
 from cen_perception.sync import Mailbox, RgbdSync
 
 H, W = 24, 32
@@ -99,19 +100,34 @@ def test_newest_pair_wins_and_dropped_pairs_are_never_decoded(pipeline_factory):
     assert not report.bad and not report.failed
 
 
-def test_a_bad_message_is_counted_with_its_stream_and_reason(pipeline_factory):
+def test_a_header_that_lies_is_refused_when_it_arrives(pipeline_factory):
     processed = []
     pipeline, report = pipeline_factory(lambda decoded: processed.append(decoded))
     rgb, depth = pair_messages(2 * 10**9)
     depth.height = H // 2                              # a header that lies about its data
     pipeline.push("rgb", rgb, time.perf_counter())
-    pipeline.push("depth", depth, time.perf_counter())
-    assert wait_for(lambda: report.bad)
-    stream, reason, _ = report.bad[0]
-    assert stream == "depth" and "data holds" in reason
-    assert pipeline.counters.snapshot()["bad_messages"] == 1 and not processed
+    with pytest.raises(BadMessage) as refused:
+        pipeline.push("depth", depth, time.perf_counter())
+    assert refused.value.stream == "depth" and "data holds" in refused.value.reason
     push_pair(pipeline, 3 * 10**9)
     assert wait_for(lambda: processed)                 # and the next good pair goes through
+    assert pipeline.counters.snapshot()["pairs_decoded"] == 1 and not report.bad
+
+
+def test_damage_only_decoding_finds_is_counted_by_the_decode_thread(pipeline_factory):
+    processed = []
+    pipeline, report = pipeline_factory(lambda decoded: processed.append(decoded))
+    header = Header(7 * 10**9)
+    png = encode_compressed_color(np.full((H, W, 3), 90, np.uint8), "png", header=header)
+    data = bytearray(png.data)
+    data[-20] ^= 0xFF                                  # inside the image data, not the header
+    png.data = bytes(data)
+    pipeline.push("rgb", png, 0.0)                     # the header is sound: accepted
+    pipeline.push("depth", encode(np.ones((H, W), np.float32), "32FC1", header), 0.0)
+    assert wait_for(lambda: report.bad)
+    stream, reason, trace = report.bad[0]
+    assert stream == "rgb" and "does not decode" in reason and not trace
+    assert pipeline.counters.snapshot()["bad_messages"] == 1 and not processed
 
 
 def test_depth_larger_than_its_colour_image_is_refused(pipeline_factory):
