@@ -2,6 +2,7 @@
 import os
 import pathlib
 import random
+import sys
 
 # Set before rclpy is imported anywhere, and inherited by node subprocesses.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -10,6 +11,8 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# Helpers shared by test modules (hostile_messages) import from here.
+sys.path.insert(0, str(REPO / "test"))
 # CEN_PERCEPTION_SAMPLES points elsewhere (a path that does not exist = a plain clone).
 SAMPLES = pathlib.Path(os.environ.get("CEN_PERCEPTION_SAMPLES",
                                       REPO.parent / "shared" / "samples"))
