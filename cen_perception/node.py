@@ -242,7 +242,7 @@ class SegmentationWork(PipelineReport):
             self.last_bad_message = problem
         try:
             frame = render_frame(decoded, loaded, wanted, self.params["overlay_alpha"],
-                                 intrinsics, self.cloud_builder)
+                                 intrinsics, self.cloud_builder, self.params["display_width"])
         finally:
             loaded.release()
         if frame.depth_resized and not self._warned_depth_size:

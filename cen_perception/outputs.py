@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+import cv2
 import numpy as np
 
 from .cloud import CloudBuilder, Intrinsics
@@ -30,11 +31,37 @@ class RenderedFrame:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def display_size(camera_hw: tuple[int, int], display_width: int) -> tuple[int, int]:
+    """(height, width) of the pictures for people: ``display_width`` wide with the camera's
+    aspect, or the camera's size when that is 0 or not larger."""
+    h, w = camera_hw
+    if display_width <= 0 or display_width >= w:
+        return h, w
+    return max(1, round(h * display_width / w)), display_width
+
+
+def draw(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, wanted: set[str],
+         alpha: float, display_width: int) -> dict[str, tuple[np.ndarray, str]]:
+    """Colour and overlay pictures (as ``wanted``) at the display size: labels shrunk by
+    nearest neighbour (the ids stay ids), the colour image by area averaging."""
+    size_hw = display_size(labels.shape, display_width)
+    if size_hw != labels.shape:
+        labels = cv2.resize(labels, size_hw[::-1], interpolation=cv2.INTER_NEAREST)
+        if "overlay" in wanted:
+            rgb = cv2.resize(rgb, size_hw[::-1], interpolation=cv2.INTER_AREA)
+    color = colorize(labels, palette)
+    pictures = {"color": (color, "rgb8")} if "color" in wanted else {}
+    if "overlay" in wanted:
+        pictures["overlay"] = (overlay(rgb, labels, palette, alpha, color=color), "rgb8")
+    return pictures
+
+
 def render_frame(decoded: DecodedPair, loaded: LoadedEngine, wanted: set[str],
                  overlay_alpha: float, intrinsics: Optional[Intrinsics],
-                 cloud_builder: CloudBuilder) -> RenderedFrame:
+                 cloud_builder: CloudBuilder, display_width: int = 0) -> RenderedFrame:
     """Segment ``decoded`` and draw the ``wanted`` outputs; ``intrinsics`` (for the camera
-    info's size) is needed for the cloud, which is left out without it."""
+    info's size) is needed for the cloud, which is left out without it. Labels, confidence
+    and the cloud keep the camera's size; colour and overlay are ``display_width`` wide."""
     want_cloud = "points" in wanted and intrinsics is not None
     result = loaded.segmenter.run(decoded.rgb, decoded.depth,
                                   with_confidence="confidence" in wanted or want_cloud)
@@ -44,12 +71,8 @@ def render_frame(decoded: DecodedPair, loaded: LoadedEngine, wanted: set[str],
         frame.images["confidence"] = (result.confidence, "32FC1")
     start = time.perf_counter()
     if wanted & {"color", "overlay"}:
-        color = colorize(result.labels, loaded.palette_lut)
-        if "color" in wanted:
-            frame.images["color"] = (color, "rgb8")
-        if "overlay" in wanted:
-            frame.images["overlay"] = (overlay(decoded.rgb, result.labels, loaded.palette_lut,
-                                               overlay_alpha, color=color), "rgb8")
+        frame.images.update(draw(decoded.rgb, result.labels, loaded.palette_lut, wanted,
+                                 overlay_alpha, display_width))
     frame.timings["visualize"] = (time.perf_counter() - start) * 1e3
     if want_cloud:
         start = time.perf_counter()

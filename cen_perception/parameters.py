@@ -71,6 +71,11 @@ PARAMETERS: dict[str, ParameterSpec] = {
     "publish_color": ParameterSpec(True, "publish segmentation/color (palette colours)"),
     "publish_overlay": ParameterSpec(True, "publish segmentation/overlay (colours over the input)"),
     "publish_confidence": ParameterSpec(False, "publish segmentation/confidence (32FC1)"),
+    "display_width": ParameterSpec(640, "width of segmentation/color and segmentation/overlay, "
+                                        "the pictures people watch (camera aspect kept; 0 or "
+                                        "at least the camera's width: camera size); labels, "
+                                        "confidence and the cloud keep the camera's size",
+                                   minimum=0, maximum=16384),
     "overlay_alpha": ParameterSpec(0.5, "weight of the palette colours in the overlay",
                                    minimum=0.0, maximum=1.0, live=True),
     "min_confidence": ParameterSpec(0.0, "pixels below this confidence are labelled 255 "

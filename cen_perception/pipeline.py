@@ -1,7 +1,8 @@
 """The node's frame pipeline without ROS: pair first, decode once, segment, render.
 
     camera callbacks --push()--> RgbdSync --newest pair--> [raw]  (undecoded messages)
-      decode thread: takes the newest raw pair once the worker is free for it, decodes it
+      decode thread: takes the newest raw pair when the worker is about to be free for it
+      (its frame's expected end minus a decode), decodes it
       --> [ready] --> worker thread: segment, render the outputs, hand them to ``publish``
 
 Callbacks do only cheap work (a stamp, a counter), so the camera's DDS history never
@@ -77,6 +78,17 @@ class Counters:
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._values)
+
+
+class RunningMean:
+    """An exponential moving average: recent frames count most, one outlier little."""
+
+    def __init__(self, weight: float = 0.2) -> None:
+        self.value, self._weight, self._empty = 0.0, weight, True
+
+    def add(self, sample: float) -> None:
+        self.value = sample if self._empty else self.value + self._weight * (sample - self.value)
+        self._empty = False
 
 
 class Stage:
@@ -223,8 +235,11 @@ class FramePipeline:
         self.ready: Mailbox[DecodedPair] = Mailbox()
         self._process = process
         self._last = (time.monotonic(), self.counters.snapshot())   # for rates
+        # When the worker started its frame, and how long frames and decodes take (s).
+        self._busy_since: Optional[float] = None
+        self._frame_s, self._decode_s = RunningMean(), RunningMean()
         self.stages = [Stage("decode", self.raw, self._decode, self._decode_failed,
-                             gate=self.ready.wait_empty),
+                             gate=self._decode_due),
                        Stage("segmentation_worker", self.ready, self._work, self._frame_failed,
                              between=between_frames)]
 
@@ -275,8 +290,24 @@ class FramePipeline:
             self.counters.add("pairs_dropped")
 
     # -- decode thread ----------------------------------------------------------------------
+    def _decode_due(self, timeout: float) -> bool:
+        """Time to take the newest pair: the worker has taken the last one and will be free
+        about when this decode ends. Decoding as late as that hands the worker the newest pair
+        the camera has sent instead of one that waited a whole inference."""
+        if not self.ready.wait_empty(timeout):
+            return False
+        busy_since = self._busy_since
+        if busy_since is None:
+            return True
+        delay = busy_since + self._frame_s.value - self._decode_s.value - time.perf_counter()
+        if delay > 0:
+            time.sleep(min(delay, timeout))
+        return delay <= timeout
+
     def _decode(self, pair: Pair) -> None:
+        start = time.perf_counter()
         decoded = decode_pair(pair, self.options, self._invalid_depth)
+        self._decode_s.add(time.perf_counter() - start)
         self.counters.add("pairs_decoded")
         if pair.depth is not None:
             self.latest_depth = decoded.depth
@@ -297,7 +328,12 @@ class FramePipeline:
 
     # -- worker thread ----------------------------------------------------------------------
     def _work(self, decoded: DecodedPair) -> None:
-        self._process(decoded)
+        self._busy_since = start = time.perf_counter()
+        try:
+            self._process(decoded)
+        finally:
+            self._frame_s.add(time.perf_counter() - start)
+            self._busy_since = None
 
     def _frame_failed(self, decoded: DecodedPair, exc: BaseException) -> None:
         self.counters.add("processing_errors")

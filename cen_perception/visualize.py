@@ -40,9 +40,8 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
 def colorize(labels: np.ndarray, palette) -> np.ndarray:
     """uint8 ``[H, W, 3]`` RGB: each label id drawn in its palette colour (255 -> black)."""
     labels = _check_labels(labels)
-    lut = palette_lut(palette)
-    # cv2.LUT applies a 3-channel table channel by channel to a 3-channel image.
-    return cv2.LUT(cv2.cvtColor(labels, cv2.COLOR_GRAY2RGB), lut.reshape(256, 1, 3))
+    # One pass: applyColorMap looks each id up in a user table (its channel order is ours).
+    return cv2.applyColorMap(np.ascontiguousarray(labels), palette_lut(palette).reshape(256, 1, 3))
 
 
 def overlay(rgb: np.ndarray, labels: np.ndarray, palette, alpha: float = 0.5,

@@ -44,11 +44,16 @@ def raw_pair(harness, height, width, depth_m):
 def test_reliable_camera_at_real_sizes_gets_every_pair_at_defaults(start_node, engine, height,
                                                                    width):
     proc, harness = start(start_node, engine)
+    harness.subscribe("overlay")
+    harness.wait_connected(proc)
     for depth_m in (0.5, 1.5, 2.5, 1.2):
-        out = harness.send_pair(*raw_pair(harness, height, width, depth_m), timeout=20.0)
+        out = harness.send_pair(*raw_pair(harness, height, width, depth_m),
+                                kinds=("labels", "overlay"), timeout=20.0)
         labels = labels_of(out["labels"])
         assert labels.shape == (height, width)
         assert np.all(labels == int(depth_m))
+        # The picture for people is display_width (640) wide, the camera's aspect kept.
+        assert (out["overlay"].width, out["overlay"].height) == (640, round(640 * height / width))
     status = harness.latest_status()
     assert values_of(status)["rgb_qos"] == "reliable", values_of(status)
     assert proc.alive()

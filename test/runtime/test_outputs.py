@@ -1,0 +1,38 @@
+"""The pictures for people at their display size; labels stay at the camera's size."""
+import cv2
+import numpy as np
+
+from cen_perception.outputs import display_size, draw
+from cen_perception.visualize import colorize, overlay, palette_lut
+
+LUT = palette_lut([[255, 0, 0], [0, 255, 0], [0, 0, 255]])
+
+
+def test_display_size_keeps_the_aspect_and_never_enlarges():
+    assert display_size((720, 1280), 640) == (360, 640)
+    assert display_size((1080, 1920), 640) == (360, 640)
+    assert display_size((480, 640), 640) == (480, 640)
+    assert display_size((240, 320), 640) == (240, 320)
+    assert display_size((720, 1280), 0) == (720, 1280)
+
+
+def test_pictures_at_display_size_are_the_shrunk_labels_in_their_colours():
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.repeat(rng.integers(0, 3, (18, 32), dtype=np.uint8), 40, 0), 40, 1)
+    labels[:40, :40] = 255
+    rgb = rng.integers(0, 256, labels.shape + (3,), dtype=np.uint8)
+    pictures = draw(rgb, labels, LUT, {"color", "overlay"}, 0.5, 640)
+    color, overlaid = pictures["color"][0], pictures["overlay"][0]
+    assert color.shape == overlaid.shape == (360, 640, 3)
+    small = cv2.resize(labels, (640, 360), interpolation=cv2.INTER_NEAREST)
+    np.testing.assert_array_equal(color, colorize(small, LUT))
+    np.testing.assert_array_equal(
+        overlaid, overlay(cv2.resize(rgb, (640, 360), interpolation=cv2.INTER_AREA), small, LUT,
+                          0.5))
+
+
+def test_camera_size_pictures_when_the_display_is_as_wide():
+    labels = np.zeros((48, 64), np.uint8)
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    pictures = draw(rgb, labels, LUT, {"color"}, 0.5, 0)
+    assert set(pictures) == {"color"} and pictures["color"][0].shape == (48, 64, 3)
