@@ -54,7 +54,7 @@ from .image_metrics import FID_CONVENTIONS, TranslationMeter
 from .models.translation import (TranslationConfig, build_discriminator,
                                  build_translation_model, discriminator_inputs,
                                  normalize_images, to_uint8)
-from .train import (Process, end_run, limit_reached, make_loaders, rng_state,
+from .segmentation.train import (Process, end_run, limit_reached, make_loaders, rng_state,
                     seed_everything, set_rng_state, setup_distributed)
 
 

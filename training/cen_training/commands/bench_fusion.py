@@ -171,7 +171,7 @@ def miou_without_depth(checkpoint: pathlib.Path, data: pathlib.Path, threads: in
     from ..checkpoint import load_model
     from ..data import RGBDSegmentationDataset
     from ..data.transforms import blank_depth
-    from ..evaluate import evaluate
+    from ..segmentation.evaluate import evaluate
 
     model = load_model(checkpoint)
     val_set = RGBDSegmentationDataset(data, "val", transform=blank_depth)

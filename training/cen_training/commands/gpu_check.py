@@ -338,7 +338,7 @@ def check_buffers(device: int) -> Row:
 
 def train_on_gpu(data: pathlib.Path, run_dir: pathlib.Path, device: int) -> tuple[Row, pathlib.Path]:
     """50 steps of the real training loop with CUDA and AMP; the checkpoint it wrote."""
-    from ..train import TrainConfig, train
+    from ..segmentation.train import TrainConfig, train
 
     losses: list[float] = []
     config = TrainConfig(data=str(data), out=str(run_dir), arch="cen", backbone="resnet18",

@@ -1,4 +1,5 @@
-"""``cen-train train``: train a CEN / AsymFusion / baseline network (see ``cen_training.train``).
+"""``cen-train train``: train a CEN / AsymFusion / baseline network (see
+``cen_training.segmentation.train``).
 
 Multi-GPU (or multi-process CPU): ``torchrun --nproc_per_node N -m cen_training.cli train ...``;
 ``--batch-size`` is the total over all processes.
@@ -103,7 +104,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..train import TrainConfig, train
+    from ..segmentation.train import TrainConfig, train
     if args.batch_size < 1 or (args.crop is not None and args.crop < 8):
         raise CliError("--batch-size must be >= 1 and --crop >= 8")
     if args.scale[0] <= 0 or args.scale[0] > args.scale[1]:

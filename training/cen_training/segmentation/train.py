@@ -62,13 +62,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from .checkpoint import _check_keys, load_checkpoint, save_checkpoint
-from .data import (IGNORE_INDEX, ClassMap, RGBDSegmentationDataset, TrainTransform,
+from ..checkpoint import _check_keys, load_checkpoint, save_checkpoint
+from ..data import (IGNORE_INDEX, ClassMap, RGBDSegmentationDataset, TrainTransform,
                    dataset_class_map, validate_dataset)
-from .data.datasets import image_size, training_depth_range
-from .errors import CheckpointError, ConfigError
+from ..data.datasets import image_size, training_depth_range
+from ..errors import CheckpointError, ConfigError
 from .evaluate import evaluate, output_names
-from .models import ModelConfig, build_model, init_from_imagenet
+from ..models import ModelConfig, build_model, init_from_imagenet
 
 # The classifier's keys: the only ones that may differ in shape from an --init checkpoint.
 CLASSIFIER_KEY = re.compile(r"(^|\.)decoder\.clf_conv\.")
