@@ -91,7 +91,7 @@ def run(args) -> int:
     from ..checkpoint import load_checkpoint, load_model
     from ..data.taskonomy import TranslationDataset
     from ..synth import write_dataset
-    from ..synth_translation import write_translation_modalities
+    from ..translation.synthetic_modalities import write_translation_modalities
 
     specs = model_specs(list(args.inputs))
     models = args.models or list(specs)

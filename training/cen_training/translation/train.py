@@ -47,15 +47,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data.taskonomy import TranslationDataset, TranslationTransform, domain_name
-from .errors import CheckpointError, ConfigError
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data.taskonomy import TranslationDataset, TranslationTransform, domain_name
+from ..errors import CheckpointError, ConfigError
+from ..models.translation import (TranslationConfig, build_discriminator,
+                                  build_translation_model, discriminator_inputs,
+                                  normalize_images, to_uint8)
+from ..segmentation.train import (Process, end_run, limit_reached, make_loaders, rng_state,
+                                  seed_everything, set_rng_state, setup_distributed)
 from .image_metrics import FID_CONVENTIONS, TranslationMeter
-from .models.translation import (TranslationConfig, build_discriminator,
-                                 build_translation_model, discriminator_inputs,
-                                 normalize_images, to_uint8)
-from .segmentation.train import (Process, end_run, limit_reached, make_loaders, rng_state,
-                    seed_everything, set_rng_state, setup_distributed)
 
 
 @dataclass
