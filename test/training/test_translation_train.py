@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 def translation_data(tmp_path_factory):
     """6 training and 3 validation scenes of 36x36 (the 32 crop's 286/256 resize) with the
     synthetic translation modalities; treat as read-only."""
-    from cen_training.synth import write_dataset
+    from cen_training.data.synthetic import write_dataset
     from cen_training.translation.synthetic_modalities import write_translation_modalities
     root = write_dataset(tmp_path_factory.mktemp("translation") / "data", 6, 3, 36, 36,
                          progress=False)

@@ -60,7 +60,7 @@ from .deploy.export import ExportGraph, check_onnx, export_onnx
 from .deploy.fused import fuse
 from .deploy.quantize import MAX_PLAUSIBLE_DEPTH_M, Frame, convert_precision, median_depth_m
 from .data.datasets import RGB_SUFFIXES
-from .frames import find_rgbd_pairs, load_rgbd_frame
+from .data.frames import find_rgbd_pairs, load_rgbd_frame
 
 # Real frames used when none are given: the RGB-D samples kept beside the source repository
 # (``<repository>/../shared/samples``: sub-folders with rgb.jpg|png and depth.png), if present.
@@ -267,8 +267,8 @@ def load_frames(folder: str | pathlib.Path, size: Sequence[int],
 
 
 def synthetic_frames(size: Sequence[int], count: int, seed: int = 0) -> list[Frame]:
-    """Rendered RGB-D scenes (``cen_training.synth``) of ``size`` (H, W)."""
-    from .synth import render_scene
+    """Rendered RGB-D scenes (``cen_training.data.synthetic``) of ``size`` (H, W)."""
+    from .data.synthetic import render_scene
 
     h, w = int(size[0]), int(size[1])
     frames = []

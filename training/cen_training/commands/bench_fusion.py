@@ -94,7 +94,7 @@ def train_command(args, name: str, data: pathlib.Path, run_dir: pathlib.Path,
 def run(args) -> int:
     from ..checkpoint import load_checkpoint, load_model
     from ..data import validate_dataset
-    from ..synth import write_dataset
+    from ..data.synthetic import write_dataset
 
     runs_dir = args.out / "runs"
     if runs_dir.exists() and any(runs_dir.iterdir()):

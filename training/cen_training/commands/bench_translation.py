@@ -90,7 +90,7 @@ def train_command(args, spec: tuple, data: pathlib.Path, run_dir: pathlib.Path,
 def run(args) -> int:
     from ..checkpoint import load_checkpoint, load_model
     from ..data.taskonomy import TranslationDataset
-    from ..synth import write_dataset
+    from ..data.synthetic import write_dataset
     from ..translation.synthetic_modalities import write_translation_modalities
 
     specs = model_specs(list(args.inputs))

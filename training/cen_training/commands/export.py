@@ -9,7 +9,7 @@ from ..errors import TrainingError
 from ..checkpoint import load_model
 from ..deploy.export import MIN_LABEL_AGREEMENT, MIN_PRECISION_AGREEMENT, export_and_verify
 from ..deploy.quantize import CALIBRATION_METHODS, INT8_PRECISIONS, MAX_PLAUSIBLE_DEPTH_M, PRECISIONS
-from ..frames import find_rgbd_pairs, load_rgbd_frame
+from ..data.frames import find_rgbd_pairs, load_rgbd_frame
 
 PRECISION_HELP = f"""\
 precision (--precision), the arithmetic inside the graph; inputs and outputs are the same for

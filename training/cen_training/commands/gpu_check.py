@@ -627,7 +627,7 @@ def _cpu_name() -> str:
 
 def check(probe: Probe, args, say: Callable[[str], None]) -> list[Row]:
     """Every part this machine can run, in order; the rows of the table."""
-    from ..frames import find_rgbd_pairs, load_rgbd_frame
+    from ..data.frames import find_rgbd_pairs, load_rgbd_frame
 
     rows: list[Row] = []
     specs = [MODELS[key] for key in args.models]

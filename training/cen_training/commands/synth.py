@@ -1,4 +1,4 @@
-"""``cen-train synth``: write the synthetic RGB-D dataset (see ``cen_training.synth``)."""
+"""``cen-train synth``: write the synthetic RGB-D dataset (see ``cen_training.data.synthetic``)."""
 from __future__ import annotations
 
 import pathlib
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..synth import CLASSES, write_dataset
+    from ..data.synthetic import CLASSES, write_dataset
     if args.num_train < 1 or args.num_val < 1:
         raise CliError("--num-train and --num-val must be >= 1")
     if args.height < 32 or args.width < 32:

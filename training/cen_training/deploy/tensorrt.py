@@ -49,7 +49,7 @@ from cen_perception.engines.base import EngineError
 from cen_perception.model_card import ModelCard, ModelCardError
 
 from ..errors import EngineBuildError, TrainingError
-from ..frames import find_rgbd_pairs, load_rgbd_frame
+from ..data.frames import find_rgbd_pairs, load_rgbd_frame
 from ..io import atomic_write
 from .onnx_ops import check_engine_contract, check_tensorrt_ops, graph_precision
 
