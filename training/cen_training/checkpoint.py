@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
-from .io import atomic_write
+from .files import atomic_write
 from .models import ModelConfig, RefineNetDecoder, build_model
 from .models.translation import TranslationConfig, build_translation_model
 
@@ -42,7 +42,7 @@ VERSION = 2
 
 def save_checkpoint(path: str | pathlib.Path, model: nn.Module, config: ModelConfig,
                     card: dict[str, Any], **extra: Any) -> pathlib.Path:
-    """Write a checkpoint atomically (see ``cen_training.io.atomic_write``); ``config`` is a
+    """Write a checkpoint atomically (see ``cen_training.files.atomic_write``); ``config`` is a
     ``ModelConfig`` or a ``TranslationConfig``."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     payload = {"format": FORMAT, "version": VERSION,

@@ -27,7 +27,7 @@ from cen_perception.tools.pairing import BagError, add_pairing_arguments, check_
 from .. import CliError
 from ..retraining.bag_pairs import BagPairs, bag_module, no_frames_message
 from ..data.frames import write_frame_lists, write_rgbd_frame
-from ..io import check_new_dataset_folder
+from ..files import check_new_dataset_folder
 
 SPLIT_FILES = ("train.txt", "val.txt", "frames.csv", "classes.yaml")
 

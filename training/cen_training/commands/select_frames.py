@@ -35,7 +35,7 @@ from cen_perception.tools.pairing import BagError, add_pairing_arguments, check_
 
 from .. import CliError
 from ..retraining.bag_pairs import BagPairs, bag_module, no_frames_message
-from ..io import check_new_dataset_folder
+from ..files import check_new_dataset_folder
 from ..data.frames import write_frame_lists, write_png, write_rgbd_frame
 
 OUTPUT_FILES = ("train.txt", "val.txt", "frames.csv", "selection.csv", "classes.yaml",
