@@ -21,7 +21,7 @@ import pathlib
 import sys
 
 from .. import CliError
-from .parallel_runs import run_side_by_side
+from ..benchmarks.side_by_side import run_side_by_side
 from .train import HelpFormatter
 
 # name -> (arch, modalities, what it is); "cen-dropout" also trains with --modality-dropout.

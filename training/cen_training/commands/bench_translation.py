@@ -22,7 +22,7 @@ import pathlib
 import sys
 
 from .. import CliError
-from .parallel_runs import run_side_by_side
+from ..benchmarks.side_by_side import run_side_by_side
 from .train import HelpFormatter
 
 

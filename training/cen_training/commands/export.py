@@ -86,7 +86,7 @@ def _real_frames(data: pathlib.Path | None, count: int, height: int, width: int)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import DEFAULT_SAMPLES, load_frames, synthetic_frames
+    from ..benchmarks.inference import DEFAULT_SAMPLES, load_frames, synthetic_frames
 
     int8 = args.precision in INT8_PRECISIONS
     if int8 and args.calib_data is None:

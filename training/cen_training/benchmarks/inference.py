@@ -55,16 +55,16 @@ import onnx
 import torch
 from torch import nn
 
-from .errors import ConfigError, DatasetError, ExportError
-from .deploy.export import ExportGraph, check_onnx, export_onnx
-from .deploy.fused import fuse
-from .deploy.quantize import MAX_PLAUSIBLE_DEPTH_M, Frame, convert_precision, median_depth_m
-from .data.datasets import RGB_SUFFIXES
-from .data.frames import find_rgbd_pairs, load_rgbd_frame
+from ..errors import ConfigError, DatasetError, ExportError
+from ..deploy.export import ExportGraph, check_onnx, export_onnx
+from ..deploy.fused import fuse
+from ..deploy.quantize import MAX_PLAUSIBLE_DEPTH_M, Frame, convert_precision, median_depth_m
+from ..data.datasets import RGB_SUFFIXES
+from ..data.frames import find_rgbd_pairs, load_rgbd_frame
 
 # Real frames used when none are given: the RGB-D samples kept beside the source repository
 # (``<repository>/../shared/samples``: sub-folders with rgb.jpg|png and depth.png), if present.
-DEFAULT_SAMPLES = pathlib.Path(__file__).resolve().parents[3] / "shared" / "samples"
+DEFAULT_SAMPLES = pathlib.Path(__file__).resolve().parents[4] / "shared" / "samples"
 
 SGEMM_SIZE = 4096
 # Share of the CPU time other processes may take during a row before the report warns.
@@ -268,7 +268,7 @@ def load_frames(folder: str | pathlib.Path, size: Sequence[int],
 
 def synthetic_frames(size: Sequence[int], count: int, seed: int = 0) -> list[Frame]:
     """Rendered RGB-D scenes (``cen_training.data.synthetic``) of ``size`` (H, W)."""
-    from .data.synthetic import render_scene
+    from ..data.synthetic import render_scene
 
     h, w = int(size[0]), int(size[1])
     frames = []
