@@ -8,10 +8,6 @@ become exit codes; see ``errors``).
 """
 __version__ = "0.1.0"
 
+# The command layer's error, importable from here as it always was; it lives with the others.
+from .errors import CliError, TrainingError  # noqa: F401 - re-exported
 
-from .errors import TrainingError
-
-
-class CliError(TrainingError):
-    """A command's own failure (bad options, nothing to do): ``cen-train`` prints the message as
-    one line and exits non-zero. Library code raises the errors of ``cen_training.errors``."""

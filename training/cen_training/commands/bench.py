@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from .. import CliError
+from ..errors import CliError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

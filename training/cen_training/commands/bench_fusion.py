@@ -20,7 +20,7 @@ import os
 import pathlib
 import sys
 
-from .. import CliError
+from ..errors import CliError
 from ..benchmarks.side_by_side import run_side_by_side
 from .train import HelpFormatter
 

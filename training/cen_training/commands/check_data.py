@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pathlib
 
-from .. import CliError
+from ..errors import CliError
 from .train import HelpFormatter
 
 

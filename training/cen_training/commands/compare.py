@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import pathlib
 
-from .. import CliError
+from ..errors import CliError
 from .eval import add_split_arguments, open_split
 from .train import HelpFormatter
 

@@ -13,7 +13,7 @@ import pathlib
 
 import numpy as np
 
-from .. import CliError
+from ..errors import CliError
 from .train import HelpFormatter
 
 NUM_SAMPLE_PICTURES = 6

@@ -24,7 +24,7 @@ import shutil
 
 from cen_perception.tools.pairing import BagError, add_pairing_arguments, check_pairing
 
-from .. import CliError
+from ..errors import CliError
 from ..retraining.bag_pairs import BagPairs, bag_module, no_frames_message
 from ..data.frames import write_frame_lists, write_rgbd_frame
 from ..files import check_new_dataset_folder

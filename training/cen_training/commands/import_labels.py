@@ -28,7 +28,7 @@ import tempfile
 import cv2
 import numpy as np
 
-from .. import CliError
+from ..errors import CliError
 from ..retraining.cvat import colors_to_ids
 
 MAX_LISTED = 10

@@ -33,7 +33,7 @@ import numpy as np
 
 from cen_perception.tools.pairing import BagError, add_pairing_arguments, check_pairing
 
-from .. import CliError
+from ..errors import CliError
 from ..retraining.bag_pairs import BagPairs, bag_module, no_frames_message
 from ..files import check_new_dataset_folder
 from ..data.frames import write_frame_lists, write_png, write_rgbd_frame

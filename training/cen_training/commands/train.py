@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import CliError
+from ..errors import CliError
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
