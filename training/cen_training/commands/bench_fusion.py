@@ -22,7 +22,7 @@ import sys
 
 from ..errors import CliError
 from ..benchmarks.side_by_side import run_side_by_side
-from .train import HelpFormatter
+from .help_format import HelpFormatter
 
 # name -> (arch, modalities, what it is); "cen-dropout" also trains with --modality-dropout.
 MODELS = {

@@ -23,7 +23,7 @@ import sys
 
 from ..errors import CliError
 from ..benchmarks.side_by_side import run_side_by_side
-from .train import HelpFormatter
+from .help_format import HelpFormatter
 
 
 def model_specs(inputs: list[str]) -> dict[str, tuple[str, list[str], str]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pathlib
 
 from ..errors import CliError
-from .train import HelpFormatter
+from .help_format import HelpFormatter
 
 
 def register(subparsers) -> None:

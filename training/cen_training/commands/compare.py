@@ -14,7 +14,7 @@ import pathlib
 
 from ..errors import CliError
 from .eval import add_split_arguments, open_split
-from .train import HelpFormatter
+from .help_format import HelpFormatter
 
 GATE_FAILED = 1
 

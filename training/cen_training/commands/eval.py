@@ -14,7 +14,7 @@ import pathlib
 import numpy as np
 
 from ..errors import CliError
-from .train import HelpFormatter
+from .help_format import HelpFormatter
 
 NUM_SAMPLE_PICTURES = 6
 

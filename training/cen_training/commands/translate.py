@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import pathlib
 
-from .train import HelpFormatter
+from .help_format import HelpFormatter
 
 
 def register(subparsers) -> None:
