@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, one_line
 from .files import atomic_write
 from .models import ModelConfig, RefineNetDecoder, build_model
 from .models.translation import TranslationConfig, build_translation_model
@@ -57,9 +57,8 @@ def _torch_load(path: pathlib.Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
-                              f"{first}") from None
+                              f"{one_line(exc)}") from None
 
 
 def _model_config(ckpt: dict[str, Any], path: pathlib.Path) -> ModelConfig:
