@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import pathlib
 
-from ..errors import CliError
+from ..errors import EXIT_OK, EXIT_REFUSED, CliError
 from .eval import add_split_arguments, open_split
 from .help_format import HelpFormatter
 
-GATE_FAILED = 1
+GATE_FAILED = EXIT_REFUSED
 
 
 def register(subparsers) -> None:
@@ -89,7 +89,7 @@ def run(args) -> int:
     change, allowed = verdict["miou_change"], verdict["max_drop"]
     if verdict["passed"]:
         print(f"PASS: NEW's mIoU {change:+.2f} points against OLD (allowed drop {allowed:g})")
-        return 0
+        return EXIT_OK
     print(f"FAIL: NEW's mIoU {change:+.2f} points against OLD, more than the allowed drop of "
           f"{allowed:g}")
     return GATE_FAILED
