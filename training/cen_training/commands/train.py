@@ -33,6 +33,13 @@ def register(subparsers) -> None:
                    help="branch inputs; one (rgb or depth) for --arch single")
     p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS),
                    help="dataset layout")
+    add_recipe_arguments(p)
+    add_start_and_run_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_recipe_arguments(p) -> None:
+    """The recipe: stages, epochs, batch, augmentation, optimiser, CEN's penalty."""
     p.add_argument("--stages", type=int, default=3, help="training stages (each with fresh "
                    "optimisers and its own LRs)")
     p.add_argument("--epochs", type=int, nargs="+", default=None,
@@ -64,6 +71,10 @@ def register(subparsers) -> None:
     p.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="keep BN running statistics fixed [default: yes when starting from "
                         "--imagenet or --init weights, no when training from scratch]")
+
+
+def add_start_and_run_arguments(p) -> None:
+    """Starting weights and classes, then how the run goes: resume, workers, limits."""
     p.add_argument("--imagenet", metavar="PATH", help="torchvision ResNet weights (.pth) for "
                    "the encoder")
     p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights "
@@ -90,7 +101,6 @@ def register(subparsers) -> None:
     p.add_argument("--skip-data-check", dest="check_data", action="store_false",
                    help="do not check every sample before training")
     p.add_argument("--no-progress", dest="progress", action="store_false")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
