@@ -38,7 +38,8 @@ step, RNG states. Sample order and augmentation derive from (seed, epoch, index)
 not depend on the number of data-loading workers either.
 
 ``train`` reads as the run does: set-up, then per epoch ``train_one_epoch``, ``validate`` and
-``save_checkpoints``; ``RunState`` is what the run carries from one epoch to the next.
+``save_checkpoints`` (the plumbing both training loops share is ``cen_training.loop``);
+``RunState`` is what the run carries from one epoch to the next.
 
 Under ``torchrun`` every process trains on its share of each batch (DistributedDataParallel;
 NCCL on GPUs, gloo on CPUs) and only rank 0 writes files. On a GPU the forward pass runs in
