@@ -157,7 +157,7 @@ def summarise(out: pathlib.Path, model: pathlib.Path, result: dict) -> dict:
     from cen_perception.engines.onnxruntime import OnnxRuntimeEngine
     from cen_perception.image_codec import decode_color, decode_depth
     from cen_perception.visualize import colorize, colorize_depth, contact_sheet, overlay
-    from cen_training.metrics import confusion_matrix, scores
+    from cen_training.segmentation.metrics import confusion_matrix, scores
 
     card = OnnxRuntimeEngine(model).card
     messages = result["messages"]

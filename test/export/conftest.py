@@ -25,7 +25,7 @@ def trained_like():
 def real_frames():
     """``frames(h, w)``: the real samples of ../shared/samples resized to h x w when they are
     present, else rendered synthetic scenes (the tests run without the samples too)."""
-    from cen_training.bench import DEFAULT_SAMPLES, load_frames, synthetic_frames
+    from cen_training.benchmarks.inference import DEFAULT_SAMPLES, load_frames, synthetic_frames
 
     def frames(h, w):
         if DEFAULT_SAMPLES.is_dir():
@@ -40,7 +40,7 @@ def varied_model(trained_like):
     like statistics (``gamma_std=0.5``) whose classifier bias is centred on rendered scenes, so
     that its labels vary across an image as a trained model's do (uncentred, one class takes
     almost every pixel, and any reduced precision would agree trivially)."""
-    from cen_training.bench import synthetic_frames
+    from cen_training.benchmarks.inference import synthetic_frames
     from cen_training.card import default_card
     from cen_training.models import ModelConfig, build_model
 

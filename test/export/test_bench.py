@@ -12,8 +12,9 @@ from torch import nn
 
 from cen_perception.model_card import ModelCard
 from cen_training.errors import DatasetError
-from cen_training.bench import (BenchReport, BenchRow, count_gflop, load_frames, peak_memory,
-                                run_bench, sgemm_gflops, synthetic_frames)
+from cen_training.benchmarks.inference import (BenchReport, BenchRow, count_gflop, load_frames,
+                                               peak_memory, run_bench, sgemm_gflops,
+                                               synthetic_frames)
 from cen_training.models import ModelConfig, build_model
 
 H, W = 64, 64

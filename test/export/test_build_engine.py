@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 from cen_perception.engines.base import EngineError
 from cen_perception.model_card import METADATA_KEY, ModelCard
 from cen_training.errors import DatasetError, EngineBuildError
-from cen_training.frames import find_rgbd_pairs, load_rgbd_frame
+from cen_training.data.frames import find_rgbd_pairs, load_rgbd_frame
 from cen_training.deploy.tensorrt import (BuildFacts, build_plan, cached_paths,
                                          calibration_batches, calibration_sha256,
                                          calibrator_class, card_from_onnx,

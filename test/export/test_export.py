@@ -10,7 +10,7 @@ import torch
 
 from cen_perception.engines import open_engine
 from cen_perception.model_card import METADATA_KEY, ModelCard
-from cen_training.bench import synthetic_frames
+from cen_training.benchmarks.inference import synthetic_frames
 from cen_training.card import default_card
 from cen_training.checkpoint import flat_decoder_keys, load_model, save_checkpoint
 from cen_training.errors import ConfigError, ExportError

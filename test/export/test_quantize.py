@@ -10,7 +10,7 @@ from onnx import TensorProto, numpy_helper
 
 from cen_perception.engines import open_engine
 from cen_perception.model_card import ModelCard
-from cen_training.bench import load_frames
+from cen_training.benchmarks.inference import load_frames
 from cen_training.card import default_card
 from cen_training.errors import ConfigError, DatasetError
 from cen_training.deploy.export import export_onnx

@@ -7,7 +7,7 @@ import pytest
 def write_tiny_dataset(path, num_train: int = 8, num_val: int = 4, size: int = 64,
                        seed: int = 0) -> pathlib.Path:
     """The synthetic dataset of ``cen-train synth`` (generic layout) at ``size`` x ``size``."""
-    from cen_training.synth import write_dataset
+    from cen_training.data.synthetic import write_dataset
     return write_dataset(path, num_train, num_val, size, size, seed=seed, progress=False)
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from cen_training.metrics import ConfusionMeter, confusion_matrix, scores
+from cen_training.segmentation.metrics import ConfusionMeter, confusion_matrix, scores
 
 
 def test_confusion_matrix_counts_label_prediction_pairs_and_skips_ignored_pixels():

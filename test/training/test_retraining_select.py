@@ -213,7 +213,7 @@ def test_entropy_from_logits_and_engines_that_cannot_be_scored(tmp_path, toy_onn
 
 
 def test_spread_picks_greedy_by_score():
-    from cen_training.selection import spread_picks
+    from cen_training.retraining.selection import spread_picks
 
     seconds = 10**9
     stamps = [0, 1 * seconds, 2 * seconds, 3 * seconds, 10 * seconds]

@@ -7,7 +7,7 @@ import pytest
 
 from cen_training.cli import main as cli_main
 from cen_training.data import validate_dataset
-from cen_training.synth import BOX, POSTER, RELIEF, WALL, render_scene
+from cen_training.data.synthetic import BOX, POSTER, RELIEF, WALL, render_scene
 
 
 def test_same_seed_same_files_other_seed_other_files(tmp_path, make_tiny_dataset):

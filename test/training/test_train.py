@@ -16,7 +16,7 @@ from cen_training.cli import main as cli_main
 from cen_training.data import RGBDSegmentationDataset
 from cen_training.data.datasets import training_depth_range
 from cen_training.models import build_model
-from cen_training.train import TrainConfig, segmentation_loss, train
+from cen_training.segmentation.train import TrainConfig, segmentation_loss, train
 
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -280,8 +280,8 @@ def test_bench_fusion_prints_one_table(tmp_path, capsys):
 
 def test_bench_fusion_scores_a_model_with_its_depth_removed(trained_run, tiny_dataset):
     from cen_training.commands.bench_fusion import miou_without_depth
-    from cen_training.evaluate import predict
-    from cen_training.metrics import ConfusionMeter
+    from cen_training.segmentation.evaluate import predict
+    from cen_training.segmentation.metrics import ConfusionMeter
     out, _ = trained_run
     model = load_model(out / "last.pt")
     val = RGBDSegmentationDataset(tiny_dataset, "val")

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from cen_training.errors import CheckpointError
-from cen_training.image_metrics import (TranslationMeter, frechet_distance,
+from cen_training.translation.image_metrics import (TranslationMeter, frechet_distance,
                                         kernel_inception_distance, to_uint8_for_fid)
-from cen_training.inception import FIDInceptionV3, load_inception
+from cen_training.translation.inception import FIDInceptionV3, load_inception
 
 
 def test_identical_sets_have_fid_zero():

@@ -14,7 +14,7 @@ import torch
 
 from cen_training.checkpoint import load_checkpoint, load_model
 from cen_training.cli import main as cli_main
-from cen_training.translate import TranslateConfig, train_translation
+from cen_training.translation.train import TranslateConfig, train_translation
 
 TINY = ["--size", "32", "--ngf", "4", "--ndf", "4", "--workers", "0", "--no-progress"]
 
@@ -26,8 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 def translation_data(tmp_path_factory):
     """6 training and 3 validation scenes of 36x36 (the 32 crop's 286/256 resize) with the
     synthetic translation modalities; treat as read-only."""
-    from cen_training.synth import write_dataset
-    from cen_training.synth_translation import write_translation_modalities
+    from cen_training.data.synthetic import write_dataset
+    from cen_training.translation.synthetic_modalities import write_translation_modalities
     root = write_dataset(tmp_path_factory.mktemp("translation") / "data", 6, 3, 36, 36,
                          progress=False)
     write_translation_modalities(root, progress=False)

@@ -1,17 +1,16 @@
 """cen_training: build, train, evaluate and export CEN / AsymFusion RGB-D segmentation networks.
 
-Layout, in the order data flows: ``data`` (datasets, transforms, class lists), ``models`` (the
-networks), ``train`` / ``evaluate`` (the loops), ``checkpoint`` (save/load, official import),
-``deploy`` (folded graph, ONNX export, fp16/INT8, TensorRT engines), ``frames`` (RGB-D frames
-from files), ``commands/`` (one module per ``cen-train`` sub-command, the only place errors
-become exit codes; see ``errors``).
+Layout: ``data`` (datasets, transforms, class lists, RGB-D frame files, the synthetic set) and
+``models`` (the networks) feed one subpackage per flow: ``segmentation`` (the CEN recipe's
+loop, evaluation, metrics), ``translation`` (image-to-image translation), ``retraining`` (frames
+from a robot's bags, selection, CVAT labels, model comparison), ``deploy`` (folded graph, ONNX
+export, fp16/INT8, TensorRT engines) and ``benchmarks``. ``loop`` is the plumbing both training
+loops share, ``checkpoint`` saves and loads (and imports official weights), ``errors`` holds
+every error and the exit statuses, ``commands/`` has one module per ``cen-train`` sub-command,
+the only place errors become exit codes.
 """
 __version__ = "0.1.0"
 
+# The command layer's error, importable from here as it always was; it lives with the others.
+from .errors import CliError, TrainingError  # noqa: F401 - re-exported
 
-from .errors import TrainingError
-
-
-class CliError(TrainingError):
-    """A command's own failure (bad options, nothing to do): ``cen-train`` prints the message as
-    one line and exits non-zero. Library code raises the errors of ``cen_training.errors``."""

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError
-from .io import atomic_write
+from .errors import CheckpointError, one_line
+from .files import atomic_write
 from .models import ModelConfig, RefineNetDecoder, build_model
 from .models.translation import TranslationConfig, build_translation_model
 
@@ -42,7 +42,7 @@ VERSION = 2
 
 def save_checkpoint(path: str | pathlib.Path, model: nn.Module, config: ModelConfig,
                     card: dict[str, Any], **extra: Any) -> pathlib.Path:
-    """Write a checkpoint atomically (see ``cen_training.io.atomic_write``); ``config`` is a
+    """Write a checkpoint atomically (see ``cen_training.files.atomic_write``); ``config`` is a
     ``ModelConfig`` or a ``TranslationConfig``."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     payload = {"format": FORMAT, "version": VERSION,
@@ -57,9 +57,8 @@ def _torch_load(path: pathlib.Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
-                              f"{first}") from None
+                              f"{one_line(exc)}") from None
 
 
 def _model_config(ckpt: dict[str, Any], path: pathlib.Path) -> ModelConfig:

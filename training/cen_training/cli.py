@@ -3,8 +3,8 @@
 Each sub-command lives in ``cen_training.commands.<name>`` and provides
 ``register(subparsers)``, which adds its parser and sets ``func`` to a callable taking the
 parsed arguments. Any of the package's errors (``cen_training.errors``, ``CliError``) or a
-missing file ends the program with one readable line and a non-zero exit status; this is the
-only place that turns errors into exit codes.
+missing file ends the program with one readable line and exit status 2 (``EXIT_ERROR``); this
+is the only place that turns errors into exit codes. ``EXIT_STATUS_HELP`` lists the statuses.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from . import __version__
-from .errors import TrainingError
+from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, TrainingError
 
 # In the order `cen-train --help` lists them.
 COMMANDS = (
@@ -38,10 +38,23 @@ COMMANDS = (
 )
 
 
+EXIT_STATUS_HELP = """\
+exit status of every command:
+  0    done; or the check or gate passed
+  1    it ran, and a gate or check says no (compare: the new model fails the gate;
+       gpu-check: a part failed)
+  2    an error: bad options or input, a missing or unreadable file (one line on stderr;
+       also argparse's usage errors)
+  130  interrupted (Ctrl-C)
+gpu-check also ends with 3 when there is no CUDA GPU to check, and 4 when what ran passed but
+some parts could not run here."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cen-train",
-        description="Train, evaluate and export CEN / AsymFusion RGB-D segmentation networks.")
+        description="Train, evaluate and export CEN / AsymFusion RGB-D segmentation networks.",
+        epilog=EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
@@ -56,15 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except TrainingError as exc:
         print(f"cen-train {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except FileNotFoundError as exc:
         print(f"cen-train {args.command}: error: {exc.filename or exc}: file not found",
               file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"cen-train {args.command}: interrupted", file=sys.stderr)
-        return 130
-    return int(result or 0)
+        return EXIT_INTERRUPTED
+    return int(result or EXIT_OK)
 
 
 if __name__ == "__main__":

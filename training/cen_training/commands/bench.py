@@ -1,15 +1,15 @@
 """``cen-train bench``: inference latency of the training graph, the folded graph and its ONNX
-export in each precision, side by side (see ``cen_training.bench``)."""
+export in each precision, side by side (see ``cen_training.benchmarks.inference``)."""
 from __future__ import annotations
 
 import argparse
 import pathlib
 
-from .. import CliError
+from ..errors import CliError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..bench import DEFAULT_SAMPLES, MAX_PLAUSIBLE_DEPTH_M
+    from ..benchmarks.inference import DEFAULT_SAMPLES, MAX_PLAUSIBLE_DEPTH_M
     from ..models import ARCHS, BACKBONES, DECODERS
 
     p = sub.add_parser(
@@ -85,7 +85,7 @@ def _model(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import DEFAULT_SAMPLES, load_frames, run_bench
+    from ..benchmarks.inference import DEFAULT_SAMPLES, load_frames, run_bench
 
     if args.height % 32 or args.width % 32 or args.height <= 0 or args.width <= 0:
         raise CliError(f"--height and --width must be positive multiples of 32 "

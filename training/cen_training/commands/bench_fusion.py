@@ -15,14 +15,11 @@ no model's training time. Results go to OUT/results.json and OUT/results.md.
 """
 from __future__ import annotations
 
-import json
-import os
 import pathlib
 import sys
 
-from .. import CliError
-from .parallel_runs import run_side_by_side
-from .train import HelpFormatter
+from ..errors import CliError
+from .help_format import HelpFormatter
 
 # name -> (arch, modalities, what it is); "cen-dropout" also trains with --modality-dropout.
 MODELS = {
@@ -92,21 +89,41 @@ def train_command(args, name: str, data: pathlib.Path, run_dir: pathlib.Path,
 
 
 def run(args) -> int:
-    from ..checkpoint import load_checkpoint, load_model
-    from ..data import validate_dataset
-    from ..synth import write_dataset
+    from ..benchmarks import comparative
 
-    runs_dir = args.out / "runs"
-    if runs_dir.exists() and any(runs_dir.iterdir()):
-        raise CliError(f"{args.out} holds an earlier benchmark; choose another --out")
-    if args.budget_minutes <= 0 or (args.steps is not None and args.steps < 1):
-        raise CliError("--budget-minutes and --steps must be positive")
-    if args.jobs < 1 or args.threads < 1:
-        raise CliError("--jobs and --threads must be >= 1")
+    comparative.check_options(args)
     if not 0 < args.dropout <= 1:
         raise CliError(f"--dropout {args.dropout}: need a fraction in (0, 1]")
     if len(set(args.models)) != len(args.models):
         raise CliError("--models names a model twice")
+    data = prepare_data(args)
+    each = comparative.budget(args, len(args.models))
+    budget = each.describe(digits=1)
+    runs = comparative.train_models(
+        args, list(args.models), each, budget,
+        lambda name, run_dir: train_command(args, name, data, run_dir, each.minutes),
+        lambda name: MODELS[name][2])
+    results = {name: model_result(args, name, run_dir, minutes)
+               for name, run_dir, minutes in runs}
+    results = {name: results[name] for name in args.models}
+    print("evaluating without depth ...", flush=True)
+    for name, result in results.items():
+        final = miou_without_depth(args.out / "runs" / name / "last.pt", data, args.threads)
+        result["miou_without_depth"] = final["miou"]
+        result["per_class_iou_without_depth"] = final["per_class_iou"]
+    table = markdown_table(results)
+    summary = " ".join(part for part in (cen_margin(results), depth_loss(results)) if part)
+    text = (f"Validation mIoU (%) on {data} ({args.backbone}, {args.decoder} decoder, "
+            f"{budget}):\n\n{table}\n\n{summary}\n")
+    comparative.write_results(args, data, results, text, summary=summary)
+    return 0
+
+
+def prepare_data(args) -> pathlib.Path:
+    """``--data``, or the synthetic dataset made in ``OUT/data`` (once); checked."""
+    from ..data import validate_dataset
+    from ..data.synthetic import write_dataset
+
     data = args.data
     if data is None:
         data = args.out / "data"
@@ -114,52 +131,26 @@ def run(args) -> int:
             write_dataset(data, args.num_train, args.num_val, args.height, args.width,
                           seed=args.seed, progress=args.progress)
     validate_dataset(data, ["train", "val"], progress=args.progress)
-    jobs = min(args.jobs, len(args.models))
-    minutes_each = None if args.steps else args.budget_minutes * jobs / len(args.models)
-    budget = (f"{args.steps} steps each" if args.steps
-              else f"{minutes_each:.1f} min of training each")
-    print(f"training {len(args.models)} models, {jobs} at a time on {args.threads} thread(s) "
-          f"each, {budget}; logs in {runs_dir}/<model>/train.log")
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    return data
 
-    results = {}
-    runs = run_side_by_side(list(args.models),
-                            lambda name, run_dir: train_command(args, name, data, run_dir,
-                                                                minutes_each),
-                            runs_dir, jobs, env, lambda name: MODELS[name][2])
-    for name, run_dir, minutes in runs:
-        ckpt = load_checkpoint(run_dir / "last.pt")
-        final = ckpt["card"]["metrics"]["ensemble"]
-        arch, modalities, what = MODELS[name]
-        if name == "cen-dropout":
-            what = f"{what} ({100 * args.dropout:g}% of samples)"
-        results[name] = {
-            "arch": arch, "modalities": modalities, "description": what,
-            "miou": final["miou"], "pixel_acc": final["pixel_acc"],
-            "mean_acc": final["mean_acc"], "per_class_iou": final["per_class_iou"],
-            "steps": ckpt["step"], "epochs": ckpt["epoch"], "minutes": minutes}
-        if arch == "cen":
-            results[name]["slim_fraction"] = load_model(run_dir / "last.pt").slim_fraction()
-        print(f"  {name}: val mIoU {final['miou']:.1f} after {ckpt['step']} steps", flush=True)
 
-    results = {name: results[name] for name in args.models}
-    print("evaluating without depth ...", flush=True)
-    for name, result in results.items():
-        final = miou_without_depth(runs_dir / name / "last.pt", data, args.threads)
-        result["miou_without_depth"] = final["miou"]
-        result["per_class_iou_without_depth"] = final["per_class_iou"]
-    table = markdown_table(results)
-    summary = " ".join(part for part in (cen_margin(results), depth_loss(results)) if part)
-    settings = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()
-                if k != "func"}
-    (args.out / "results.json").write_text(json.dumps(
-        {"settings": {**settings, "data": str(data)}, "results": results,
-         "summary": summary}, indent=2) + "\n", encoding="utf-8")
-    text = (f"Validation mIoU (%) on {data} ({args.backbone}, {args.decoder} decoder, "
-            f"{budget}):\n\n{table}\n\n{summary}\n")
-    (args.out / "results.md").write_text(text, encoding="utf-8")
-    print("\n" + text)
-    return 0
+def model_result(args, name: str, run_dir: pathlib.Path, minutes: float) -> dict:
+    """One row of the table: a trained model's final validation scores and its budget."""
+    from ..checkpoint import load_checkpoint, load_model
+
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    final = ckpt["card"]["metrics"]["ensemble"]
+    arch, modalities, what = MODELS[name]
+    if name == "cen-dropout":
+        what = f"{what} ({100 * args.dropout:g}% of samples)"
+    result = {"arch": arch, "modalities": modalities, "description": what,
+              "miou": final["miou"], "pixel_acc": final["pixel_acc"],
+              "mean_acc": final["mean_acc"], "per_class_iou": final["per_class_iou"],
+              "steps": ckpt["step"], "epochs": ckpt["epoch"], "minutes": minutes}
+    if arch == "cen":
+        result["slim_fraction"] = load_model(run_dir / "last.pt").slim_fraction()
+    print(f"  {name}: val mIoU {final['miou']:.1f} after {ckpt['step']} steps", flush=True)
+    return result
 
 
 def miou_without_depth(checkpoint: pathlib.Path, data: pathlib.Path, threads: int) -> dict:
@@ -171,7 +162,7 @@ def miou_without_depth(checkpoint: pathlib.Path, data: pathlib.Path, threads: in
     from ..checkpoint import load_model
     from ..data import RGBDSegmentationDataset
     from ..data.transforms import blank_depth
-    from ..evaluate import evaluate
+    from ..segmentation.evaluate import evaluate
 
     model = load_model(checkpoint)
     val_set = RGBDSegmentationDataset(data, "val", transform=blank_depth)

@@ -16,14 +16,11 @@ OUT/results.md.
 """
 from __future__ import annotations
 
-import json
-import os
 import pathlib
 import sys
 
-from .. import CliError
-from .parallel_runs import run_side_by_side
-from .train import HelpFormatter
+from ..errors import CliError
+from .help_format import HelpFormatter
 
 
 def model_specs(inputs: list[str]) -> dict[str, tuple[str, list[str], str]]:
@@ -88,23 +85,44 @@ def train_command(args, spec: tuple, data: pathlib.Path, run_dir: pathlib.Path,
 
 
 def run(args) -> int:
-    from ..checkpoint import load_checkpoint, load_model
-    from ..data.taskonomy import TranslationDataset
-    from ..synth import write_dataset
-    from ..synth_translation import write_translation_modalities
+    from ..benchmarks import comparative
 
     specs = model_specs(list(args.inputs))
     models = args.models or list(specs)
     unknown = [m for m in models if m not in specs]
     if unknown:
         raise CliError(f"unknown model(s) {', '.join(unknown)} (choose from {', '.join(specs)})")
-    runs_dir = args.out / "runs"
-    if runs_dir.exists() and any(runs_dir.iterdir()):
-        raise CliError(f"{args.out} holds an earlier benchmark; choose another --out")
-    if args.budget_minutes <= 0 or (args.steps is not None and args.steps < 1):
-        raise CliError("--budget-minutes and --steps must be positive")
-    if args.jobs < 1 or args.threads < 1:
-        raise CliError("--jobs and --threads must be >= 1")
+    comparative.check_options(args)
+    data, val_count = prepare_data(args)
+    each = comparative.budget(args, len(models))
+    budget = each.describe(digits=2)
+    runs = comparative.train_models(
+        args, list(models), each, budget,
+        lambda name, run_dir: train_command(args, specs[name], data, run_dir, each.minutes),
+        lambda name: specs[name][2])
+    results = {name: model_result(specs[name], name, run_dir, minutes)
+               for name, run_dir, minutes in runs}
+    results = {name: results[name] for name in models}
+    generator = ("the official generator" if args.size == 256 and args.ngf == 64 else
+                 f"{args.size}x{args.size}, ngf {args.ngf}: a reduced U-Net, not the official "
+                 "generator")
+    header = (f"{' + '.join(args.inputs)} -> {args.target} on {data} ({val_count} validation "
+              f"images; {generator}; {budget}, {each.jobs} at a time on {args.threads} "
+              "thread(s))")
+    table = markdown_table(results, bool(args.inception_weights))
+    note = exchange_note(results)
+    text = f"{header}:\n\n{table}\n" + (f"\n{note}\n" if note else "")
+    comparative.write_results(args, data, results, text)
+    return 0
+
+
+def prepare_data(args) -> tuple[pathlib.Path, int]:
+    """``--data``, or the synthetic translation set made in ``OUT/data`` (once), and its
+    number of validation images."""
+    from ..data.synthetic import write_dataset
+    from ..data.taskonomy import TranslationDataset
+    from ..translation.synthetic_modalities import write_translation_modalities
+
     data = args.data
     if data is None:
         data = args.out / "data"
@@ -115,49 +133,23 @@ def run(args) -> int:
             write_dataset(data, args.num_train, args.num_val, side, side, seed=args.seed,
                           progress=args.progress)
             write_translation_modalities(data, progress=args.progress)
-    val_count = len(TranslationDataset(data, "val", args.inputs, args.target))
-    jobs = min(args.jobs, len(models))
-    minutes_each = None if args.steps else args.budget_minutes * jobs / len(models)
-    budget = (f"{args.steps} steps each" if args.steps
-              else f"{minutes_each:.2f} min of training each")
-    print(f"training {len(models)} models, {jobs} at a time on {args.threads} thread(s) each, "
-          f"{budget}; logs in {runs_dir}/<model>/train.log")
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    return data, len(TranslationDataset(data, "val", args.inputs, args.target))
 
-    results = {}
-    runs = run_side_by_side(list(models),
-                            lambda name, run_dir: train_command(args, specs[name], data, run_dir,
-                                                                minutes_each),
-                            runs_dir, jobs, env, lambda name: specs[name][2])
-    for name, run_dir, minutes in runs:
-        ckpt = load_checkpoint(run_dir / "last.pt")
-        scores = {k: v for k, v in ckpt["best_scores"].items() if isinstance(v, dict)}
-        arch, inputs, what = specs[name]
-        results[name] = {"arch": arch, "inputs": inputs, "description": what,
-                         "scores": scores, "steps": ckpt["step"], "minutes": minutes}
-        if arch == "cen":
-            results[name]["exchanged_fraction"] = \
-                load_model(run_dir / "last.pt").slim_fraction()
-        print(f"  {name}: ensemble L1 {scores['ensemble']['l1']:.4f} after "
-              f"{ckpt['step']} steps", flush=True)
 
-    results = {name: results[name] for name in models}
-    generator = ("the official generator" if args.size == 256 and args.ngf == 64 else
-                 f"{args.size}x{args.size}, ngf {args.ngf}: a reduced U-Net, not the official "
-                 "generator")
-    header = (f"{' + '.join(args.inputs)} -> {args.target} on {data} ({val_count} validation "
-              f"images; {generator}; {budget}, {jobs} at a time on {args.threads} thread(s))")
-    table = markdown_table(results, bool(args.inception_weights))
-    note = exchange_note(results)
-    settings = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()
-                if k != "func"}
-    (args.out / "results.json").write_text(json.dumps(
-        {"settings": {**settings, "data": str(data)}, "results": results}, indent=2) + "\n",
-        encoding="utf-8")
-    text = f"{header}:\n\n{table}\n" + (f"\n{note}\n" if note else "")
-    (args.out / "results.md").write_text(text, encoding="utf-8")
-    print("\n" + text)
-    return 0
+def model_result(spec: tuple, name: str, run_dir: pathlib.Path, minutes: float) -> dict:
+    """One model of the table: every output's best validation scores and its budget."""
+    from ..checkpoint import load_checkpoint, load_model
+
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    scores = {k: v for k, v in ckpt["best_scores"].items() if isinstance(v, dict)}
+    arch, inputs, what = spec
+    result = {"arch": arch, "inputs": inputs, "description": what,
+              "scores": scores, "steps": ckpt["step"], "minutes": minutes}
+    if arch == "cen":
+        result["exchanged_fraction"] = load_model(run_dir / "last.pt").slim_fraction()
+    print(f"  {name}: ensemble L1 {scores['ensemble']['l1']:.4f} after "
+          f"{ckpt['step']} steps", flush=True)
+    return result
 
 
 def markdown_table(results: dict, fid: bool) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pathlib
 
-from .. import CliError
-from .train import HelpFormatter
+from ..errors import CliError
+from .help_format import HelpFormatter
 
 
 def register(subparsers) -> None:

@@ -4,18 +4,19 @@ Per-class IoU, mIoU, pixel and mean accuracy of both on one split, median latenc
 machine with the same threads, how often they agree, and a picture of the frames where they
 differ most (rgb | old | new | ground truth); ``OUT/report.md``, ``report.json`` and
 ``differences.png``. Exit status 0 when NEW passes the gate (its mIoU at least OLD's minus
-``--max-drop`` points), 1 when it does not, 2 on an error. See ``cen_training.compare``.
+``--max-drop`` points), 1 when it does not, 2 on an error. See
+``cen_training.retraining.comparison``.
 """
 from __future__ import annotations
 
 import os
 import pathlib
 
-from .. import CliError
+from ..errors import EXIT_OK, EXIT_REFUSED, CliError
 from .eval import add_split_arguments, open_split
-from .train import HelpFormatter
+from .help_format import HelpFormatter
 
-GATE_FAILED = 1
+GATE_FAILED = EXIT_REFUSED
 
 
 def register(subparsers) -> None:
@@ -56,7 +57,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import torch
 
-    from ..compare import Side, compare, gate, open_predictor, prediction_map, write_report
+    from ..retraining.comparison import (Side, compare, gate, open_predictor, prediction_map,
+                                         write_report)
 
     threads = args.threads or os.cpu_count() or 1
     if threads < 1 or args.pictures < 0:
@@ -87,7 +89,7 @@ def run(args) -> int:
     change, allowed = verdict["miou_change"], verdict["max_drop"]
     if verdict["passed"]:
         print(f"PASS: NEW's mIoU {change:+.2f} points against OLD (allowed drop {allowed:g})")
-        return 0
+        return EXIT_OK
     print(f"FAIL: NEW's mIoU {change:+.2f} points against OLD, more than the allowed drop of "
           f"{allowed:g}")
     return GATE_FAILED

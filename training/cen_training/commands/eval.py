@@ -13,8 +13,8 @@ import pathlib
 
 import numpy as np
 
-from .. import CliError
-from .train import HelpFormatter
+from ..errors import CliError
+from .help_format import HelpFormatter
 
 NUM_SAMPLE_PICTURES = 6
 
@@ -71,7 +71,7 @@ def run(args) -> int:
     from torch.utils.data import DataLoader
 
     from ..checkpoint import load_model
-    from ..evaluate import evaluate, output_names
+    from ..segmentation.evaluate import evaluate, output_names
 
     scales = tuple(args.scales) if args.scales else (
         (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) if args.multi_scale else (1.0,))

@@ -10,7 +10,7 @@ from ..checkpoint import load_model
 from ..deploy.export import (MIN_LABEL_AGREEMENT, MIN_PRECISION_AGREEMENT, check_min_agreement,
                              export_and_verify)
 from ..deploy.quantize import CALIBRATION_METHODS, INT8_PRECISIONS, MAX_PLAUSIBLE_DEPTH_M, PRECISIONS
-from ..frames import find_rgbd_pairs, load_rgbd_frame
+from ..data.frames import find_rgbd_pairs, load_rgbd_frame
 
 PRECISION_HELP = f"""\
 precision (--precision), the arithmetic inside the graph; inputs and outputs are the same for
@@ -94,7 +94,7 @@ def _real_frames(data: pathlib.Path | None, count: int, height: int, width: int)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import DEFAULT_SAMPLES, load_frames, synthetic_frames
+    from ..benchmarks.inference import DEFAULT_SAMPLES, load_frames, synthetic_frames
 
     int8 = args.precision in INT8_PRECISIONS
     if int8 and args.calib_data is None:

@@ -3,15 +3,15 @@
 For correcting labels (or pre-labels) in CVAT: make a task from ``DIR/rgb/``, then upload
 ``OUT.zip`` as its annotations in the "Segmentation mask 1.1" format; export the task in the
 same format when done and bring it back with ``cen-train import-labels DIR export.zip
---overwrite``. The layout and its rules are in ``cen_training.data.cvat``; ``select-frames``
-writes the same export for its pre-labels.
+--overwrite``. The layout and its rules are in ``cen_training.retraining.cvat``;
+``select-frames`` writes the same export for its pre-labels.
 """
 from __future__ import annotations
 
 import argparse
 import pathlib
 
-from .. import CliError
+from ..errors import CliError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..data.cvat import check_writable, write_cvat_masks, zip_folder
+    from ..retraining.cvat import check_writable, write_cvat_masks, zip_folder
     from ..data.datasets import (detect_layout, list_samples, load_dataset_classes,
                                  read_labels)
 

@@ -6,7 +6,7 @@ On a machine with a CUDA GPU (a few minutes; under 10 on a desktop GPU):
   ``cudaMalloc``, copies to and from the GPU on a stream), bytes compared after the round trip,
   from the main thread and from a worker thread, and the stream handle the engine gives
   TensorRT (``stream_handle``) synchronised as that stream;
-* training: 50 optimiser steps of the real training loop (``cen_training.train``) with CUDA
+* training: 50 optimiser steps of the real training loop (``cen_training.segmentation.train``) with CUDA
   and AMP (float16 autocast, GradScaler) on ``cen-train synth`` data, a ResNet-18 CEN with the
   light decoder; its checkpoint is the ResNet-18 model below;
 * PyTorch fp16 parity: float16 autocast against float32 (TF32 off) logits on the GPU, labels
@@ -376,7 +376,7 @@ def check_buffers(device: int) -> Row:
 
 def train_on_gpu(data: pathlib.Path, run_dir: pathlib.Path, device: int) -> tuple[Row, pathlib.Path]:
     """50 steps of the real training loop with CUDA and AMP; the checkpoint it wrote."""
-    from ..train import TrainConfig, train
+    from ..segmentation.train import TrainConfig, train
 
     losses: list[float] = []
     config = TrainConfig(data=str(data), out=str(run_dir), arch="cen", backbone="resnet18",
@@ -755,7 +755,7 @@ class GpuCheck:
     def make_data(self) -> None:
         """Synthetic scenes for training, calibration and the label comparisons (the engines'
         inputs are these, resized to 480x640)."""
-        from ..frames import find_rgbd_pairs, load_rgbd_frame
+        from ..data.frames import find_rgbd_pairs, load_rgbd_frame
 
         if not (self.data / "val.txt").is_file():
             shutil.rmtree(self.data, ignore_errors=True)
@@ -765,7 +765,7 @@ class GpuCheck:
         self.frames = [load_rgbd_frame(r, d, (HEIGHT, WIDTH)) for r, d in pairs]
 
     def make_fresh(self, spec: ModelSpec) -> None:
-        from ..frames import find_rgbd_pairs, load_rgbd_frame
+        from ..data.frames import find_rgbd_pairs, load_rgbd_frame
 
         bn_frames = [load_rgbd_frame(r, d, (240, 320))
                      for r, d in find_rgbd_pairs(self.data, limit=8)]

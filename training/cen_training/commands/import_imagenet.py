@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from .. import CliError
+from ..errors import CliError
 from ..card import default_card
 from ..checkpoint import save_checkpoint
 from ..models import ARCHS, BACKBONES, DECODERS, ModelConfig, build_model, init_from_imagenet

@@ -12,7 +12,7 @@ stem (``LABEL_DIR/<stem>.png``) and written as single-channel class-id PNGs to
 * a CVAT "Segmentation mask 1.1" export, the zip CVAT downloads or its unpacked folder
   (recognised by ``labelmap.txt`` beside ``SegmentationClass/``): colour masks mapped to class
   ids through ``labelmap.txt``, its labels matched to the classes by name (see
-  ``cen_training.data.cvat``; ``select-frames`` and ``export-labels`` write the layout).
+  ``cen_training.retraining.cvat``; ``select-frames`` and ``export-labels`` write the layout).
 
 Every file is checked before anything is written; an unknown colour, a class id outside the
 class list or a size that differs from the frame's stops the import with the file named.
@@ -28,8 +28,8 @@ import tempfile
 import cv2
 import numpy as np
 
-from .. import CliError
-from ..data.cvat import colors_to_ids
+from ..errors import CliError
+from ..retraining.cvat import colors_to_ids
 
 MAX_LISTED = 10
 
@@ -118,7 +118,7 @@ def read_label_file(path: pathlib.Path, color_map: bool, palette: list[list[int]
 
 def run(args: argparse.Namespace) -> int:
     from ..data.classes import load_class_list
-    from ..data.cvat import CvatExport, is_cvat_export
+    from ..retraining.cvat import CvatExport, is_cvat_export
 
     out_dir: pathlib.Path = args.out_dir
     label_dir: pathlib.Path = args.label_dir

@@ -9,7 +9,7 @@ import pathlib
 
 from cen_perception.model_card import OFFICIAL_NORMALIZATION, SUNRGBD_NORMALIZATION
 
-from .. import CliError
+from ..errors import CliError
 from ..card import default_card
 from ..checkpoint import import_official, import_official_translation, save_checkpoint
 from ..models import ModelConfig

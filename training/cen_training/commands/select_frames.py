@@ -2,9 +2,9 @@
 
 Runs the current model over every synchronized RGB-D pair of the bag (the engine through
 ``cen_perception.engines``, as the node runs it; colour and depth topics may be compressed),
-scores each frame by the model's uncertainty (``cen_training.selection``: softmax entropy
-where the engine has logits, else 1 - mean confidence, over pixels with valid depth), and keeps
-the ``--budget`` best, greedily by score, no two closer than ``--min-gap`` seconds. Writes::
+scores each frame by the model's uncertainty (``cen_training.retraining.selection``: softmax
+entropy where the engine has logits, else 1 - mean confidence, over pixels with valid depth), and
+keeps the ``--budget`` best, greedily by score, no two closer than ``--min-gap`` seconds. Writes::
 
     OUT_DIR/rgb/<stem>.png      colour, 8-bit            (the generic dataset layout)
     OUT_DIR/depth/<stem>.png    depth, 16-bit mm, at the colour size
@@ -33,10 +33,10 @@ import numpy as np
 
 from cen_perception.tools.pairing import BagError, add_pairing_arguments, check_pairing
 
-from .. import CliError
-from ..bags import BagPairs, bag_module, no_frames_message
-from ..io import check_new_dataset_folder
-from ..frames import write_frame_lists, write_png, write_rgbd_frame
+from ..errors import CliError
+from ..retraining.bag_pairs import BagPairs, bag_module, no_frames_message
+from ..files import check_new_dataset_folder
+from ..data.frames import write_frame_lists, write_png, write_rgbd_frame
 
 OUTPUT_FILES = ("train.txt", "val.txt", "frames.csv", "selection.csv", "classes.yaml",
                 "cvat.zip")
@@ -82,7 +82,7 @@ def open_scorer(args: argparse.Namespace):
     from cen_perception.engines import EngineError, open_engine
     from cen_perception.model_card import ModelCardError
 
-    from ..selection import UncertaintyScorer
+    from ..retraining.selection import UncertaintyScorer
 
     try:
         engine = open_engine(args.engine, backend=args.backend)
@@ -127,8 +127,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.classes import ClassList
-    from ..data.cvat import check_writable
-    from ..selection import spread_picks
+    from ..retraining.cvat import check_writable
+    from ..retraining.selection import spread_picks
 
     check_arguments(args)
     bag = bag_module()
@@ -185,7 +185,7 @@ def write_selection(out_dir: pathlib.Path, pairs: BagPairs, ranked: list[Scored]
                     val_fraction: float) -> tuple[list[str], list[str]]:
     """The lists (train, val, frames.csv), the ranked selection.csv, classes.yaml and the
     CVAT export of the picks; returns (train, val)."""
-    from ..data.cvat import write_cvat_masks, zip_folder
+    from ..retraining.cvat import write_cvat_masks, zip_folder
 
     in_time = sorted(ranked, key=lambda s: s.index)
     train, val = write_frame_lists(

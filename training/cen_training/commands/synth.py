@@ -1,10 +1,10 @@
-"""``cen-train synth``: write the synthetic RGB-D dataset (see ``cen_training.synth``)."""
+"""``cen-train synth``: write the synthetic RGB-D dataset (see ``cen_training.data.synthetic``)."""
 from __future__ import annotations
 
 import pathlib
 
-from .. import CliError
-from .train import HelpFormatter
+from ..errors import CliError
+from .help_format import HelpFormatter
 
 
 def register(subparsers) -> None:
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..synth import CLASSES, write_dataset
+    from ..data.synthetic import CLASSES, write_dataset
     if args.num_train < 1 or args.num_val < 1:
         raise CliError("--num-train and --num-val must be >= 1")
     if args.height < 32 or args.width < 32:
@@ -40,7 +40,8 @@ def run(args) -> int:
     print(f"wrote {args.num_train} train + {args.num_val} val scenes of {args.width}x"
           f"{args.height} ({', '.join(CLASSES.names)}) to {args.out_dir}")
     if args.translation:
-        from ..synth_translation import TRANSLATION_MODALITIES, write_translation_modalities
+        from ..translation.synthetic_modalities import (TRANSLATION_MODALITIES,
+                                                        write_translation_modalities)
         write_translation_modalities(args.out_dir, progress=args.progress)
         print(f"and the translation modalities {', '.join(TRANSLATION_MODALITIES)}")
     return 0

@@ -1,4 +1,5 @@
-"""``cen-train train``: train a CEN / AsymFusion / baseline network (see ``cen_training.train``).
+"""``cen-train train``: train a CEN / AsymFusion / baseline network (see
+``cen_training.segmentation.train``).
 
 Multi-GPU (or multi-process CPU): ``torchrun --nproc_per_node N -m cen_training.cli train ...``;
 ``--batch-size`` is the total over all processes.
@@ -7,18 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import CliError
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except where there is nothing to show (None, flags) or the help already
-    gives one in brackets."""
-
-    def _get_help_string(self, action):
-        if (action.default is None or isinstance(action.default, bool)
-                or "[default" in (action.help or "")):
-            return action.help
-        return super()._get_help_string(action)
+from ..errors import CliError
+from .help_format import HelpFormatter
 
 
 def register(subparsers) -> None:
@@ -42,6 +33,13 @@ def register(subparsers) -> None:
                    help="branch inputs; one (rgb or depth) for --arch single")
     p.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS),
                    help="dataset layout")
+    add_recipe_arguments(p)
+    add_start_and_run_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_recipe_arguments(p) -> None:
+    """The recipe: stages, epochs, batch, augmentation, optimiser, CEN's penalty."""
     p.add_argument("--stages", type=int, default=3, help="training stages (each with fresh "
                    "optimisers and its own LRs)")
     p.add_argument("--epochs", type=int, nargs="+", default=None,
@@ -73,6 +71,10 @@ def register(subparsers) -> None:
     p.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="keep BN running statistics fixed [default: yes when starting from "
                         "--imagenet or --init weights, no when training from scratch]")
+
+
+def add_start_and_run_arguments(p) -> None:
+    """Starting weights and classes, then how the run goes: resume, workers, limits."""
     p.add_argument("--imagenet", metavar="PATH", help="torchvision ResNet weights (.pth) for "
                    "the encoder")
     p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights "
@@ -99,11 +101,10 @@ def register(subparsers) -> None:
     p.add_argument("--skip-data-check", dest="check_data", action="store_false",
                    help="do not check every sample before training")
     p.add_argument("--no-progress", dest="progress", action="store_false")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..train import TrainConfig, train
+    from ..segmentation.train import TrainConfig, train
     if args.batch_size < 1 or (args.crop is not None and args.crop < 8):
         raise CliError("--batch-size must be >= 1 and --crop >= 8")
     if args.scale[0] <= 0 or args.scale[0] > args.scale[1]:

@@ -1,5 +1,5 @@
 """``cen-train translate train | eval | export``: multimodal image-to-image translation (the
-CEN paper's second task; see ``cen_training.translate`` and ``models.translation``).
+CEN paper's second task; see ``cen_training.translation.train`` and ``models.translation``).
 
 Multi-GPU (or multi-process CPU): ``torchrun --nproc_per_node N -m cen_training.cli translate
 train ...``; ``--batch-size`` is the total over all processes.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import pathlib
 
-from .train import HelpFormatter
+from .help_format import HelpFormatter
 
 
 def register(subparsers) -> None:
@@ -85,7 +85,7 @@ def add_train(sub) -> None:
 
 
 def run_train(args) -> int:
-    from ..translate import TranslateConfig, train_translation
+    from ..translation.train import TranslateConfig, train_translation
     config = TranslateConfig(
         data=args.data, out=args.out, inputs=args.inputs, target=args.target, arch=args.arch,
         layout=args.layout, size=args.size, load_size=args.load_size, flip=args.flip,
@@ -132,7 +132,7 @@ def run_eval(args) -> int:
     from torch.utils.data import DataLoader
 
     from ..data.taskonomy import TranslationDataset, TranslationTransform
-    from ..translate import evaluate_translation
+    from ..translation.train import evaluate_translation
 
     model = load_generator(args.checkpoint)
     config = model.config
@@ -143,7 +143,7 @@ def run_eval(args) -> int:
     model = model.to(device)
     inception = None
     if args.inception_weights:
-        from ..inception import load_inception
+        from ..translation.inception import load_inception
         inception = load_inception(args.inception_weights).to(device)
     names = list(model.branch_names) + ["ensemble"]
     loader = DataLoader(data, batch_size=1, num_workers=args.workers)
@@ -166,7 +166,7 @@ def run_eval(args) -> int:
 def picture_grid_one(model, data, index: int, device):
     from torch.utils.data import Subset
 
-    from ..translate import picture_grid
+    from ..translation.train import picture_grid
     return picture_grid(model, Subset(data, [index]), 1, device)
 
 
@@ -204,7 +204,7 @@ def add_export(sub) -> None:
 
 def run_export(args) -> int:
     from ..data.taskonomy import TranslationDataset, TranslationTransform
-    from ..translation_export import check_frames, export_and_verify_translation
+    from ..translation.export import check_frames, export_and_verify_translation
 
     model = load_generator(args.checkpoint)
     config = model.config

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import yaml
 
-from ..errors import DatasetError
+from ..errors import DatasetError, one_line
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 BUILTIN_CLASS_LISTS = {"nyudv2": "nyudv2_40.yaml", "sunrgbd": "sunrgbd_37.yaml"}
@@ -99,7 +99,7 @@ def load_class_list(name_or_path: str | pathlib.Path) -> ClassList:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise DatasetError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise DatasetError(f"{path}: not valid YAML ({one_line(exc)})") from None
     return parse_class_list(data, str(path))
 
 
@@ -210,7 +210,7 @@ def load_class_map(path: str | pathlib.Path, source: ClassList, target: ClassLis
     except FileNotFoundError:
         raise DatasetError(f"{path}: class map not found") from None
     except yaml.YAMLError as exc:
-        raise DatasetError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise DatasetError(f"{path}: not valid YAML ({one_line(exc)})") from None
     return parse_class_map(data, source, target, str(path))
 
 

@@ -53,8 +53,8 @@ from cen_perception.engines.base import EngineError
 from cen_perception.model_card import ModelCard, ModelCardError
 
 from ..errors import EngineBuildError, TrainingError
-from ..frames import find_rgbd_pairs, load_rgbd_frame
-from ..io import atomic_write
+from ..data.frames import find_rgbd_pairs, load_rgbd_frame
+from ..files import atomic_write
 from .onnx_ops import check_engine_contract, check_tensorrt_ops, graph_precision
 
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -12,7 +12,7 @@ import pathlib
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, one_line
 
 # torchvision's released ImageNet weights (V1), fetched only on request.
 TORCHVISION_URLS = {
@@ -99,4 +99,4 @@ def init_from_imagenet(model: nn.Module, source: str | pathlib.Path, backbone: s
     try:
         return load_imagenet(model, read_imagenet_state_dict(source, backbone))
     except (OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{source}: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"{source}: {one_line(exc)}") from None

@@ -22,7 +22,7 @@ import pathlib
 import cv2
 import numpy as np
 
-from .errors import DatasetError
+from ..errors import DatasetError
 
 TRANSLATION_MODALITIES = ("shading", "normal", "edge_texture")
 # Towards the light: up and to the left of the camera, and towards it (camera frame: x right,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 SCORE_KINDS = ("auto", "entropy", "confidence")
 LOGITS_OUTPUT = "logits_ensemble"

@@ -17,7 +17,7 @@ import numpy as np
 from cen_perception.tools.scene import (BOX, CLASS_NAMES, FLOOR, POSTER, RELIEF, WALL,
                                         render_scene)
 
-from .data.classes import ClassList
+from .classes import ClassList
 
 CLASSES = ClassList(
     names=list(CLASS_NAMES),

@@ -1,4 +1,5 @@
-"""File helpers shared by the package."""
+"""File helpers shared by the package (named ``files``, not ``io``, so as not to shadow the
+standard module)."""
 from __future__ import annotations
 
 import os

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pathlib
 
-from .errors import DatasetError
+from ..errors import DatasetError
 
 
 def bag_module():

@@ -9,7 +9,7 @@ Nothing is downloaded.
 
 Written here because pytorch-fid and torch-fidelity both import torchvision, which has no
 build for this PyTorch; the arithmetic of FID and KID comes from ``torchmetrics``
-(``cen_training.image_metrics``).
+(``cen_training.translation.image_metrics``).
 
 Input: uint8 ``[N, 3, H, W]`` RGB; as pytorch-fid: ``x / 255``, bilinear resize to 299x299
 (``align_corners=False``), ``2x - 1``. Output: ``[N, 2048]`` float32 pool3 features.
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 FEATURES = 2048
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -198,6 +198,6 @@ def load_inception(path: str | pathlib.Path) -> FIDInceptionV3:
     for key, value in own.items():  # older files lack the BN batch counters
         if key.endswith("num_batches_tracked"):
             state.setdefault(key, value)
-    from .checkpoint import load_state_strict
+    from ..checkpoint import load_state_strict
     load_state_strict(model, state, str(path))
     return model.eval()

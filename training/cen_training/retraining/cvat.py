@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from ..errors import DatasetError
-from .classes import IGNORE_INDEX, ClassList
+from ..data.classes import IGNORE_INDEX, ClassList
 
 FORMAT_NAME = "Segmentation mask 1.1"
 LABELMAP = "labelmap.txt"

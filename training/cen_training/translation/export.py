@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ExportError
-from .models.translation import to_uint8
+from ..errors import ExportError
+from ..models.translation import to_uint8
 
 OPSET = 17
 CARD_KEY = "cen_perception.translation_card"

@@ -10,10 +10,10 @@ Conventions (per output: each branch and the ensemble, over a set of images):
   the usual 11x11 Gaussian window (sigma 1.5) averaged over the three channels
   (``torchmetrics``).
 * ``fid`` and ``kid`` (x100, as the official code reports it): from the 2048-d Inception-v3
-  pool features (``cen_training.inception``) of the generated and the real target images,
-  with ``torchmetrics``' Fréchet distance and unbiased polynomial-kernel MMD (degree 3,
-  gamma 1/2048, coef0 1; ``kid_subsets`` random subsets of up to ``kid_subset_size`` images,
-  drawn from a fixed seed). Images reach the network as uint8: ``round((x + 1) * 127.5)``
+  pool features (``translation.inception``) of the generated and the real target images, with
+  ``torchmetrics``' Fréchet distance and unbiased polynomial-kernel MMD (degree 3, gamma
+  1/2048, coef0 1; ``kid_subsets`` random subsets of up to ``kid_subset_size`` images, drawn
+  from a fixed seed). Images reach the network as uint8: ``round((x + 1) * 127.5)``
   (``direct``), or, as the official code saves them before scoring, rescaled per image to the
   full 0..255 range and truncated (``minmax``). Reported numbers say which.
 """

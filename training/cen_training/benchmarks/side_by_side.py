@@ -7,7 +7,7 @@ import subprocess
 import time
 from typing import Callable, Iterator
 
-from .. import CliError
+from ..errors import CliError
 
 
 def run_side_by_side(names: list[str], command: Callable[[str, pathlib.Path], list[str]],

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import ClassList, ClassMap, RGBDSegmentationDataset, load_class_map
-from .errors import ConfigError
-from .metrics import ConfusionMeter
+from ..data import ClassList, ClassMap, RGBDSegmentationDataset, load_class_map
+from ..errors import ConfigError
+from ..segmentation.metrics import ConfusionMeter
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 MIN_CELL_WIDTH = 240  # pixels per picture in differences.png
@@ -54,7 +54,7 @@ class CheckpointPredictor(Predictor):
     kind = "checkpoint"
 
     def __init__(self, path: pathlib.Path) -> None:
-        from .checkpoint import load_model
+        from ..checkpoint import load_model
 
         self.model = load_model(path, task="segmentation")
         card = self.model.card
@@ -66,7 +66,7 @@ class CheckpointPredictor(Predictor):
     def __call__(self, rgb: np.ndarray, depth: np.ndarray) -> np.ndarray:
         import torch
 
-        from .evaluate import predict
+        from ..segmentation.evaluate import predict
 
         scores = predict(self.model, torch.from_numpy(np.ascontiguousarray(rgb))[None],
                          torch.from_numpy(np.ascontiguousarray(depth, np.float32))[None])

@@ -1,7 +1,7 @@
 """The package's file helpers."""
 import pytest
 
-from cen_training.io import atomic_write
+from cen_training.files import atomic_write
 
 
 def test_atomic_write_replaces_the_file_whole(tmp_path):

@@ -30,11 +30,11 @@ validation a picture grid ``RUN_DIR/pictures/epoch_NNNN.png`` (rows: validation 
 columns: inputs | each branch | ensemble | target).
 
 ``train_translation`` reads as the run does: set-up, then per epoch ``train_one_epoch``,
-``validate`` and ``save_checkpoints``; ``TranslateState`` is what the run carries.
+``validate`` and ``save_checkpoints`` (the plumbing both loops share is ``cen_training.loop``);
+``TranslateState`` is what the run carries.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import pathlib
@@ -47,15 +47,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data.taskonomy import TranslationDataset, TranslationTransform, domain_name
-from .errors import CheckpointError, ConfigError
+from ..data.taskonomy import TranslationDataset, TranslationTransform, domain_name
+from ..errors import CheckpointError, ConfigError
+from ..loop import (MetricLog, Process, check_finite, check_new_run, end_run, limit_reached,
+                    make_loaders, make_scaler, read_last_checkpoint, restore_training_state,
+                    save_checkpoints, seed_everything, setup_distributed, training_entries,
+                    validation_due, wrap_ddp)
+from ..models.translation import (TranslationConfig, build_discriminator,
+                                  build_translation_model, discriminator_inputs,
+                                  normalize_images, to_uint8)
 from .image_metrics import FID_CONVENTIONS, TranslationMeter
-from .models.translation import (TranslationConfig, build_discriminator,
-                                 build_translation_model, discriminator_inputs,
-                                 normalize_images, to_uint8)
-from .train import (Process, end_run, limit_reached, make_loaders, rng_state,
-                    seed_everything, set_rng_state, setup_distributed)
 
 
 @dataclass
@@ -118,11 +119,8 @@ class TranslateState:
         return improved
 
     def checkpoint_entries(self, config: TranslateConfig, discriminator) -> dict:
-        return {"train_config": dataclasses.asdict(config), "epoch": self.epoch,
-                "step": self.step, "best": self.best, "best_scores": self.best_scores,
-                "discriminator": discriminator.state_dict(), "ndf": config.ndf,
-                "optimizers": [o.state_dict() for o in self.optimizers],
-                "scaler": self.scaler.state_dict(), "rng": rng_state()}
+        return training_entries(dataclasses.asdict(config), self, best=self.best,
+                                discriminator=discriminator.state_dict(), ndf=config.ndf)
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -132,9 +130,7 @@ def train_translation(config: TranslateConfig, on_epoch_end=None) -> dict:
     ``steps`` and ``epochs``."""
     proc = setup_distributed()
     out_dir = pathlib.Path(config.out)
-    if not config.resume and (out_dir / "last.pt").exists():
-        raise ConfigError(f"{out_dir} already holds a run (last.pt): continue it with --resume "
-                          "or choose another --out")
+    check_new_run(out_dir, config.resume)
     config = resolve(config)
     train_set, val_set = load_datasets(config)
     seed_everything(config.seed)
@@ -144,13 +140,9 @@ def train_translation(config: TranslateConfig, on_epoch_end=None) -> dict:
     resumed = read_resume_checkpoint(out_dir, model_config, config) if config.resume else None
     state = start_state(generator, discriminator, config, resumed, proc)
     g_plain, d_plain = generator, discriminator
-    if proc.world > 1:
-        ids = [proc.device.index] if proc.device.type == "cuda" else None
-        # Never-used InstanceNorms (as in the official model) get no gradients.
-        generator = torch.nn.parallel.DistributedDataParallel(
-            generator, device_ids=ids, find_unused_parameters=True)
-        discriminator = torch.nn.parallel.DistributedDataParallel(
-            discriminator, device_ids=ids, find_unused_parameters=True)
+    # Never-used InstanceNorms (as in the official model) get no gradients.
+    generator = wrap_ddp(generator, proc, find_unused_parameters=True)
+    discriminator = wrap_ddp(discriminator, proc, find_unused_parameters=True)
     train_loader, val_loader = make_loaders(train_set, val_set, config, proc)
     inception = None
     if config.inception_weights:
@@ -169,10 +161,9 @@ def train_translation(config: TranslateConfig, on_epoch_end=None) -> dict:
         losses, stopped = train_one_epoch(generator, discriminator, train_loader, state, config,
                                           proc, metrics_log, start_time)
         state.epoch += 1
-        if not all(math.isfinite(v) for v in losses.values()):
-            raise RuntimeError(f"training diverged: losses {losses} in epoch {state.epoch}")
+        check_finite(losses, state.epoch)
         scores = {}
-        if validation_due(config, state, stopped):
+        if validation_due(state.epoch, config.val_every, state.epoch >= config.epochs, stopped):
             scores = validate(g_plain, val_loader, names, inception, config, proc)
             if proc.is_main and config.pictures > 0:
                 grid = picture_grid(g_plain, val_set, config.pictures, proc.device)
@@ -183,8 +174,8 @@ def train_translation(config: TranslateConfig, on_epoch_end=None) -> dict:
             seconds = time.monotonic() - epoch_start
             metrics_log.log_epoch(state, losses, slim, scores, seconds)
             card["metrics"] = state.best_scores
-            save_checkpoints(out_dir, g_plain, d_plain, model_config, card, config, state,
-                             improved)
+            save_checkpoints(out_dir, g_plain, model_config, card,
+                             state.checkpoint_entries(config, d_plain), improved)
             proc.log(epoch_summary(state, losses, slim, scores, names, seconds, improved))
         if on_epoch_end is not None:
             on_epoch_end({"epoch": state.epoch, "step": state.step, "losses": losses,
@@ -204,46 +195,17 @@ def train_one_epoch(generator, discriminator, loader: DataLoader, state: Transla
     every process) and whether a limit stopped the pass. The models may be DDP-wrapped."""
     from tqdm import tqdm
 
-    g_plain = getattr(generator, "module", generator)
-    d_plain = getattr(discriminator, "module", discriminator)
     generator.train()
     discriminator.train()
     loader.sampler.set_epoch(state.epoch)
     loader.dataset.set_epoch(state.epoch)
-    optimizer_g, optimizer_d = state.optimizers
-    use_amp = state.scaler.is_enabled()
     totals = torch.zeros(4, dtype=torch.float64)  # loss_d, loss_g, l1, batches
     stopped = False
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{config.epochs}", unit="batch",
                disable=not (config.progress and proc.is_main), leave=False)
     for batch in bar:
-        images = [x.to(proc.device, non_blocking=True) for x in batch["inputs"]]
-        target = normalize_images(batch["target"].to(proc.device, non_blocking=True))
-        conds = discriminator_inputs(g_plain, images)
-        with torch.autocast(device_type=proc.device.type, dtype=torch.float16, enabled=use_amp):
-            outputs = generator(*images)
-            fakes = outputs[:len(conds)]  # the branches; the ensemble is not judged
-            # Discriminator first: real and (detached) fake pairs in one batch.
-            logits = discriminator([torch.cat([c, c]) for c in conds],
-                                   [torch.cat([target, f.detach()]) for f in fakes])
-            loss_d = sum(0.5 * (bce(real, 1.0) + bce(fake, 0.0))
-                         for real, fake in (lg.chunk(2) for lg in logits))
-        optimizer_d.zero_grad(set_to_none=True)
-        state.scaler.scale(loss_d).backward()
-        state.scaler.step(optimizer_d)
-
-        with torch.autocast(device_type=proc.device.type, dtype=torch.float16, enabled=use_amp):
-            # The generator's step judges its images with the updated discriminator; the
-            # plain module keeps DDP's reducer of the discriminator out of this backward.
-            loss_gan = sum(bce(lg, 1.0) for lg in d_plain(conds, fakes))
-            loss_l1 = sum(F.l1_loss(out.float(), target) for out in outputs)
-        penalty = g_plain.sparsity_penalty()
-        loss_g = loss_gan + config.l1_weight * loss_l1 + config.lamda * penalty
-        optimizer_g.zero_grad(set_to_none=True)
-        state.scaler.scale(loss_g).backward()
-        state.scaler.step(optimizer_g)
-        state.scaler.update()
-
+        loss_d, loss_g, loss_l1 = train_step(generator, discriminator, batch, state, config,
+                                             proc.device)
         state.step += 1
         totals += torch.tensor([loss_d.item(), loss_g.item(), loss_l1.item(), 1.0],
                                dtype=torch.float64)
@@ -263,14 +225,47 @@ def train_one_epoch(generator, discriminator, loader: DataLoader, state: Transla
              "l1": float(totals[2]) / batches}, stopped)
 
 
+def train_step(generator, discriminator, batch: dict, state: TranslateState,
+               config: TranslateConfig, device: torch.device
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimiser step of each network on ``batch``, the discriminator first; returns its
+    loss, the generator's and the generator's L1 term."""
+    g_plain = getattr(generator, "module", generator)
+    d_plain = getattr(discriminator, "module", discriminator)
+    optimizer_g, optimizer_d = state.optimizers
+    use_amp = state.scaler.is_enabled()
+    images = [x.to(device, non_blocking=True) for x in batch["inputs"]]
+    target = normalize_images(batch["target"].to(device, non_blocking=True))
+    conds = discriminator_inputs(g_plain, images)
+    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        outputs = generator(*images)
+        fakes = outputs[:len(conds)]  # the branches; the ensemble is not judged
+        # Discriminator first: real and (detached) fake pairs in one batch.
+        logits = discriminator([torch.cat([c, c]) for c in conds],
+                               [torch.cat([target, f.detach()]) for f in fakes])
+        loss_d = sum(0.5 * (bce(real, 1.0) + bce(fake, 0.0))
+                     for real, fake in (lg.chunk(2) for lg in logits))
+    optimizer_d.zero_grad(set_to_none=True)
+    state.scaler.scale(loss_d).backward()
+    state.scaler.step(optimizer_d)
+
+    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        # The generator's step judges its images with the updated discriminator; the
+        # plain module keeps DDP's reducer of the discriminator out of this backward.
+        loss_gan = sum(bce(lg, 1.0) for lg in d_plain(conds, fakes))
+        loss_l1 = sum(F.l1_loss(out.float(), target) for out in outputs)
+    penalty = g_plain.sparsity_penalty()
+    loss_g = loss_gan + config.l1_weight * loss_l1 + config.lamda * penalty
+    optimizer_g.zero_grad(set_to_none=True)
+    state.scaler.scale(loss_g).backward()
+    state.scaler.step(optimizer_g)
+    state.scaler.update()
+    return loss_d, loss_g, loss_l1
+
+
 def bce(logits: torch.Tensor, value: float) -> torch.Tensor:
     """The official ``BCELoss(sigmoid(logits), value)``, mean over patches, from the logits."""
     return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits.float(), value))
-
-
-def validation_due(config: TranslateConfig, state: TranslateState, stopped: bool) -> bool:
-    """Every ``val_every`` epochs, at the last epoch, and when a limit stops the run."""
-    return state.epoch % config.val_every == 0 or state.epoch >= config.epochs or stopped
 
 
 @torch.no_grad()
@@ -318,16 +313,6 @@ def picture_grid(generator, dataset: TranslationDataset, count: int, device) -> 
 
 # -- checkpoints and logs --------------------------------------------------------------------
 
-def save_checkpoints(out_dir: pathlib.Path, generator, discriminator, model_config,
-                     card: dict, config: TranslateConfig, state: TranslateState,
-                     improved: bool) -> None:
-    """``last.pt`` after every epoch, and ``best.pt`` when validation improved."""
-    entries = state.checkpoint_entries(config, discriminator)
-    save_checkpoint(out_dir / "last.pt", generator, model_config, card, **entries)
-    if improved:
-        save_checkpoint(out_dir / "best.pt", generator, model_config, card, **entries)
-
-
 def epoch_summary(state: TranslateState, losses: dict, slim: float, scores: dict,
                   names: list[str], seconds: float, improved: bool) -> str:
     text = (f"epoch {state.epoch}: D {losses['loss_d']:.4f}, G {losses['loss_g']:.3f}, "
@@ -342,30 +327,15 @@ def epoch_summary(state: TranslateState, losses: dict, slim: float, scores: dict
 SCORE_KEYS = ("l1", "rmse", "psnr", "ssim", "fid", "kid")
 
 
-class TranslateLog:
-    """``RUN_DIR/metrics.csv`` (a row per epoch), TensorBoard logs and picture grids
-    (``RUN_DIR/pictures``); written by rank 0 only. A resumed run keeps the rows up to its
-    checkpoint."""
+class TranslateLog(MetricLog):
+    """The translation run's ``metrics.csv`` and TensorBoard logs (see ``loop.MetricLog``), and
+    its picture grids (``RUN_DIR/pictures``)."""
 
     def __init__(self, out_dir: pathlib.Path, names: list[str], state: TranslateState,
                  resumed: bool) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.out_dir = out_dir
-        self.writer = SummaryWriter(str(out_dir / "tensorboard"),
-                                    purge_step=state.step if state.step else None)
-        self.csv_path = out_dir / "metrics.csv"
-        self.columns = (["epoch", "step", "loss_d", "loss_g", "l1", "slim_fraction", "seconds"]
-                        + [f"{n}_{k}" for n in names for k in SCORE_KEYS])
-        kept = []
-        if resumed and self.csv_path.is_file():
-            with open(self.csv_path, newline="") as f:
-                kept = [r for r in csv.DictReader(f) if int(r["epoch"]) <= state.epoch]
-        with open(self.csv_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(kept)
+        columns = (["epoch", "step", "loss_d", "loss_g", "l1", "slim_fraction", "seconds"]
+                   + [f"{n}_{k}" for n in names for k in SCORE_KEYS])
+        super().__init__(out_dir, columns, state.epoch, state.step, resumed)
 
     def log_step(self, step: int, loss_d: float, loss_g: float) -> None:
         self.writer.add_scalar("train/loss_d_step", loss_d, step)
@@ -375,16 +345,10 @@ class TranslateLog:
                   seconds: float) -> None:
         row = {"epoch": state.epoch, "step": state.step, "slim_fraction": f"{slim:.6f}",
                "seconds": f"{seconds:.1f}", **{k: f"{v:.6f}" for k, v in losses.items()}}
-        for key, value in losses.items():
-            self.writer.add_scalar(f"train/{key}", value, state.step)
-        self.writer.add_scalar("train/slim_fraction", slim, state.step)
-        for name, s in scores.items():
-            for key, value in s.items():
-                row[f"{name}_{key}"] = f"{value:.6f}"
-                self.writer.add_scalar(f"val_{key}/{name}", value, state.step)
-        with open(self.csv_path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.columns).writerow(row)
-        self.writer.flush()
+        self.scalars({**{f"train/{key}": value for key, value in losses.items()},
+                      "train/slim_fraction": slim}, state.step)
+        self.scores(scores, None, state.step, row, digits=6)
+        self.write_row(row)
 
     def log_pictures(self, state: TranslateState, grid: np.ndarray) -> None:
         import cv2
@@ -393,9 +357,6 @@ class TranslateLog:
         cv2.imwrite(str(folder / f"epoch_{state.epoch:04d}.png"),
                     cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
         self.writer.add_image("val/pictures", grid, state.step, dataformats="HWC")
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 # -- set-up ----------------------------------------------------------------------------------
@@ -441,10 +402,7 @@ def make_model_config(config: TranslateConfig) -> TranslationConfig:
 
 def read_resume_checkpoint(out_dir: pathlib.Path, model_config: TranslationConfig,
                            config: TranslateConfig) -> dict:
-    path = out_dir / "last.pt"
-    if not path.is_file():
-        raise CheckpointError(f"{path}: nothing to resume")
-    ckpt = load_checkpoint(path)
+    path, ckpt = read_last_checkpoint(out_dir)
     if ckpt.get("task") != "translation" or \
             TranslationConfig.from_dict(ckpt["config"]) != model_config:
         raise CheckpointError(f"{path}: the checkpoint's model differs from this run's options "
@@ -463,7 +421,7 @@ def make_optimizers(generator, discriminator, config: TranslateConfig):
 def start_state(generator, discriminator, config: TranslateConfig, resumed: dict | None,
                 proc: Process) -> TranslateState:
     """Fresh N(0, 0.02) weights, or everything ``resumed`` (its ``last.pt``) holds."""
-    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and proc.device.type == "cuda")
+    scaler = make_scaler(config, proc)
     if resumed is None:
         generator.init_weights(config.init_std)
         discriminator.init_weights(config.init_std)
@@ -474,10 +432,7 @@ def start_state(generator, discriminator, config: TranslateConfig, resumed: dict
     state = TranslateState(optimizers=make_optimizers(generator, discriminator, config),
                            scaler=scaler, epoch=resumed["epoch"], step=resumed["step"],
                            best=resumed["best"], best_scores=resumed["best_scores"])
-    for optimizer, saved in zip(state.optimizers, resumed["optimizers"]):
-        optimizer.load_state_dict(saved)
-    scaler.load_state_dict(resumed["scaler"])
-    set_rng_state(resumed["rng"])
+    restore_training_state(state.optimizers, scaler, resumed)
     proc.log(f"resuming {pathlib.Path(config.out) / 'last.pt'}: epoch {state.epoch} done")
     return state
 

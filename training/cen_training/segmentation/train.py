@@ -38,7 +38,8 @@ step, RNG states. Sample order and augmentation derive from (seed, epoch, index)
 not depend on the number of data-loading workers either.
 
 ``train`` reads as the run does: set-up, then per epoch ``train_one_epoch``, ``validate`` and
-``save_checkpoints``; ``RunState`` is what the run carries from one epoch to the next.
+``save_checkpoints`` (the plumbing both training loops share is ``cen_training.loop``);
+``RunState`` is what the run carries from one epoch to the next.
 
 Under ``torchrun`` every process trains on its share of each batch (DistributedDataParallel;
 NCCL on GPUs, gloo on CPUs) and only rank 0 writes files. On a GPU the forward pass runs in
@@ -46,29 +47,28 @@ mixed precision (``torch.autocast`` float16 with a ``GradScaler``); on a CPU in 
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import math
-import os
 import pathlib
-import random
 import re
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader
 
-from .checkpoint import _check_keys, load_checkpoint, save_checkpoint
-from .data import (IGNORE_INDEX, ClassMap, RGBDSegmentationDataset, TrainTransform,
-                   dataset_class_map, validate_dataset)
-from .data.datasets import image_size, training_depth_range
-from .errors import CheckpointError, ConfigError
+from ..checkpoint import _check_keys, load_checkpoint
+from ..data import (IGNORE_INDEX, ClassMap, RGBDSegmentationDataset, TrainTransform,
+                    dataset_class_map, validate_dataset)
+from ..data.datasets import image_size, training_depth_range
+from ..errors import CheckpointError, ConfigError
+from ..loop import (MetricLog, Process, check_finite, check_new_run, end_run, limit_reached,
+                    make_loaders, make_scaler, read_last_checkpoint, restore_training_state,
+                    save_checkpoints, seed_everything, setup_distributed, training_entries,
+                    validation_due, wrap_ddp)
+from ..models import ModelConfig, build_model, init_from_imagenet
 from .evaluate import evaluate, output_names
-from .models import ModelConfig, build_model, init_from_imagenet
 
 # The classifier's keys: the only ones that may differ in shape from an --init checkpoint.
 CLASSIFIER_KEY = re.compile(r"(^|\.)decoder\.clf_conv\.")
@@ -142,29 +142,8 @@ class RunState:
         return improved
 
     def checkpoint_entries(self, config: TrainConfig) -> dict:
-        return {"train_config": dataclasses.asdict(config), "stage": self.stage,
-                "stage_epoch": self.stage_epoch, "epoch": self.epoch, "step": self.step,
-                "best_miou": self.best_miou, "best_scores": self.best_scores,
-                "optimizers": [o.state_dict() for o in self.optimizers],
-                "scaler": self.scaler.state_dict(), "rng": rng_state()}
-
-
-@dataclass(frozen=True)
-class Process:
-    """This process's place in the run (one of ``world`` under ``torchrun``)."""
-    rank: int
-    world: int
-    device: torch.device
-    joined_group: bool  # this process joined the process group here, and leaves it at the end
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0: the process that writes files and prints."""
-        return self.rank == 0
-
-    def log(self, message: str) -> None:
-        if self.is_main:
-            print(message)
+        return training_entries(dataclasses.asdict(config), self, stage=self.stage,
+                                stage_epoch=self.stage_epoch, best_miou=self.best_miou)
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -178,9 +157,7 @@ def train(config: TrainConfig, on_epoch_end=None) -> dict:
     """
     proc = setup_distributed()
     out_dir = pathlib.Path(config.out)
-    if not config.resume and (out_dir / "last.pt").exists():
-        raise ConfigError(f"{out_dir} already holds a run (last.pt): continue it with --resume "
-                          "or choose another --out")
+    check_new_run(out_dir, config.resume)
     train_set, val_set, config = load_datasets(config, progress=config.progress and proc.is_main)
 
     seed_everything(config.seed)
@@ -188,10 +165,7 @@ def train(config: TrainConfig, on_epoch_end=None) -> dict:
     model = build_model(model_config).to(proc.device)
     resumed = read_resume_checkpoint(out_dir, model_config) if config.resume else None
     state = start_state(model, config, resumed, proc, train_set.classes.names)
-    model_without_ddp = model
-    if proc.world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[proc.device.index] if proc.device.type == "cuda" else None)
+    model_without_ddp, model = model, wrap_ddp(model, proc)
     train_loader, val_loader = make_loaders(train_set, val_set, config, proc)
 
     names = output_names(model_without_ddp)
@@ -204,27 +178,27 @@ def train(config: TrainConfig, on_epoch_end=None) -> dict:
     start_time = time.monotonic()
     stopped = False  # a time or step limit was reached
     while state.stage < config.stages and not stopped:
-        if state.stage_epoch >= config.epochs[state.stage]:  # next stage, fresh optimisers
-            state.stage, state.stage_epoch = state.stage + 1, 0
-            if state.stage < config.stages:
-                state.optimizers = make_optimizers(model_without_ddp, config, state.stage)
+        if state.stage_epoch >= config.epochs[state.stage]:
+            start_next_stage(state, model_without_ddp, config)
             continue
         epoch_start = time.monotonic()
         loss, stopped = train_one_epoch(model, train_loader, state, config, proc, metrics_log,
                                         start_time)
         state.epoch += 1
         state.stage_epoch += 1
-        if not math.isfinite(loss):
-            raise RuntimeError(f"training diverged: loss {loss} in epoch {state.epoch}")
+        check_finite({"loss": loss}, state.epoch)
+        last_of_stage = state.stage_epoch >= config.epochs[state.stage]
         scores = (validate(model_without_ddp, val_loader, train_set, config, proc)
-                  if validation_due(config, state, stopped) else {})
+                  if validation_due(state.epoch, config.val_every, last_of_stage, stopped)
+                  else {})
         slim = model_without_ddp.slim_fraction(config.bn_threshold)
         improved = state.record(scores)
         if proc.is_main:
             seconds = time.monotonic() - epoch_start
             metrics_log.log_epoch(state, loss, slim, scores, seconds)
-            save_checkpoints(out_dir, model_without_ddp, model_config, card, config, state,
-                             improved)
+            card["metrics"] = state.best_scores
+            save_checkpoints(out_dir, model_without_ddp, model_config, card,
+                             state.checkpoint_entries(config), improved)
             proc.log(epoch_summary(state, loss, slim, scores, names, seconds, improved))
         if on_epoch_end is not None:
             on_epoch_end({"epoch": state.epoch, "stage": state.stage, "step": state.step,
@@ -235,20 +209,11 @@ def train(config: TrainConfig, on_epoch_end=None) -> dict:
     return {**state.best_scores, "steps": state.step, "epochs": state.epoch}
 
 
-def end_run(proc: Process, config, state, start_time: float, stopped: bool,
-            model: torch.nn.Module, metrics_log) -> None:
-    """Say why a run stopped early, check that every process ends with the same weights,
-    leave the process group and close the logs (segmentation and translation runs alike)."""
-    if stopped:
-        limit = "step" if config.max_steps and state.step >= config.max_steps else "time"
-        proc.log(f"stopped at the {limit} limit: epoch {state.epoch}, step {state.step}, "
-                 f"{(time.monotonic() - start_time) / 60:.1f} min")
-    if proc.world > 1:
-        check_ranks_agree(model, proc)
-        if proc.joined_group:
-            dist.destroy_process_group()
-    if metrics_log is not None:
-        metrics_log.close()
+def start_next_stage(state: RunState, model, config: TrainConfig) -> None:
+    """The next stage starts with fresh optimisers at its own learning rates."""
+    state.stage, state.stage_epoch = state.stage + 1, 0
+    if state.stage < config.stages:
+        state.optimizers = make_optimizers(model, config, state.stage)
 
 
 # -- one epoch -------------------------------------------------------------------------------
@@ -316,26 +281,6 @@ def segmentation_loss(outputs: list[torch.Tensor], labels: torch.Tensor,
     return loss
 
 
-def limit_reached(config: TrainConfig, step: int, start_time: float, proc: Process) -> bool:
-    """Whether ``max_steps`` or ``max_minutes`` ends training after this step; every process
-    gets the same answer."""
-    if config.max_steps is not None and step >= config.max_steps:
-        return True
-    if config.max_minutes is None:
-        return False
-    over = torch.tensor(float(time.monotonic() - start_time > 60 * config.max_minutes))
-    if proc.world > 1:  # every process must stop after the same step
-        over = over.to(proc.device)
-        dist.all_reduce(over, op=dist.ReduceOp.MAX)
-    return bool(over.item())
-
-
-def validation_due(config: TrainConfig, state: RunState, stopped: bool) -> bool:
-    """Every ``val_every`` epochs, at the end of each stage, and when a limit stops the run."""
-    stage_done = state.stage_epoch >= config.epochs[state.stage]
-    return state.epoch % config.val_every == 0 or stage_done or stopped
-
-
 def validate(model, loader: DataLoader, train_set: RGBDSegmentationDataset,
              config: TrainConfig, proc: Process) -> dict:
     """Scores of every output on the validation split (each process scores its share)."""
@@ -343,16 +288,6 @@ def validate(model, loader: DataLoader, train_set: RGBDSegmentationDataset,
                      progress=config.progress and proc.is_main)
     meter.all_reduce()
     return meter.scores(train_set.classes.names)
-
-
-def save_checkpoints(out_dir: pathlib.Path, model, model_config: ModelConfig, card: dict,
-                     config: TrainConfig, state: RunState, improved: bool) -> None:
-    """``last.pt`` after every epoch, and ``best.pt`` when validation improved."""
-    card["metrics"] = state.best_scores
-    entries = state.checkpoint_entries(config)
-    save_checkpoint(out_dir / "last.pt", model, model_config, card, **entries)
-    if improved:
-        save_checkpoint(out_dir / "best.pt", model, model_config, card, **entries)
 
 
 def epoch_summary(state: RunState, loss: float, slim: float, scores: dict, names: list[str],
@@ -366,28 +301,17 @@ def epoch_summary(state: RunState, loss: float, slim: float, scores: dict, names
             + (" *" if improved else ""))
 
 
-class MetricsLog:
-    """``RUN_DIR/metrics.csv`` (a row per epoch) and TensorBoard logs (``RUN_DIR/tensorboard``);
-    written by rank 0 only. A resumed run keeps the rows and events up to its checkpoint."""
+SCORE_KEYS = ("miou", "pixel_acc", "mean_acc")
+
+
+class MetricsLog(MetricLog):
+    """The segmentation run's ``metrics.csv`` and TensorBoard logs (see ``loop.MetricLog``)."""
 
     def __init__(self, out_dir: pathlib.Path, names: list[str], state: RunState,
                  resumed: bool) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.writer = SummaryWriter(str(out_dir / "tensorboard"),
-                                    purge_step=state.step if state.step else None)
-        self.csv_path = out_dir / "metrics.csv"
-        self.columns = (["epoch", "stage", "step", "loss", "lr_enc", "lr_dec", "slim_fraction",
-                         "seconds"] + metric_columns(names))
-        kept_rows = []
-        if resumed and self.csv_path.is_file():
-            with open(self.csv_path, newline="") as f:  # drop rows past the checkpoint
-                kept_rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= state.epoch]
-        with open(self.csv_path, "w", newline="") as f:
-            csv_writer = csv.DictWriter(f, fieldnames=self.columns)
-            csv_writer.writeheader()
-            csv_writer.writerows(kept_rows)
+        columns = (["epoch", "stage", "step", "loss", "lr_enc", "lr_dec", "slim_fraction",
+                    "seconds"] + metric_columns(names))
+        super().__init__(out_dir, columns, state.epoch, state.step, resumed)
 
     def log_step(self, step: int, loss: float) -> None:
         self.writer.add_scalar("train/loss_step", loss, step)
@@ -398,44 +322,17 @@ class MetricsLog:
         row = {"epoch": state.epoch, "stage": state.stage + 1, "step": state.step,
                "loss": f"{loss:.6f}", "lr_enc": lr_enc, "lr_dec": lr_dec,
                "slim_fraction": f"{slim:.6f}", "seconds": f"{seconds:.1f}"}
-        self.writer.add_scalar("train/loss", loss, state.step)
-        self.writer.add_scalar("train/lr_enc", lr_enc, state.step)
-        self.writer.add_scalar("train/lr_dec", lr_dec, state.step)
-        self.writer.add_scalar("train/slim_fraction", slim, state.step)
-        for name, s in scores.items():
-            for key in ("miou", "pixel_acc", "mean_acc"):
-                row[f"{name}_{key}"] = f"{s[key]:.4f}"
-                self.writer.add_scalar(f"val_{key}/{name}", s[key], state.step)
-        with open(self.csv_path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.columns).writerow(row)
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()
+        self.scalars({"train/loss": loss, "train/lr_enc": lr_enc, "train/lr_dec": lr_dec,
+                      "train/slim_fraction": slim}, state.step)
+        self.scores(scores, SCORE_KEYS, state.step, row, digits=4)
+        self.write_row(row)
 
 
 def metric_columns(names: list[str]) -> list[str]:
-    return [f"{n}_{k}" for n in names for k in ("miou", "pixel_acc", "mean_acc")]
+    return [f"{n}_{k}" for n in names for k in SCORE_KEYS]
 
 
 # -- set-up ----------------------------------------------------------------------------------
-
-def setup_distributed() -> Process:
-    """This process's rank, world size and device; joins the process group when run by
-    ``torchrun`` (NCCL on GPUs, gloo on CPUs)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
-    joined = world > 1 and not dist.is_initialized()
-    if joined:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Process(rank=dist.get_rank() if world > 1 else 0, world=world, device=device,
-                   joined_group=joined)
-
 
 def load_datasets(config: TrainConfig, progress: bool
                   ) -> tuple[RGBDSegmentationDataset, RGBDSegmentationDataset, TrainConfig]:
@@ -496,12 +393,6 @@ def per_stage(values, stages: int, what: str) -> list:
     return values[:stages]
 
 
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed)
-
-
 def make_model_config(config: TrainConfig, train_set: RGBDSegmentationDataset) -> ModelConfig:
     from cen_perception.model_card import OFFICIAL_NORMALIZATION, SUNRGBD_NORMALIZATION
     # SUN RGB-D: the official code scales each depth image to 0..255 (min-max).
@@ -518,10 +409,7 @@ def make_model_config(config: TrainConfig, train_set: RGBDSegmentationDataset) -
 
 def read_resume_checkpoint(out_dir: pathlib.Path, model_config: ModelConfig) -> dict:
     """``RUN_DIR/last.pt``, to continue; it must hold the model these options build."""
-    path = out_dir / "last.pt"
-    if not path.is_file():
-        raise CheckpointError(f"{path}: nothing to resume")
-    ckpt = load_checkpoint(path)
+    path, ckpt = read_last_checkpoint(out_dir)
     if ModelConfig.from_dict(ckpt["config"]) != model_config:
         raise CheckpointError(f"{path}: the checkpoint's model differs from this run's options "
                               "(arch, backbone, decoder, classes)")
@@ -532,7 +420,7 @@ def start_state(model, config: TrainConfig, resumed: dict | None, proc: Process,
                 class_names: list[str] | None = None) -> RunState:
     """The weights and state a run starts from: those of ``resumed`` (its ``last.pt``: model,
     optimisers, scaler, counters and RNG states), or fresh ones after ``init_weights``."""
-    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and proc.device.type == "cuda")
+    scaler = make_scaler(config, proc)
     if resumed is None:
         init_weights(model, config, proc.log, class_names)
         return RunState(optimizers=make_optimizers(model, config, 0), scaler=scaler)
@@ -547,10 +435,7 @@ def start_state(model, config: TrainConfig, resumed: dict | None, proc: Process,
     if before != config.modality_dropout:
         proc.log(f"note: the run so far used --modality-dropout {before}; it continues with "
                  f"{config.modality_dropout}")
-    for optimizer, saved in zip(state.optimizers, resumed["optimizers"]):
-        optimizer.load_state_dict(saved)
-    scaler.load_state_dict(resumed["scaler"])
-    set_rng_state(resumed["rng"])
+    restore_training_state(state.optimizers, scaler, resumed)
     return state
 
 
@@ -597,27 +482,6 @@ def make_optimizers(model, config: TrainConfig, stage: int):
                             weight_decay=config.weight_decay) for params, lr in groups]
 
 
-def make_loaders(train_set: RGBDSegmentationDataset, val_set: RGBDSegmentationDataset,
-                 config: TrainConfig, proc: Process) -> tuple[DataLoader, DataLoader]:
-    """Training batches shared out over the processes (``batch_size`` in all), and each
-    process's share of the validation images, one at a time."""
-    if config.batch_size % proc.world:
-        raise ConfigError(f"--batch-size {config.batch_size} is not divisible by {proc.world} "
-                          "processes")
-    sampler = DistributedSampler(train_set, num_replicas=proc.world, rank=proc.rank,
-                                 shuffle=True, seed=config.seed, drop_last=True)
-    train_loader = DataLoader(train_set, batch_size=config.batch_size // proc.world,
-                              sampler=sampler, num_workers=config.workers,
-                              pin_memory=proc.device.type == "cuda", drop_last=True)
-    if len(train_loader) == 0:
-        raise ConfigError(f"{len(train_set)} training samples make no batch of "
-                          f"{config.batch_size}")
-    val_loader = DataLoader(Subset(val_set, range(proc.rank, len(val_set), proc.world)),
-                            batch_size=1, num_workers=config.workers,
-                            pin_memory=proc.device.type == "cuda")
-    return train_loader, val_loader
-
-
 def training_card(config: TrainConfig, train_set: RGBDSegmentationDataset,
                   val_set: RGBDSegmentationDataset, state: RunState, resumed: dict | None,
                   proc: Process) -> dict:
@@ -652,34 +516,3 @@ def describe_run(config: TrainConfig, model_config: ModelConfig,
                if config.modality_dropout else "")
             + (f"; training depth {depth_range[0]:g}-{depth_range[1]:g} m (1st-99th percentile)"
                if depth_range else ""))
-
-
-def rng_state() -> dict:
-    np_state = np.random.get_state()
-    state = {"python": random.getstate(),
-             "numpy": (np_state[0], np_state[1].tolist(), *map(int, np_state[2:4]),
-                       float(np_state[4])),
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def check_ranks_agree(model, proc: Process) -> None:
-    """Every process must end with the same parameters; raise if they differ."""
-    flat = torch.cat([p.detach().flatten().float() for p in model.parameters()]).to(proc.device)
-    gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, flat)
-    difference = max(float((g - gathered[0]).abs().max()) for g in gathered)
-    if difference != 0.0:
-        raise RuntimeError(f"processes disagree: parameters differ by up to {difference:g}")
-    proc.log(f"parameters identical on all {dist.get_world_size()} processes")

@@ -55,16 +55,16 @@ import onnx
 import torch
 from torch import nn
 
-from .errors import ConfigError, DatasetError, ExportError
-from .deploy.export import ExportGraph, check_onnx, export_onnx
-from .deploy.fused import fuse
-from .deploy.quantize import MAX_PLAUSIBLE_DEPTH_M, Frame, convert_precision, median_depth_m
-from .data.datasets import RGB_SUFFIXES
-from .frames import find_rgbd_pairs, load_rgbd_frame
+from ..errors import ConfigError, DatasetError, ExportError
+from ..deploy.export import ExportGraph, check_onnx, export_onnx
+from ..deploy.fused import fuse
+from ..deploy.quantize import MAX_PLAUSIBLE_DEPTH_M, Frame, convert_precision, median_depth_m
+from ..data.datasets import RGB_SUFFIXES
+from ..data.frames import find_rgbd_pairs, load_rgbd_frame
 
 # Real frames used when none are given: the RGB-D samples kept beside the source repository
 # (``<repository>/../shared/samples``: sub-folders with rgb.jpg|png and depth.png), if present.
-DEFAULT_SAMPLES = pathlib.Path(__file__).resolve().parents[3] / "shared" / "samples"
+DEFAULT_SAMPLES = pathlib.Path(__file__).resolve().parents[4] / "shared" / "samples"
 
 SGEMM_SIZE = 4096
 # Share of the CPU time other processes may take during a row before the report warns.
@@ -267,8 +267,8 @@ def load_frames(folder: str | pathlib.Path, size: Sequence[int],
 
 
 def synthetic_frames(size: Sequence[int], count: int, seed: int = 0) -> list[Frame]:
-    """Rendered RGB-D scenes (``cen_training.synth``) of ``size`` (H, W)."""
-    from .synth import render_scene
+    """Rendered RGB-D scenes (``cen_training.data.synthetic``) of ``size`` (H, W)."""
+    from ..data.synthetic import render_scene
 
     h, w = int(size[0]), int(size[1])
     frames = []
@@ -399,16 +399,8 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
     if threads < 1 or warmup < 0 or iters < 1:
         raise ConfigError("--threads and --iters must be >= 1, --warmup >= 0")
     model = model.eval()
-    config = model.config
     notes: list[str] = []
-    if not real_frames:
-        real_frames = synthetic_frames((height, width), 2, seed=1)
-        notes.append("No real frames given: inputs and label agreement use rendered "
-                     "synthetic scenes.")
-    depth_medians = [median_depth_m(d) for _, _, d in real_frames]
-    plausible = [i for i, m in enumerate(depth_medians) if m <= MAX_PLAUSIBLE_DEPTH_M]
-    counted = plausible or list(range(len(real_frames)))  # none plausible: count them all
-    left_out = [i for i in range(len(real_frames)) if i not in counted]
+    real_frames, depth_medians, counted = _input_frames(real_frames, height, width, notes)
     precisions = [(p, name) for p, name in PRECISION_ROWS
                   if (p == "fp16" and fp16) or (p != "fp16" and int8)]
     steps = 4 + len(precisions) + (3 + len(precisions)) * (1 + warmup + iters)
@@ -430,55 +422,12 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
 
         ceiling = sgemm_gflops(threads, sgemm_size)
         step("SGEMM ceiling")
-        fp32_path = workdir / f"model_{height}x{width}.onnx"
-        proto = export_onnx(model, fp32_path, height, width)
-        check_onnx(proto, str(fp32_path))
-        fused_gflop = count_gflop(proto)
-        del proto
-        step("fp32 export")
-        training_path = workdir / f"training_graph_{height}x{width}.onnx"
-        training_gflop = count_gflop(export_onnx(model, training_path, height, width, fused=False))
-        training_path.unlink()
-        step("training-graph FLOP count")
-        if int8:
-            if not calib_frames:
-                calib_frames = synthetic_frames((height, width), calib_count)
-                notes.append(f"INT8 calibrated on {len(calib_frames)} rendered synthetic "
-                             "scenes (no --calib-data given).")
-            else:
-                notes.append(f"INT8 calibrated on {len(calib_frames)} dataset frames.")
-        converted: list[tuple[str, pathlib.Path, float]] = []
-        for precision, name in precisions:
-            path = workdir / f"model_{height}x{width}_{precision}.onnx"
-            gflop = count_gflop(convert_precision(fp32_path, path, precision, calib_frames,
-                                                  progress=progress))
-            converted.append((name, path, gflop))
-            step(f"{precision} model")
-
-        _, rgb, depth = real_frames[counted[0]]
-        runners: list[tuple[str, Callable[[], Callable], float]] = [
-            ("PyTorch training graph", lambda: TorchRunner(model, height, width), training_gflop),
-            ("PyTorch fused graph", lambda: TorchRunner(fuse(model), height, width), fused_gflop),
-            ("ONNX Runtime fp32 (fused export)", lambda: OrtRunner(fp32_path, threads), fused_gflop),
-        ]
-        runners += [(name, lambda path=path: OrtRunner(path, threads), gflop)
-                    for name, path, gflop in converted]
+        runners = _row_runners(model, height, width, threads, workdir, precisions, int8,
+                               calib_frames, calib_count, notes, progress, step)
         report = BenchReport(title or _title(model, height, width), threads, ceiling, warmup,
                              iters, sgemm_size, notes=notes)
-        labels: list[list[np.ndarray]] = []
-        for name, build, gflop in runners:
-            runner = build()
-            step(f"{name}: ready")
-            with peak_memory() as memory:
-                other = OtherLoad().start()
-                times = _time_runs(lambda: runner(rgb, depth), warmup, iters,
-                                   lambda: step(name))
-                other.stop()
-            labels.append([runner(r, d) for _, r, d in real_frames])
-            report.rows.append(BenchRow(name, times, gflop, memory["mib"],
-                                        other_load=other.fraction))
-            del runner
-            gc.collect()
+        _, rgb, depth = real_frames[counted[0]]
+        labels = _time_rows(runners, rgb, depth, real_frames, report, step)
         # The ceiling is the machine's best: measured again, now that everything is warm.
         report.sgemm_gflops = max(ceiling, sgemm_gflops(threads, sgemm_size))
         step("SGEMM ceiling")
@@ -487,10 +436,96 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
             _agree(report.rows[i], labels[i], labels[0], counted)
         for i in range(3, len(report.rows)):
             _agree(report.rows[i], labels[i], labels[2], counted)
+    _agreement_notes(notes, real_frames, depth_medians, counted, bool(precisions), int8,
+                     report)
+    _machine_notes(notes, model, report)
+    return report
+
+
+def _input_frames(real_frames: Optional[Sequence[Frame]], height: int, width: int,
+                  notes: list[str]) -> tuple[Sequence[Frame], list[float], list[int]]:
+    """The frames to run (rendered scenes when none are given), their median depths and the
+    indices of those counted in the agreement: the ones with plausible depth."""
+    if not real_frames:
+        real_frames = synthetic_frames((height, width), 2, seed=1)
+        notes.append("No real frames given: inputs and label agreement use rendered "
+                     "synthetic scenes.")
+    depth_medians = [median_depth_m(d) for _, _, d in real_frames]
+    plausible = [i for i, m in enumerate(depth_medians) if m <= MAX_PLAUSIBLE_DEPTH_M]
+    counted = plausible or list(range(len(real_frames)))  # none plausible: count them all
+    return real_frames, depth_medians, counted
+
+
+def _row_runners(model: nn.Module, height: int, width: int, threads: int,
+                 workdir: pathlib.Path, precisions: list[tuple[str, str]], int8: bool,
+                 calib_frames: Optional[Sequence[Frame]], calib_count: int, notes: list[str],
+                 progress: bool, step: Callable[[str], None]
+                 ) -> list[tuple[str, Callable[[], Callable], float]]:
+    """The rows' ``(name, make runner, GFLOP per frame)``: the training graph, the folded
+    graph, its fp32 export and the ``precisions`` made from that export (in ``workdir``)."""
+    fp32_path = workdir / f"model_{height}x{width}.onnx"
+    proto = export_onnx(model, fp32_path, height, width)
+    check_onnx(proto, str(fp32_path))
+    fused_gflop = count_gflop(proto)
+    del proto
+    step("fp32 export")
+    training_path = workdir / f"training_graph_{height}x{width}.onnx"
+    training_gflop = count_gflop(export_onnx(model, training_path, height, width, fused=False))
+    training_path.unlink()
+    step("training-graph FLOP count")
+    if int8:
+        if not calib_frames:
+            calib_frames = synthetic_frames((height, width), calib_count)
+            notes.append(f"INT8 calibrated on {len(calib_frames)} rendered synthetic "
+                         "scenes (no --calib-data given).")
+        else:
+            notes.append(f"INT8 calibrated on {len(calib_frames)} dataset frames.")
+    converted: list[tuple[str, pathlib.Path, float]] = []
+    for precision, name in precisions:
+        path = workdir / f"model_{height}x{width}_{precision}.onnx"
+        gflop = count_gflop(convert_precision(fp32_path, path, precision, calib_frames,
+                                              progress=progress))
+        converted.append((name, path, gflop))
+        step(f"{precision} model")
+    runners: list[tuple[str, Callable[[], Callable], float]] = [
+        ("PyTorch training graph", lambda: TorchRunner(model, height, width), training_gflop),
+        ("PyTorch fused graph", lambda: TorchRunner(fuse(model), height, width), fused_gflop),
+        ("ONNX Runtime fp32 (fused export)", lambda: OrtRunner(fp32_path, threads), fused_gflop),
+    ]
+    return runners + [(name, lambda path=path: OrtRunner(path, threads), gflop)
+                      for name, path, gflop in converted]
+
+
+def _time_rows(runners: list[tuple[str, Callable[[], Callable], float]], rgb: np.ndarray,
+               depth: np.ndarray, real_frames: Sequence[Frame], report: BenchReport,
+               step: Callable[[str], None]) -> list[list[np.ndarray]]:
+    """Time every row on ``rgb``/``depth`` into ``report``; each row's labels of every frame."""
+    labels: list[list[np.ndarray]] = []
+    for name, build, gflop in runners:
+        runner = build()
+        step(f"{name}: ready")
+        with peak_memory() as memory:
+            other = OtherLoad().start()
+            times = _time_runs(lambda: runner(rgb, depth), report.warmup, report.iters,
+                               lambda: step(name))
+            other.stop()
+        labels.append([runner(r, d) for _, r, d in real_frames])
+        report.rows.append(BenchRow(name, times, gflop, memory["mib"],
+                                    other_load=other.fraction))
+        del runner
+        gc.collect()
+    return labels
+
+
+def _agreement_notes(notes: list[str], real_frames: Sequence[Frame], depth_medians: list[float],
+                     counted: list[int], other_precisions: bool, int8: bool,
+                     report: BenchReport) -> None:
+    """What the agreement column compares, the frames it leaves out, INT8 per frame."""
+    left_out = [i for i in range(len(real_frames)) if i not in counted]
     notes.append(f"Labels agree: fraction of pixels with the same label on {len(counted)} "
                  f"frame(s) ({', '.join(real_frames[i][0] for i in counted)}); the folded graph "
                  "and the fp32 export against the training graph, "
-                 + ("the other precisions" if precisions else "nothing else")
+                 + ("the other precisions" if other_precisions else "nothing else")
                  + " against the fp32 export.")
     if left_out:
         listed = ", ".join(f"{real_frames[i][0]} ({depth_medians[i]:.1f} m)" for i in left_out)
@@ -504,6 +539,11 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
             per_frame = ", ".join(f"{name} {100 * a:.2f}%" for (name, _, _), a in
                                   zip(real_frames, row.frame_agreement))
             notes.append(f"{row.name} labels per frame: {per_frame}.")
+
+
+def _machine_notes(notes: list[str], model: nn.Module, report: BenchReport) -> None:
+    """CEN's exchanged channels, and how busy the machine was during the timed runs."""
+    config = model.config
     if config.arch == "cen":
         notes.append(f"Exchanged channels (|gamma| < {config.bn_threshold:g}): "
                      f"{100 * model.slim_fraction():.1f}%.")
@@ -515,7 +555,6 @@ def run_bench(model: nn.Module, height: int, width: int, threads: int = 2, warmu
         notes.append("Warning: the machine was busy with other work, so these latencies are "
                      "inflated, PyTorch's most (its OpenMP threads spin-wait for each other; "
                      "OMP_WAIT_POLICY=PASSIVE softens that). Compare figures from an idle machine.")
-    return report
 
 
 def _title(model: nn.Module, height: int, width: int) -> str:
