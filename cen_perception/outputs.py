@@ -43,12 +43,13 @@ def display_size(camera_hw: tuple[int, int], display_width: int) -> tuple[int, i
 def draw(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, wanted: set[str],
          alpha: float, display_width: int) -> dict[str, tuple[np.ndarray, str]]:
     """Colour and overlay pictures (as ``wanted``) at the display size: labels shrunk by
-    nearest neighbour (the ids stay ids), the colour image by area averaging."""
+    nearest neighbour (the ids stay ids), the colour image bilinearly (area averaging costs
+    six times as much at 1920x1080)."""
     size_hw = display_size(labels.shape, display_width)
     if size_hw != labels.shape:
         labels = cv2.resize(labels, size_hw[::-1], interpolation=cv2.INTER_NEAREST)
         if "overlay" in wanted:
-            rgb = cv2.resize(rgb, size_hw[::-1], interpolation=cv2.INTER_AREA)
+            rgb = cv2.resize(rgb, size_hw[::-1], interpolation=cv2.INTER_LINEAR)
     color = colorize(labels, palette)
     pictures = {"color": (color, "rgb8")} if "color" in wanted else {}
     if "overlay" in wanted:

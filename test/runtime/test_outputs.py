@@ -27,7 +27,7 @@ def test_pictures_at_display_size_are_the_shrunk_labels_in_their_colours():
     small = cv2.resize(labels, (640, 360), interpolation=cv2.INTER_NEAREST)
     np.testing.assert_array_equal(color, colorize(small, LUT))
     np.testing.assert_array_equal(
-        overlaid, overlay(cv2.resize(rgb, (640, 360), interpolation=cv2.INTER_AREA), small, LUT,
+        overlaid, overlay(cv2.resize(rgb, (640, 360), interpolation=cv2.INTER_LINEAR), small, LUT,
                           0.5))
 
 
