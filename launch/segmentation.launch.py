@@ -62,9 +62,8 @@ ARGUMENTS = {
                     "description": "depth images registered to the colour camera (16UC1 mm or "
                                    "32FC1 m)"},
     "camera_info_topic": {"description": "the colour camera's sensor_msgs/CameraInfo, for "
-                                         "segmentation/points and segmentation/camera_info; "
-                                         "default: camera_info beside rgb_topic "
-                                         "(image_transport's convention)"},
+                                         "segmentation/points and segmentation/camera_info "
+                                         "(image_transport's convention by default)"},
     "rgb_transport": {"default_value": "raw", "choices": ["raw", "compressed"],
                       "description": "raw: sensor_msgs/Image on rgb_topic; compressed: "
                                      "sensor_msgs/CompressedImage on <rgb_topic>/compressed"},

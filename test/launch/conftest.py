@@ -96,6 +96,7 @@ class Launch:
         self.env = tool_environment(workspace, domain)
         self.command = "ros2 launch cen_perception segmentation.launch.py " + shlex.join(arguments)
         self._log = open(log, "w")
+        self.daemon = False
         self.proc = subprocess.Popen(["bash", "-c", self.shell(self.command)], cwd=workspace,
                                      env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -115,7 +116,9 @@ class Launch:
                            f"{self.output[-3000:]}")
 
     def ros2(self, *arguments: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-        """``ros2 <arguments>`` in the launch's environment (text output)."""
+        """``ros2 <arguments>`` in the launch's environment (text output). The first call
+        starts the ros2 daemon of the launch's domain, as for a user; ``stop`` stops it."""
+        self.daemon = True
         return subprocess.run(["bash", "-c", self.shell("ros2 " + shlex.join(arguments))],
                               cwd=self.workspace, env=self.env, capture_output=True, text=True,
                               timeout=timeout)
@@ -138,6 +141,8 @@ class Launch:
 
     def stop(self) -> Optional[int]:
         """Ctrl-C to the whole group (as a terminal sends it), then SIGKILL; the exit status."""
+        if self._log.closed:
+            return self.proc.returncode
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGINT)
             try:
@@ -149,6 +154,9 @@ class Launch:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        if self.daemon:
+            subprocess.run(["bash", "-c", self.shell("ros2 daemon stop")], cwd=self.workspace,
+                           env=self.env, capture_output=True, timeout=60)
         self._log.close()
         return self.proc.returncode
 

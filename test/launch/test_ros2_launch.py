@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import pathlib
 import re
+import time
 
 import numpy as np
 import pytest
 
+from cen_perception.input_health import PROFILE_VARIABLES
 from cen_perception.tools.rig import Camera
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 NODE = "/cen_segmentation"
-PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
 OUTPUTS = ("labels", "points", "camera_info")
 
 
@@ -107,14 +108,14 @@ def test_readme_camera_row_gives_labels_cloud_and_camera_info(launch_segmentatio
     environment = node_environment(streaming)
     profile = (workspace / "install" / "cen_perception" / "share" / "cen_perception" / "config"
                / "fastdds_large_images.xml")
+    assert profile.is_file()
     if "fastdds_profile:=false" in extra:
         assert not set(PROFILE_VARIABLES) & set(environment)
     else:
         assert {name: environment.get(name) for name in PROFILE_VARIABLES} == dict.fromkeys(
             PROFILE_VARIABLES, str(profile))
     if "managed:=true" in extra:
-        state = streaming.launch.ros2("lifecycle", "get", NODE, "--no-daemon", "--spin-time", "3")
-        assert state.stdout.startswith("active"), state.stdout + state.stderr
+        assert ros2_ok(streaming.launch, "lifecycle", "get", NODE).stdout.startswith("active")
 
 
 def test_compressed_transports_and_a_camera_info_topic_named(launch_segmentation, engines):
@@ -129,12 +130,14 @@ def test_compressed_transports_and_a_camera_info_topic_named(launch_segmentation
     check_outputs(streaming)  # compressedDepth is lossless: the labels are exact
 
 
-def ros2_ok(launch, *arguments: str, attempts: int = 3):
-    """``ros2 <arguments> --no-daemon``, tried again while the node is not yet discovered."""
+def ros2_ok(launch, *arguments: str, attempts: int = 5):
+    """``ros2 <arguments>``, tried again while the ros2 daemon has not yet discovered the
+    node."""
     for _ in range(attempts):
-        result = launch.ros2(*arguments, "--no-daemon", "--spin-time", "3")
+        result = launch.ros2(*arguments)
         if result.returncode == 0 and "not found" not in result.stdout + result.stderr:
             return result
+        time.sleep(0.5)
     pytest.fail(f"$ ros2 {' '.join(arguments)} -> {result.returncode}\n{result.stdout}"
                 f"{result.stderr}")
 
@@ -146,6 +149,8 @@ def test_lifecycle_and_engine_swap_from_the_command_line(launch_segmentation, en
                                            camera_info="/camera/color/camera_info"),
                                     outputs=("labels",))
     launch, rig = streaming.launch, streaming.rig
+    service = f"{NODE}/change_state"
+    assert rig.spin_until(lambda: service in dict(rig.node.get_service_names_and_types()), 60.0)
     assert ros2_ok(launch, "lifecycle", "get", NODE).stdout.startswith("unconfigured")
     assert "Transitioning successful" in ros2_ok(launch, "lifecycle", "set", NODE,
                                                  "configure").stdout
@@ -174,3 +179,20 @@ def test_lifecycle_and_engine_swap_from_the_command_line(launch_segmentation, en
     streaming.stream(1.5)
     assert streaming.outputs_after("labels", deactivated) == []
     assert ros2_ok(launch, "lifecycle", "get", NODE).stdout.startswith("inactive")
+
+
+@pytest.mark.xfail(reason="Ctrl-C in a terminal sends SIGINT to the node twice (from the "
+                          "terminal and forwarded by ros2 launch); the second one raises "
+                          "KeyboardInterrupt inside the node's shutdown (close), so it exits by "
+                          "SIGINT with a traceback and launch reports 'process has died'",
+                   strict=False)
+def test_ctrl_c_ends_the_launch_and_the_node_cleanly(launch_segmentation, engines):
+    row = ROWS[0]
+    camera = Camera(rgb_image=argument(row, "rgb_topic"),
+                    depth_image=argument(row, "depth_topic"), camera_info=row["camera_info"])
+    streaming = launch_segmentation([f"engine:={engines['three']}", *row["arguments"]], camera)
+    wait_for_outputs(streaming)
+    # SIGINT to the launch's whole process group, as a terminal's Ctrl-C sends it.
+    assert streaming.launch.stop() == 0
+    output = streaming.launch.output
+    assert "process has finished cleanly" in output and "Traceback" not in output, output
