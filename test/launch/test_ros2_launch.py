@@ -51,6 +51,9 @@ def test_readme_names_every_camera_with_its_topics():
     for row in ROWS:
         assert {argument.split(":=")[0] for argument in row["arguments"]} == {"rgb_topic",
                                                                               "depth_topic"}
+        # The camera info the launch file finds by itself: beside the colour topic.
+        namespace = argument(row, "rgb_topic").rpartition("/")[0]
+        assert row["camera_info"] == f"{namespace}/camera_info"
 
 
 def argument(row: dict, name: str) -> str:
@@ -86,6 +89,8 @@ def check_outputs(streaming) -> None:
         assert (cloud.height, cloud.width) == (H, W)
         assert [f.name for f in cloud.fields][:5] == ["x", "y", "z", "rgb", "label"]
         assert (info.height, info.width) == (H, W)
+        assert {labels.header.frame_id, cloud.header.frame_id, info.header.frame_id} == {
+            "camera_color_optical_frame"}  # the rig's colour frame
         assert list(info.k) == list(map(float, streaming.frames.camera_info["k"]))
 
 
@@ -130,13 +135,16 @@ def test_compressed_transports_and_a_camera_info_topic_named(launch_segmentation
     check_outputs(streaming)  # compressedDepth is lossless: the labels are exact
 
 
-def ros2_ok(launch, *arguments: str, attempts: int = 5):
+def ros2_ok(launch, *arguments: str, timeout: float = 60.0):
     """``ros2 <arguments>``, tried again while the ros2 daemon has not yet discovered the
     node."""
-    for _ in range(attempts):
+    deadline = time.monotonic() + timeout
+    while True:
         result = launch.ros2(*arguments)
         if result.returncode == 0 and "not found" not in result.stdout + result.stderr:
             return result
+        if time.monotonic() > deadline:
+            break
         time.sleep(0.5)
     pytest.fail(f"$ ros2 {' '.join(arguments)} -> {result.returncode}\n{result.stdout}"
                 f"{result.stderr}")
@@ -159,7 +167,8 @@ def test_lifecycle_and_engine_swap_from_the_command_line(launch_segmentation, en
     assert "Transitioning successful" in ros2_ok(launch, "lifecycle", "set", NODE,
                                                  "activate").stdout
     wait_for_outputs(streaming, kinds=("labels",))
-    assert rig.values.get("engine") == str(engines["three"])
+    assert streaming.stream_until(lambda: rig.values.get("engine") == str(engines["three"]),
+                                  timeout=30.0), rig.values
 
     # The engine swapped live; /diagnostics names the engine in service once it has changed.
     result = ros2_ok(launch, "param", "set", NODE, "engine_path", str(engines["five"]))
