@@ -6,6 +6,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+# ROS 2 launch and command-line tools as wheels (not on the package index): installed when
+# they are there, so that the tests that run `ros2 launch` can (they skip without them).
+LAUNCH_WHEELS := ../shared/ros2-launch
+
 # Keep DDS traffic on this machine.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
@@ -13,11 +17,15 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
 setup: $(STAMP)
 
-$(STAMP): requirements-dev.txt setup.py training/pyproject.toml
+$(STAMP): requirements-dev.txt requirements-launch.txt setup.py training/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet -e ".[onnxruntime,tools]" -e "training[test,bag]"
+	if [ -d $(LAUNCH_WHEELS) ]; then \
+	  $(PY) -m pip install --quiet -r requirements-launch.txt && \
+	  $(PY) -m pip install --quiet --no-deps $(LAUNCH_WHEELS)/*.whl; \
+	else echo "no $(LAUNCH_WHEELS): the ros2 launch tests will skip"; fi
 	touch $@
 
 test: $(STAMP)

@@ -143,20 +143,26 @@ class NodeProcess:
 @dataclass(frozen=True)
 class Camera:
     """How the rig's camera publishes: reliable (rclcpp's default, most drivers) or best
-    effort; raw images or image_transport's ``compressed`` / ``compressedDepth`` topics."""
+    effort; raw images or image_transport's ``compressed`` / ``compressedDepth`` topics; on
+    the node's own topic names (the default) or a camera driver's (``rgb_image``,
+    ``depth_image``, ``camera_info``: the raw topics and the colour camera's info)."""
     reliable: bool = True
     rgb_transport: str = "raw"
     depth_transport: str = "raw"
     history: int = 50
+    rgb_image: str = "rgb/image"
+    depth_image: str = "depth/image"
+    camera_info: str = "rgb/camera_info"
 
     @property
     def rgb_topic(self) -> str:
-        return "rgb/image" if self.rgb_transport == "raw" else f"rgb/image/{self.rgb_transport}"
+        return (self.rgb_image if self.rgb_transport == "raw"
+                else f"{self.rgb_image}/{self.rgb_transport}")
 
     @property
     def depth_topic(self) -> str:
-        return ("depth/image" if self.depth_transport == "raw"
-                else f"depth/image/{self.depth_transport}")
+        return (self.depth_image if self.depth_transport == "raw"
+                else f"{self.depth_image}/{self.depth_transport}")
 
 
 def _qos(reliable: bool, history: int):
@@ -385,13 +391,14 @@ class Rig:
             self.depth_pub.publish(depth_msg)
 
     def publish_camera_info(self, fields: dict, header=None) -> None:
-        """``sensor_msgs/CameraInfo`` of ``fields`` (``scene.camera_info_fields``) on
-        ``rgb/camera_info``, with ``header`` or the next one."""
+        """``sensor_msgs/CameraInfo`` of ``fields`` (``scene.camera_info_fields``) on the
+        camera's ``camera_info`` topic (``rgb/camera_info`` without a camera), with ``header``
+        or the next one."""
         from sensor_msgs.msg import CameraInfo
 
         if self.camera_info_pub is None:
-            self.camera_info_pub = self.node.create_publisher(CameraInfo, "rgb/camera_info",
-                                                              self.qos)
+            topic = self.camera.camera_info if self.camera is not None else "rgb/camera_info"
+            self.camera_info_pub = self.node.create_publisher(CameraInfo, topic, self.qos)
         info = CameraInfo(**{k: (list(map(float, v)) if k in ("d", "k", "r", "p") else v)
                              for k, v in fields.items()})
         info.header = header if header is not None else self.header()
