@@ -59,8 +59,9 @@ class CameraInputs:
         for stream, transport in transports.items():
             suffix, msg_type = TRANSPORTS[transport]
             topic = INPUT_TOPICS[stream] + suffix
-            self.inputs[stream] = CameraInput(stream, topic, node.resolve_topic_name(topic),
-                                              transport, msg_type, StreamWatch(stream, topic, now))
+            resolved = node.resolve_topic_name(topic)   # as remapped: the name users know
+            self.inputs[stream] = CameraInput(stream, topic, resolved, transport, msg_type,
+                                              StreamWatch(stream, resolved, now))
         if qos != "auto":
             forced = BEST_EFFORT if qos == "sensor_data" else RELIABLE
             for stream in self.inputs:

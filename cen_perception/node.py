@@ -12,6 +12,7 @@ Topics and parameters: docs/DESIGN.md and config/segmentation.yaml.
 """
 from __future__ import annotations
 
+import signal
 import sys
 import time
 import traceback
@@ -364,6 +365,9 @@ def _spin(node) -> None:
                 node.get_logger().error(f"a callback failed:\n{traceback.format_exc()}",
                                         throttle_duration_sec=LOG_PERIOD_S)
     finally:
+        # Ctrl-C in a terminal reaches the node twice (from the terminal and from ros2
+        # launch): the second must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         node.close()
         executor.shutdown()
         node.destroy_node()
@@ -379,15 +383,21 @@ def main(args: Optional[list[str]] = None) -> int:
         print(f"{NODE_NAME}: {exc}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         return 1
-    _spin(node)
-    return 0
+    return _run(node)
 
 
 def main_managed(args: Optional[list[str]] = None) -> int:
     """``cen_segmentation_managed_node``: starts unconfigured and waits for transitions."""
     keep_freed_memory_for_reuse()
     rclpy.init(args=args)
-    _spin(ManagedSegmentationNode())
+    return _run(ManagedSegmentationNode())
+
+
+def _run(node) -> int:
+    try:
+        _spin(node)
+    except KeyboardInterrupt:  # a second Ctrl-C before the clean-up could ignore it
+        pass
     return 0
 
 

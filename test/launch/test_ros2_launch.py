@@ -190,11 +190,6 @@ def test_lifecycle_and_engine_swap_from_the_command_line(launch_segmentation, en
     assert ros2_ok(launch, "lifecycle", "get", NODE).stdout.startswith("inactive")
 
 
-@pytest.mark.xfail(reason="Ctrl-C in a terminal sends SIGINT to the node twice (from the "
-                          "terminal and forwarded by ros2 launch); the second one raises "
-                          "KeyboardInterrupt inside the node's shutdown (close), so it exits by "
-                          "SIGINT with a traceback and launch reports 'process has died'",
-                   strict=False)
 def test_ctrl_c_ends_the_launch_and_the_node_cleanly(launch_segmentation, engines):
     row = ROWS[0]
     camera = Camera(rgb_image=argument(row, "rgb_topic"),

@@ -10,8 +10,11 @@ import os
 import pytest
 import yaml
 
-from cen_perception.node import (CLOUD_TOPIC, OUTPUT_TOPICS, PARAMETERS, READ_ONLY_PARAMETERS,
-                                 check_parameter)
+from cen_perception.parameters import CLASS_NAMES, PARAMETERS, check_parameter
+from cen_perception.publishers import OUTPUT_TOPICS
+
+CLOUD_TOPIC = OUTPUT_TOPICS["points"]
+READ_ONLY_PARAMETERS = (CLASS_NAMES,)
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +163,7 @@ def test_rviz_layout_shows_the_node_overlay_and_cloud(repo_root):
     displays = layout["Visualization Manager"]["Displays"]
     topics = {d["Name"]: (d["Topic"]["Value"], d["Enabled"]) for d in displays if "Topic" in d}
     assert topics, "no display subscribes to a topic"
-    node_topics = {f"/{topic}" for topic in [*OUTPUT_TOPICS.values(), CLOUD_TOPIC]}
+    node_topics = {f"/{topic}" for topic in OUTPUT_TOPICS.values()}
     assert {topic for topic, _ in topics.values()} <= node_topics
     assert (f"/{OUTPUT_TOPICS['overlay']}", True) in topics.values()
     cloud = [d for d in displays if d.get("Topic", {}).get("Value") == f"/{CLOUD_TOPIC}"]
