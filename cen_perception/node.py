@@ -350,7 +350,7 @@ class ManagedSegmentationNode(SegmentationWork, LifecycleNode):
     on_error = on_shutdown  # from any state: release everything
 
 
-def _spin(node) -> None:
+def _spin(node) -> int:
     """Spin until shutdown; a callback that raises (rclpy's own services do, for a lifecycle
     transition that is not valid from the current state) is logged, never the end."""
     executor = SingleThreadedExecutor()
@@ -364,14 +364,16 @@ def _spin(node) -> None:
             except Exception:
                 node.get_logger().error(f"a callback failed:\n{traceback.format_exc()}",
                                         throttle_duration_sec=LOG_PERIOD_S)
-    finally:
         # Ctrl-C in a terminal reaches the node twice (from the terminal and from ros2
         # launch): the second must not cut the clean-up short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    except KeyboardInterrupt:  # the second Ctrl-C came before it could be ignored
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    node.close()
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
 
 
 def main(args: Optional[list[str]] = None) -> int:
@@ -383,22 +385,14 @@ def main(args: Optional[list[str]] = None) -> int:
         print(f"{NODE_NAME}: {exc}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         return 1
-    return _run(node)
+    return _spin(node)
 
 
 def main_managed(args: Optional[list[str]] = None) -> int:
     """``cen_segmentation_managed_node``: starts unconfigured and waits for transitions."""
     keep_freed_memory_for_reuse()
     rclpy.init(args=args)
-    return _run(ManagedSegmentationNode())
-
-
-def _run(node) -> int:
-    try:
-        _spin(node)
-    except KeyboardInterrupt:  # a second Ctrl-C before the clean-up could ignore it
-        pass
-    return 0
+    return _spin(ManagedSegmentationNode())
 
 
 if __name__ == "__main__":
