@@ -17,11 +17,12 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
 setup: $(STAMP)
 
-$(STAMP): requirements-dev.txt requirements-launch.txt setup.py training/pyproject.toml
+$(STAMP): requirements-dev.txt requirements-launch.txt setup.py dev/pyproject.toml \
+          training/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
-	$(PY) -m pip install --quiet -e ".[onnxruntime,tools]" -e "training[test,bag]"
+	$(PY) -m pip install --quiet -e ".[onnxruntime,bag]" -e dev -e "training[test,bag]"
 	if [ -d $(LAUNCH_WHEELS) ]; then \
 	  $(PY) -m pip install --quiet -r requirements-launch.txt && \
 	  $(PY) -m pip install --quiet --no-deps $(LAUNCH_WHEELS)/*.whl; \

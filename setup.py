@@ -1,4 +1,6 @@
-"""ROS 2 ament_python package `cen_perception`: the runtime (node, engines, codecs).
+"""ROS 2 ament_python package `cen_perception`: what a robot runs (node, engines, codecs, bag
+commands). The developers' tools (rig, benchmarks, synthetic world) are the separate package in
+dev/, which a robot does not install.
 
 Installs the Python package, the ament index marker, package.xml, and the launch and
 config files into share/cen_perception, as `colcon build` expects. The same file works
@@ -33,9 +35,9 @@ setup(
         # machines take 12.x; `tensorrt-cu13` for TensorRT built for CUDA 13.
         "tensorrt": ["cuda-python>=12,<13"],
         "tensorrt-cu13": ["cuda-python>=13,<14"],
-        # The tools beside the node (bags, player, benches): not needed on a robot.
-        "tools": ["rosbags>=0.10", "tqdm>=4.60"],
-        "bag": ["rosbags>=0.10", "tqdm>=4.60"],  # the former name of "tools"
+        # The bag commands (cen-perception-bag, cen-perception-play): recorded bags.
+        "bag": ["rosbags>=0.10", "tqdm>=4.60"],
+        "tools": ["rosbags>=0.10", "tqdm>=4.60"],  # the former name of "bag"
     },
     zip_safe=True,
     maintainer="cen_perception maintainers",
@@ -46,10 +48,8 @@ setup(
         "console_scripts": [
             "cen_segmentation_node = cen_perception.node:main",
             "cen_segmentation_managed_node = cen_perception.node:main_managed",
-            "cen-perception-bag = cen_perception.tools.segment_bag:main",
-            "cen-perception-play = cen_perception.tools.player:main",
-            "cen-perception-bench = cen_perception.tools.bench:main",
-            "cen-perception-transport-check = cen_perception.tools.transport_check:main",
+            "cen-perception-bag = cen_perception.bags.segment:main",
+            "cen-perception-play = cen_perception.bags.player:main",
         ],
     },
 )

@@ -16,13 +16,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .errors import CenPerceptionError
 from .engines import TENSORRT_SUFFIXES, Engine, EngineError, open_engine
 from .model_card import ModelCardError
 from .segmenter import Segmenter
 from .visualize import palette_lut
 
 
-class StartupError(RuntimeError):
+class StartupError(CenPerceptionError):
     """The node cannot start (or configure, or take a new engine); one line for the user."""
 
 

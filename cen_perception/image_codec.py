@@ -54,6 +54,8 @@ from typing import Any, Iterator, Optional
 import cv2
 import numpy as np
 
+from .errors import CenPerceptionError
+
 # encoding -> (channels, channel order reversed relative to RGB)
 COLOR_ENCODINGS = {
     "rgb8": (3, False),
@@ -86,7 +88,7 @@ MAX_IMAGE_PIXELS = 4096 * 3072
 DEPTH_16U_INVALID = 65535
 
 
-class ImageCodecError(ValueError):
+class ImageCodecError(CenPerceptionError, ValueError):
     """An image message this module cannot decode or an array it cannot encode."""
 
 

@@ -18,6 +18,8 @@ import pathlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .errors import CenPerceptionError
+
 METADATA_KEY = "cen_perception.model_card"
 CARD_VERSION = 1
 
@@ -39,7 +41,7 @@ _REQUIRED = ("arch", "backbone", "modalities", "num_classes", "class_names", "pa
              "input_size", "normalization")
 
 
-class ModelCardError(ValueError):
+class ModelCardError(CenPerceptionError, ValueError):
     """A model card is missing, malformed, or disagrees with its engine."""
 
 

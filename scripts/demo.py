@@ -57,7 +57,7 @@ def make_dataset(args, out: pathlib.Path) -> pathlib.Path:
 
 
 def make_sequence(args, out: pathlib.Path) -> pathlib.Path:
-    from cen_perception.tools.sequence import write_synthetic_sequence
+    from cen_perception_dev.synthetic_sequence import write_synthetic_sequence
 
     bag = out / "sequence"
     if bag.exists():
@@ -104,8 +104,8 @@ def run_node(args, out: pathlib.Path, model: pathlib.Path, bag: pathlib.Path) ->
     from rclpy.serialization import deserialize_message, serialize_message
     from sensor_msgs.msg import CameraInfo, Image
 
-    from cen_perception.tools.bag import BagWriter, RecordedBag
-    from cen_perception.tools.rig import NodeProcess, Rig, bag_through_node
+    from cen_perception.bags.recorded import BagWriter, RecordedBag
+    from cen_perception_dev.rig import NodeProcess, Rig, bag_through_node
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))

@@ -40,7 +40,7 @@ def write_synthetic_samples(root: pathlib.Path) -> pathlib.Path:
     import cv2
     import numpy as np
 
-    from cen_perception.tools.scene import SyntheticScene
+    from cen_perception_dev.synthetic_world import SyntheticScene
 
     rng = np.random.default_rng(0)
     nyu, kinect = root / "nyuv2_frame0", root / "esanet_kinect"
@@ -138,7 +138,7 @@ def write_rgbd_test_bag(path, storage: str = "sqlite3", frames: int = 4, height:
     """
     import numpy as np
 
-    from cen_perception.tools.bag import BagWriter, TYPESTORE, make_header
+    from cen_perception.bags.recorded import BagWriter, TYPESTORE, make_header
     from cen_perception.image_codec import encode
 
     t0, period = 1_700_000_000 * 10**9, 100_000_000
@@ -184,7 +184,7 @@ def _write_compressed_bag(raw_bag, path, storage, color_format="jpeg"):
     stays damaged (a JPEG cut short)."""
     import numpy as np
 
-    from cen_perception.tools.bag import (COMPRESSED_IMAGE_TYPE, BagWriter, RecordedBag,
+    from cen_perception.bags.recorded import (COMPRESSED_IMAGE_TYPE, BagWriter, RecordedBag,
                                           deserialize_image)
     from cen_perception.image_codec import (ImageCodecError, decode_color,
                                             encode_compressed_color, encode_compressed_depth)

@@ -6,10 +6,11 @@ from typing import Optional
 
 import numpy as np
 
+from ..errors import CenPerceptionError
 from ..model_card import ModelCard
 
 
-class EngineError(RuntimeError):
+class EngineError(CenPerceptionError, RuntimeError):
     """An engine could not be loaded or run; the message is one readable line."""
 
 

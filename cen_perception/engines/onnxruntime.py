@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..errors import one_line
 from ..model_card import ModelCard, ModelCardError
 from .base import Engine, EngineError
 
@@ -57,8 +58,7 @@ class OnnxRuntimeEngine(Engine):
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
         except Exception as exc:  # ORT raises its own exception types for corrupt files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EngineError(f"{path}: not a loadable ONNX model ({first})") from None
+            raise EngineError(f"{path}: not a loadable ONNX model ({one_line(exc)})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         card = ModelCard.from_metadata(meta, source=str(path))
         card.check_io(self._io(self.session.get_inputs()), self._io(self.session.get_outputs()),

@@ -24,8 +24,8 @@ import pytest
 
 from cen_perception.image_codec import (encode, encode_compressed_color,
                                         encode_compressed_depth)
-from cen_perception.tools.rig import Camera, Rig, RigError
-from cen_perception.tools.scene import SyntheticScene
+from cen_perception_dev.rig import Camera, Rig, RigError
+from cen_perception_dev.synthetic_world import SyntheticScene
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 LAUNCH_WHEELS = REPO.parent / "shared" / "ros2-launch"

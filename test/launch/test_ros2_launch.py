@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cen_perception.input_health import PROFILE_VARIABLES
-from cen_perception.tools.rig import Camera
+from cen_perception_dev.rig import Camera
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

@@ -1,5 +1,5 @@
 """Real ROS 2 node tests: the node runs as its own process, the test talks to it over DDS
-through the same rig the benchmark and the demo use (``cen_perception.tools.rig``).
+through the same rig the benchmark and the demo use (``cen_perception_dev.rig``).
 
 Each node process gets a namespace of its own, so tests running at the same time on this
 machine (same DDS domain or not) never see each other's topics.
@@ -15,7 +15,7 @@ import uuid
 import numpy as np
 import pytest
 
-from cen_perception.tools.rig import Camera, NodeProcess, Rig, node_command
+from cen_perception_dev.rig import Camera, NodeProcess, Rig, node_command
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config" / "segmentation.yaml"

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-import cen_perception.tools.bench as bench
+import cen_perception_dev.node_bench as bench
 
 FRAMES = 20
 
@@ -38,7 +38,7 @@ def test_shipped_fastdds_profile_carries_images_in_shared_memory_and_keeps_udp()
 
 @pytest.mark.parametrize("size, transport", [("640x480", "raw"), ("320x240", "compressed")])
 def test_bench_measures_the_node_and_accounts_for_every_pair(toy_onnx_factory, size, transport):
-    cmd = [sys.executable, "-m", "cen_perception.tools.bench", "--engine", str(toy_onnx_factory(48, 64)),
+    cmd = [sys.executable, "-m", "cen_perception_dev.node_bench", "--engine", str(toy_onnx_factory(48, 64)),
            "--frames", str(FRAMES), "--rate", "20", "--small-frames", "300",
            "--small-rate", "200", "--fastdds-shm", "--size", size, "--transport", transport]
     # The whole path shares two cores with whatever else runs; a run whose stream was
@@ -89,7 +89,7 @@ def test_bench_camera_messages_are_what_the_node_subscribes_to():
 
 
 def test_bench_refuses_a_bad_size(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "cen_perception.tools.bench",
+    proc = subprocess.run([sys.executable, "-m", "cen_perception_dev.node_bench",
                            "--engine", str(tmp_path / "none.onnx"), "--size", "640"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
@@ -97,7 +97,7 @@ def test_bench_refuses_a_bad_size(tmp_path):
 
 
 def test_bench_refuses_a_missing_engine_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "cen_perception.tools.bench",
+    proc = subprocess.run([sys.executable, "-m", "cen_perception_dev.node_bench",
                            "--engine", str(tmp_path / "none.onnx")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
@@ -106,7 +106,7 @@ def test_bench_refuses_a_missing_engine_in_one_line(tmp_path):
 
 
 def test_bench_times_the_labelled_cloud(toy_onnx_factory):
-    cmd = [sys.executable, "-m", "cen_perception.tools.bench", "--engine",
+    cmd = [sys.executable, "-m", "cen_perception_dev.node_bench", "--engine",
            str(toy_onnx_factory(48, 64)), "--frames", "10", "--rate", "10", "--small-frames", "0",
            "--size", "320x240", "--outputs", "labels,points"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -8,7 +8,7 @@ import pytest
 
 from cen_perception.image_codec import encode, encode_compressed_color, encode_compressed_depth
 
-from cen_perception.tools.rig import values_of
+from cen_perception_dev.rig import values_of
 
 ENGINE_H, ENGINE_W = 48, 64
 RNG = np.random.default_rng(7)

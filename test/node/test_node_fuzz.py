@@ -11,8 +11,8 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
 from cen_perception.image_codec import encode, encode_compressed_color, encode_compressed_depth
-from cen_perception.tools.bench import rss_mb
-from cen_perception.tools.rig import values_of
+from cen_perception_dev.node_bench import rss_mb
+from cen_perception_dev.rig import values_of
 from hostile_messages import good_messages, hostile_compressed, hostile_raw, rvl_words
 
 H, W = 24, 32          # the size of hostile_messages' sources

@@ -16,7 +16,7 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import Header
 
 from cen_perception.image_codec import encode
-from cen_perception.tools.rig import values_of
+from cen_perception_dev.rig import values_of
 
 H, W = 60, 80
 
@@ -122,7 +122,7 @@ def test_shutdown_while_streaming_ends_the_work_cleanly(start_node, toy_onnx_fac
 def test_a_transition_not_valid_now_leaves_the_node_running(start_node, toy_onnx_factory):
     from lifecycle_msgs.srv import GetState
 
-    from cen_perception.tools.rig import RigError
+    from cen_perception_dev.rig import RigError
 
     proc, harness = start_node("-p", f"engine_path:={toy_onnx_factory(H, W)}", managed=True)
     request = ChangeState.Request()

@@ -91,7 +91,7 @@ def test_shipped_params_file_is_accepted_as_it_is(start_node, config_file, toy_o
 
 def test_rig_says_why_a_node_never_connected(start_node, tmp_path):
     """What the benchmark and gpu-check print when the node they started dies: its last line."""
-    from cen_perception.tools.rig import RigError
+    from cen_perception_dev.rig import RigError
 
     proc, harness = start_node("-p", f"engine_path:={tmp_path / 'missing.onnx'}")
     harness.subscribe("labels")

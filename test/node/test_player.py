@@ -10,8 +10,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
-from cen_perception.tools.bag import RecordedBag, stamp_ns
-from cen_perception.tools.rig import NodeProcess, Rig
+from cen_perception.bags.recorded import RecordedBag, stamp_ns
+from cen_perception_dev.rig import NodeProcess, Rig
 
 BIN = pathlib.Path(__file__).resolve().parents[2] / ".venv" / "bin"
 PLAY = BIN / "cen-perception-play"

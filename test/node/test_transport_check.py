@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cen_perception.input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
-from cen_perception.tools.transport_check import (Cell, CellResult, Pair, TransportCheckError,
+from cen_perception_dev.transport_check import (Cell, CellResult, Pair, TransportCheckError,
                                                   markdown_table, parse_size, profile_environment,
                                                   profile_segment_size, qos_compatible)
 
@@ -99,7 +99,7 @@ def test_sizes_and_environment_helpers():
 
 
 def run_cli(*args, timeout=240):
-    return subprocess.run([sys.executable, "-m", "cen_perception.tools.transport_check", *args],
+    return subprocess.run([sys.executable, "-m", "cen_perception_dev.transport_check", *args],
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -10,13 +10,13 @@ import pytest
 from cen_perception.engines import open_engine
 from cen_perception.image_codec import (ImageCodecError, decode_color, decode_depth, encode,
                                         encode_compressed_color, encode_compressed_depth)
-from cen_perception.tools.bag import (CAMERA_INFO_TYPE, COMPRESSED_IMAGE_TYPE, IMAGE_TYPE,
+from cen_perception.bags.recorded import (CAMERA_INFO_TYPE, COMPRESSED_IMAGE_TYPE, IMAGE_TYPE,
                                       BagError, BagWriter,
                                       PairCounts, RecordedBag, deserialize_image, make_header,
                                       rgbd_pairs, stamp_ns)
-from cen_perception.tools.scene import SyntheticScene
-from cen_perception.tools.segment_bag import main, segment_bag
-from cen_perception.tools.sequence import (CAMERA_INFO_TOPIC, COLOR_TOPIC, DEPTH_TOPIC,
+from cen_perception_dev.synthetic_world import SyntheticScene
+from cen_perception.bags.segment import main, segment_bag
+from cen_perception_dev.synthetic_sequence import (CAMERA_INFO_TOPIC, COLOR_TOPIC, DEPTH_TOPIC,
                                            LABELS_TOPIC, write_synthetic_sequence)
 
 BAG_SCRIPT = pathlib.Path(__file__).resolve().parents[2] / ".venv" / "bin" / "cen-perception-bag"
@@ -481,7 +481,7 @@ def test_depth_scale_reads_other_depth_units(tmp_path, toy_onnx_factory, capsys)
     (dict(depth_scale=float("inf")), "depth scale must be a positive number"),
 ])
 def test_pairing_settings_are_checked_before_anything_is_read(settings, message):
-    from cen_perception.tools.pairing import check_pairing
+    from cen_perception.bags.pairing import check_pairing
 
     check_pairing()  # the defaults are usable
     check_pairing(slop=0.005, depth_scale=0.0001, queue_size=1)

@@ -60,7 +60,7 @@ def test_extract_frames_writes_every_pair_exactly(rgbd_bag_factory, tmp_path, ca
 
 
 def test_every_nth_frame_auto_topics_and_classes(tmp_path, capsys):
-    from cen_perception.tools.sequence import write_synthetic_sequence
+    from cen_perception_dev.synthetic_sequence import write_synthetic_sequence
 
     bag = write_synthetic_sequence(tmp_path / "seq", frames=7, height=32, width=40)
     classes = tmp_path / "classes.yaml"
@@ -232,7 +232,7 @@ def test_a_bad_slop_is_refused_before_anything_is_written(tmp_path, rgbd_bag_fac
 
 def test_every_bag_command_offers_the_same_pairing_options():
     """cen-perception-bag, extract-frames and select-frames share one set of options."""
-    from cen_perception.tools.segment_bag import build_parser
+    from cen_perception.bags.segment import build_parser
     from cen_training.cli import build_parser as training_parser
 
     def pairing_options(parser):

@@ -36,21 +36,10 @@ class EngineBuildError(TrainingError):
     """A TensorRT engine that cannot be built here (environment, options or graph)."""
 
 
-# Exit statuses of every ``cen-train`` command (``cen-train --help`` lists them).
-EXIT_OK = 0  # done; or the check or gate passed
-EXIT_REFUSED = 1  # ran, and a gate or check says no (compare's gate, gpu-check's parts)
-EXIT_ERROR = 2  # could not do what was asked: bad options or input (any TrainingError)
-EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message as one line, for error messages that quote a library's error:
-    its first non-empty line with runs of spaces collapsed, or the exception's type name when
-    the message is empty."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return " ".join(line.split())
-    return type(exc).__name__
+# Exit statuses and the one-line form of an exception: the same for every console script of
+# the repository (cen_perception.errors).
+from cen_perception.errors import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK,  # noqa: E402 (shared)
+                                   EXIT_REFUSED, one_line)
 
 
 __all__ = ["TrainingError", "CliError", "ConfigError", "DatasetError", "CheckpointError",

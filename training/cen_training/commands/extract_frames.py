@@ -22,7 +22,7 @@ import argparse
 import pathlib
 import shutil
 
-from cen_perception.tools.pairing import BagError, add_pairing_arguments, check_pairing
+from cen_perception.bags.pairing import BagError, add_pairing_arguments, check_pairing
 
 from ..errors import CliError
 from ..retraining.bag_pairs import BagPairs, bag_module, no_frames_message

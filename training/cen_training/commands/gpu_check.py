@@ -50,6 +50,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..errors import one_line
+
 EXIT_PASSED, EXIT_FAILED, EXIT_NO_GPU, EXIT_PARTIAL = 0, 1, 3, 4
 PRECISIONS = ("fp32", "fp16", "int8")
 HEIGHT, WIDTH = 480, 640
@@ -248,8 +250,7 @@ def exit_code(rows: list[Row]) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return one_line(exc, with_type=True)
 
 
 def timings(run: Callable[[], object], warmup: int, iters: int) -> tuple[float, float, float]:
@@ -622,8 +623,8 @@ def run_node(engine_path: pathlib.Path, work: pathlib.Path, device: int, frames:
     if util.find_spec("rclpy") is None:
         row.result, row.detail = NOT_RUN, "rclpy is not installed"
         return row
-    from cen_perception.tools.rig import NodeProcess, Rig, bag_through_node, executable
-    from cen_perception.tools.sequence import COLOR_TOPIC, DEPTH_TOPIC, write_synthetic_sequence
+    from cen_perception_dev.rig import NodeProcess, Rig, bag_through_node, executable
+    from cen_perception_dev.synthetic_sequence import COLOR_TOPIC, DEPTH_TOPIC, write_synthetic_sequence
 
     for name in ("cen_segmentation_node", "cen-perception-play"):
         if executable(name) is None:

@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from cen_perception.tools.pairing import BagError, add_pairing_arguments, check_pairing
+from cen_perception.bags.pairing import BagError, add_pairing_arguments, check_pairing
 
 from ..errors import CliError
 from ..retraining.bag_pairs import BagPairs, bag_module, no_frames_message

@@ -1,6 +1,6 @@
 """A synthetic RGB-D segmentation dataset on which neither modality alone suffices.
 
-Scenes of the project's one synthetic world (``cen_perception.tools.scene.SyntheticScene``, where
+Scenes of the project's one synthetic world (``cen_perception_dev.synthetic_world.SyntheticScene``, where
 the scene is described): a wall above a floor with ``poster`` (colour only), ``relief``
 (depth only) and ``box`` (both) objects, a structured-light depth sensor's noise and holes.
 
@@ -14,7 +14,7 @@ import pathlib
 import cv2
 import numpy as np
 
-from cen_perception.tools.scene import (BOX, CLASS_NAMES, FLOOR, POSTER, RELIEF, WALL,
+from cen_perception_dev.synthetic_world import (BOX, CLASS_NAMES, FLOOR, POSTER, RELIEF, WALL,
                                         render_scene)
 
 from .classes import ClassList

@@ -1,6 +1,6 @@
 """Access to recorded ROS 2 bags for the training commands.
 
-Bags are read through ``cen_perception.tools.bag`` (the runtime package), which needs the
+Bags are read through ``cen_perception.bags.recorded`` (the runtime package), which needs the
 ``rosbags`` library: ``pip install 'cen_training[bag]'``. Imported only by the commands that
 read bags, so the rest of the package works without it.
 """
@@ -12,9 +12,9 @@ from ..errors import DatasetError
 
 
 def bag_module():
-    """``cen_perception.tools.bag``, or a ``DatasetError`` saying what to install."""
+    """``cen_perception.bags.recorded``, or a ``DatasetError`` saying what to install."""
     try:
-        from cen_perception.tools import bag
+        from cen_perception.bags import recorded as bag
     except ImportError as exc:
         missing = getattr(exc, "name", None) or "rosbags"
         raise DatasetError(f"reading bags needs the cen_perception package and rosbags "
@@ -25,7 +25,7 @@ def bag_module():
 
 class BagPairs:
     """A recorded bag's synchronized RGB-D pairs as the bag commands read them: the topics and
-    pairing settings of ``cen_perception.tools.pairing.add_pairing_arguments`` (in ``args``),
+    pairing settings of ``cen_perception.bags.pairing.add_pairing_arguments`` (in ``args``),
     read again on every call, with a progress bar over the messages."""
 
     def __init__(self, recorded, args, progress: bool = True) -> None:

@@ -15,10 +15,11 @@ from typing import Any, Optional
 import numpy as np
 
 from ..engines import BACKENDS
+from ..errors import one_line
 from ..image_codec import encode
-from .bag import (DEFAULT_QUEUE_SIZE, DEFAULT_SLOP, STORAGES, BagError, BagMessage, BagWriter,
-                  FramePair, Image, PairCounts, RecordedBag, _one_line, copy_topics_to,
-                  rgbd_pairs)
+from .recorded import (DEFAULT_QUEUE_SIZE, DEFAULT_SLOP, STORAGES, BagError, BagMessage,
+                       BagWriter, FramePair, Image, PairCounts, RecordedBag, copy_topics_to,
+                       rgbd_pairs)
 from .pairing import add_pairing_arguments, check_pairing
 
 
@@ -214,7 +215,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             min_confidence=args.min_confidence, confidence=args.confidence,
             progress=not args.no_progress, depth_scale=args.depth_scale)
     except (BagError, EngineError, ModelCardError) as exc:
-        print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"{parser.prog}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; the output bag holds what was done so far",

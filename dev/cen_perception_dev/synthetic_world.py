@@ -1,7 +1,7 @@
 """The one synthetic world of this project: a room seen by an RGB-D camera.
 
 ``SyntheticScene`` draws it (the class docstring says what is in it); ``render_scene`` gives one
-still scene as ``cen-train synth`` writes them; ``tools.sequence`` records a scene with moving
+still scene as ``cen-train synth`` writes them; ``synthetic_sequence`` records a scene with moving
 objects as a bag; the benchmarks render frames of it. Class ids: wall 0, floor 1, poster 2,
 relief 3, box 4.
 """
@@ -13,7 +13,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from ..image_codec import DEPTH_16U_INVALID
+from cen_perception.image_codec import DEPTH_16U_INVALID
 
 CLASS_NAMES = ("wall", "floor", "poster", "relief", "box")
 WALL, FLOOR, POSTER, RELIEF, BOX = range(5)

@@ -29,7 +29,7 @@ import sys
 import time
 from typing import Any, Optional
 
-from .bag import COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, BagError, RecordedBag
+from .recorded import COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, BagError, RecordedBag
 
 NODE_NAME = "cen_bag_player"
 

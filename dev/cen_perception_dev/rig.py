@@ -24,7 +24,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
-from ..sync import NS_PER_S
+from .errors import DevToolError
+from cen_perception.sync import NS_PER_S
 
 OUTPUT_KINDS = ("labels", "color", "overlay", "confidence", "points", "camera_info")
 NODE_NAME = "cen_segmentation"
@@ -36,7 +37,7 @@ STAMP_OFFSET = 4
 STAMP_FORMAT = "<iI"
 
 
-class RigError(RuntimeError):
+class RigError(DevToolError):
     """The node or the rig did not do what was waited for; the message says what."""
 
 
@@ -509,7 +510,7 @@ def play_bag(bag: pathlib.Path, topics: Iterable[str], subscribers: int = 1,
     """Play ``topics`` of ``bag`` with ``cen-perception-play`` in a process of its own,
     reliable, once every topic has ``subscribers`` subscribers. RigError if it fails."""
     player = executable("cen-perception-play")
-    command = ([player] if player else [sys.executable, "-m", "cen_perception.tools.player"])
+    command = ([player] if player else [sys.executable, "-m", "cen_perception.bags.player"])
     command += [str(bag), "--topics", *topics, "--reliable", "--wait-subscribers",
                 str(subscribers), "--wait-timeout", "60", "--rate", str(rate), "--no-progress"]
     print("$ " + " ".join(command), flush=True)

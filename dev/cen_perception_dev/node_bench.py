@@ -33,22 +33,23 @@ from typing import Optional
 
 import numpy as np
 
-from ..image_codec import encode, encode_compressed_color, encode_compressed_depth
-from ..input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
+from .errors import DevToolError
+from cen_perception.image_codec import encode, encode_compressed_color, encode_compressed_depth
+from cen_perception.input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
 from .rig import Camera, NodeProcess, Rig, RigError, serialized
-from .scene import SyntheticScene
+from .synthetic_world import SyntheticScene
 from .transport_check import TransportCheckError, parse_size
 
 
 WARMUP_PAIRS = 5
 
 
-class BenchError(RuntimeError):
+class BenchError(DevToolError):
     """A benchmark that cannot run; the message is one line."""
 
 
 def synthetic_frame(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A BGR image and a 16-bit depth image (mm) of the synthetic world (``tools.scene``)."""
+    """A BGR image and a 16-bit depth image (mm) of the synthetic world (``synthetic_world``)."""
     rgb, depth_mm, _ = SyntheticScene(seed, height, width).render(0, np.random.default_rng(seed))
     return np.ascontiguousarray(rgb[:, :, ::-1]), depth_mm
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
+from ..errors import CenPerceptionError
+
 DEFAULT_SLOP = 0.02
 DEFAULT_QUEUE_SIZE = 10
 
 
-class BagError(Exception):
+class BagError(CenPerceptionError):
     """A bag cannot be read or written as asked; the message is one readable line."""
 
 

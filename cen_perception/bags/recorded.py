@@ -8,7 +8,7 @@ Colour and depth topics may hold ``sensor_msgs/Image`` or ``sensor_msgs/Compress
 (image_transport's ``compressed`` JPEG/PNG colour, ``compressedDepth`` depth); each topic is
 decoded by the message type the bag records for it.
 
-Used by ``cen-perception-bag`` (``tools.segment_bag``), the player (``tools.player``) and
+Used by ``cen-perception-bag`` (``bags.segment``), the player (``bags.player``) and
 ``cen-train extract-frames`` / ``select-frames``.
 """
 from __future__ import annotations
@@ -24,9 +24,10 @@ try:
     from rosbags.typesys import Stores, get_typestore
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("reading and writing bags needs the rosbags package: "
-                      "pip install 'cen_perception[tools]'") from exc
+                      "pip install 'cen_perception[bag]'") from exc
 
 from .. import image_codec
+from ..errors import one_line
 from ..image_codec import (UnsupportedImageError, compressed_kind, decode_color_message,
                           decode_depth_message, parse_compressed_format)
 from ..sync import NS_PER_S, RgbdSync, stamp_to_ns
@@ -53,11 +54,6 @@ COLOR_ENCODINGS = tuple(e for e in image_codec.COLOR_ENCODINGS if e != "mono8")
 DEPTH_ENCODINGS = tuple(image_codec.DEPTH_ENCODINGS)
 
 MAX_PROBLEMS_KEPT = 5
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 def stamp_ns(header: Any) -> int:
@@ -109,7 +105,7 @@ class RecordedBag:
             if self.path.is_dir() and not (self.path / "metadata.yaml").exists() and any(
                     self.path.glob("*.db3")) | any(self.path.glob("*.mcap")):
                 hint = "; a recording that was cut off has no metadata.yaml: give its file"
-            raise BagError(f"{self.path}: not a readable ROS 2 bag ({_one_line(exc)}){hint}"
+            raise BagError(f"{self.path}: not a readable ROS 2 bag ({one_line(exc)}){hint}"
                            ) from None
         self.connections = list(self._reader.connections)
         self.topics = {name: TopicSummary(name, info.msgtype or "?", int(info.msgcount))
@@ -168,7 +164,7 @@ class RecordedBag:
                 yield BagMessage(connection.topic, connection.msgtype, int(log_time), bytes(raw))
         except Exception as exc:  # a damaged storage file surfaces only while reading it
             raise BagError(f"{self.path}: unreadable after {count} messages "
-                           f"({_one_line(exc)})") from None
+                           f"({one_line(exc)})") from None
 
     def first_message(self, topic: str) -> Optional[BagMessage]:
         return next(self.messages([topic]), None)
@@ -218,7 +214,7 @@ class RecordedBag:
             except UnsupportedImageError as exc:
                 # An encoding or format the codec lacks stops the run; one damaged message
                 # does not.
-                raise BagError(f"{self.path}: {role} topic '{topic}': {_one_line(exc)}; "
+                raise BagError(f"{self.path}: {role} topic '{topic}': {one_line(exc)}; "
                                f"{self.describe()}") from None
             except Exception:  # damaged image or malformed CDR: counted while reading
                 pass
@@ -334,7 +330,7 @@ def rgbd_pairs(bag: RecordedBag, rgb_topic: str, depth_topic: str, slop: float =
             else:
                 counts.bad_depth += 1
             counts.note_problem(f"{message.topic} at log time {message.log_time_ns}: "
-                                f"{_one_line(exc)}")
+                                f"{one_line(exc)}")
             continue
         if is_rgb:
             pair = sync.push_rgb(stamp, (image, msg.header, message.log_time_ns))
@@ -371,7 +367,7 @@ class BagWriter:
                                   storage_plugin=STORAGES[storage])
             self._writer.open()
         except Exception as exc:
-            raise BagError(f"{self.path}: cannot create the bag ({_one_line(exc)})") from None
+            raise BagError(f"{self.path}: cannot create the bag ({one_line(exc)})") from None
         self._connections: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
 

@@ -39,8 +39,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
-from ..sync import NS_PER_S
+from .errors import DevToolError
+from cen_perception.input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
+from cen_perception.sync import NS_PER_S
 from .rig import STAMP_FORMAT, STAMP_OFFSET
 
 DEFAULT_SIZES = ("640x480", "1280x720", "1920x1080", "2048x1536")
@@ -56,7 +57,7 @@ SHM_SEGMENT = re.compile(r"/dev/shm/(fastrtps_[0-9a-f]+)$")
 FASTDDS_NS = {"f": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
 
 
-class TransportCheckError(RuntimeError):
+class TransportCheckError(DevToolError):
     """The check cannot run; the message is one line."""
 
 
@@ -172,7 +173,7 @@ class Peer:
         self.role = role
         self.timeout = timeout
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cen_perception.tools.transport_check", "--worker", role],
+            [sys.executable, "-m", "cen_perception_dev.transport_check", "--worker", role],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
             text=True, bufsize=1)
         self.other_lines: list[str] = []
@@ -232,7 +233,7 @@ def _worker(role: str) -> int:
     from rclpy.serialization import serialize_message
     from sensor_msgs.msg import Image
 
-    from ..image_codec import ENCODE_FORMATS, encode
+    from cen_perception.image_codec import ENCODE_FORMATS, encode
 
     rclpy.init()
     node = rclpy.create_node(f"transport_check_{role}_{os.getpid()}")

@@ -1,6 +1,6 @@
 """A synthetic RGB-D sequence, recorded as a ROS 2 bag, for demos and tests.
 
-One scene of the project's synthetic world (``tools.scene.SyntheticScene``, the world of
+One scene of the project's synthetic world (``synthetic_world.SyntheticScene``, the world of
 ``cen-train synth`` too, so a model trained there segments this sequence): posters (colour
 only), reliefs (depth only) and boxes (both) on a wall and a floor, here sliding sideways from
 frame to frame, bouncing at the image borders, in front of a static camera. Class ids are
@@ -12,7 +12,7 @@ reading) on ``/camera/depth/image_raw``, with matching header stamps (depth jitt
 to 3 ms, as two drivers' clocks would be) and the colour camera's intrinsics
 (``sensor_msgs/CameraInfo``) on ``/camera/color/camera_info``, optionally the true labels
 (mono8) on
-``/camera/labels/ground_truth``. ``python -m cen_perception.tools.sequence OUT_BAG`` does the same
+``/camera/labels/ground_truth``. ``python -m cen_perception_dev.synthetic_sequence OUT_BAG`` does the same
 from the command line.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from .scene import SyntheticScene
+from .synthetic_world import SyntheticScene
 
 COLOR_TOPIC = "/camera/color/image_raw"
 DEPTH_TOPIC = "/camera/depth/image_raw"
@@ -44,8 +44,8 @@ def write_synthetic_sequence(path: str | pathlib.Path, frames: int = 60, height:
     the true labels (mono8, the colour image's header) on ``LABELS_TOPIC``. Returns ``path``.
     """
     # rosbags is only needed here, not for rendering
-    from .bag import CAMERA_INFO_TYPE, TYPESTORE, BagWriter, make_header
-    from ..image_codec import encode
+    from cen_perception.bags.recorded import CAMERA_INFO_TYPE, TYPESTORE, BagWriter, make_header
+    from cen_perception.image_codec import encode
 
     CameraInfo = TYPESTORE.types[CAMERA_INFO_TYPE]
 
@@ -83,7 +83,7 @@ def write_synthetic_sequence(path: str | pathlib.Path, frames: int = 60, height:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cen_perception.tools.sequence",
+        prog="python -m cen_perception_dev.synthetic_sequence",
         description="Write a synthetic RGB-D sequence (posters, reliefs and boxes sliding over "
                     "a wall and a floor) as a ROS 2 bag.")
     parser.add_argument("out_bag", type=pathlib.Path, help="bag to create (must not exist)")
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ground-truth", action="store_true",
                         help=f"also write the true labels on {LABELS_TOPIC}")
     args = parser.parse_args(argv)
-    from .bag import BagError
+    from cen_perception.bags.recorded import BagError
 
     try:
         write_synthetic_sequence(args.out_bag, args.frames, args.height, args.width, args.rate,
