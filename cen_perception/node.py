@@ -32,6 +32,7 @@ from sensor_msgs.msg import CameraInfo
 from . import diagnostics
 from .camera_inputs import CameraInputs
 from .cloud import CloudBuilder
+from .errors import EXIT_ERROR, EXIT_OK
 from .engine_slot import EngineSlot, LoadedEngine, StartupError, load_engine
 from .input_health import CameraInfoWatch, DepthWatch
 from .outputs import render_frame
@@ -373,7 +374,7 @@ def _spin(node) -> int:
     executor.shutdown()
     node.destroy_node()
     rclpy.try_shutdown()
-    return 0
+    return EXIT_OK
 
 
 def main(args: Optional[list[str]] = None) -> int:
@@ -384,7 +385,7 @@ def main(args: Optional[list[str]] = None) -> int:
     except StartupError as exc:
         print(f"{NODE_NAME}: {exc}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
-        return 1
+        return EXIT_ERROR
     return _spin(node)
 
 

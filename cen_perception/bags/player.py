@@ -29,6 +29,7 @@ import sys
 import time
 from typing import Any, Optional
 
+from ..errors import EXIT_ERROR
 from .recorded import COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, BagError, RecordedBag
 
 NODE_NAME = "cen_bag_player"
@@ -177,7 +178,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         bag = RecordedBag(args.bag)
     except BagError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     # Ctrl-C raises KeyboardInterrupt here instead of invalidating the publishers mid-loop.
     rclpy.init(args=["cen-perception-play", *argv[split:]],
                signal_handler_options=SignalHandlerOptions.NO)

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..engines import BACKENDS
-from ..errors import one_line
+from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CenPerceptionError, one_line
 from ..image_codec import encode
 from .recorded import (DEFAULT_QUEUE_SIZE, DEFAULT_SLOP, STORAGES, BagError, BagMessage,
                        BagWriter, FramePair, Image, PairCounts, RecordedBag, copy_topics_to,
@@ -201,9 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from ..engines import EngineError
-    from ..model_card import ModelCardError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -214,15 +211,15 @@ def main(argv: Optional[list[str]] = None) -> int:
             backend=args.backend, overlay_alpha=args.overlay_alpha,
             min_confidence=args.min_confidence, confidence=args.confidence,
             progress=not args.no_progress, depth_scale=args.depth_scale)
-    except (BagError, EngineError, ModelCardError) as exc:
+    except CenPerceptionError as exc:
         print(f"{parser.prog}: error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; the output bag holds what was done so far",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     print(summary.text())
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from typing import Optional
 
 import numpy as np
 
+from cen_perception.errors import EXIT_ERROR, EXIT_INTERRUPTED
+
 from .errors import DevToolError
 from cen_perception.image_codec import encode, encode_compressed_color, encode_compressed_depth
 from cen_perception.input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
@@ -317,11 +319,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                      "confidence, points")
     try:
         return run(args)
-    except BenchError as exc:
+    except DevToolError as exc:
         print(f"cen-perception-bench: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

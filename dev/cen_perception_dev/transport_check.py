@@ -39,6 +39,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from cen_perception.errors import EXIT_ERROR, EXIT_INTERRUPTED
+
 from .errors import DevToolError
 from cen_perception.input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
 from cen_perception.sync import NS_PER_S
@@ -580,11 +582,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error("--seconds must be positive and --min-frames at least 1")
     try:
         return run(args)
-    except TransportCheckError as exc:
+    except DevToolError as exc:
         print(f"cen-perception-transport-check: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

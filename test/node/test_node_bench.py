@@ -100,7 +100,7 @@ def test_bench_refuses_a_missing_engine_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cen_perception_dev.node_bench",
                            "--engine", str(tmp_path / "none.onnx")],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # an error: the exit status every command uses
     assert proc.stderr.strip().splitlines() == [
         f"cen-perception-bench: engine file not found: {tmp_path / 'none.onnx'}"]
 

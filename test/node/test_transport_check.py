@@ -143,11 +143,11 @@ def test_cli_reports_the_segments_of_a_running_process():
 
 def test_cli_refuses_bad_arguments_in_one_line(tmp_path):
     proc = run_cli("--sizes", "1920by1080", timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # an error: the exit status every command uses
     assert proc.stderr.strip().splitlines() == [
         "cen-perception-transport-check: size must be WIDTHxHEIGHT, like 1920x1080, "
         "got '1920by1080'"]
     proc = run_cli("--profile-file", str(tmp_path / "none.xml"), timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"cen-perception-transport-check: Fast DDS profile not found: {tmp_path / 'none.xml'}"]
