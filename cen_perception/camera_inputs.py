@@ -12,8 +12,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
-from rclpy.qos import (QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind,
-                       qos_profile_sensor_data)
+from rclpy.qos import (
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_policy_name_from_kind,
+    qos_profile_sensor_data,
+)
 from sensor_msgs.msg import CompressedImage, Image
 
 from .diagnostics import InputSnapshot

@@ -16,8 +16,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .errors import CenPerceptionError
 from .engines import TENSORRT_SUFFIXES, Engine, EngineError, open_engine
+from .errors import CenPerceptionError
 from .model_card import ModelCardError
 from .segmenter import Segmenter
 from .visualize import palette_lut

@@ -238,8 +238,8 @@ def _default_image_class():
 def _rosbags_header(msg_cls) -> Any:
     """A zero header for a ``rosbags`` Image class, from the same type store module."""
     module = sys.modules[msg_cls.__module__]
-    time_cls = getattr(module, "builtin_interfaces__msg__Time")
-    header_cls = getattr(module, "std_msgs__msg__Header")
+    time_cls = module.builtin_interfaces__msg__Time
+    header_cls = module.std_msgs__msg__Header
     return header_cls(stamp=time_cls(sec=0, nanosec=0), frame_id="")
 
 

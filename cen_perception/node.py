@@ -32,14 +32,26 @@ from sensor_msgs.msg import CameraInfo
 from . import diagnostics
 from .camera_inputs import CameraInputs
 from .cloud import CloudBuilder
-from .errors import EXIT_ERROR, EXIT_OK
 from .engine_slot import EngineSlot, LoadedEngine, StartupError, load_engine
+from .errors import EXIT_ERROR, EXIT_OK
 from .input_health import CameraInfoWatch, DepthWatch
 from .outputs import render_frame
-from .parameters import (CLASS_NAMES, CLASS_NAMES_DESCRIPTION, PARAMETERS,
-                         declare_all, live_change_problem, startup_problem)
-from .pipeline import (BadMessage, DecodedPair, DecodeOptions, FramePipeline, PipelineReport,
-                       keep_freed_memory_for_reuse)
+from .parameters import (
+    CLASS_NAMES,
+    CLASS_NAMES_DESCRIPTION,
+    PARAMETERS,
+    declare_all,
+    live_change_problem,
+    startup_problem,
+)
+from .pipeline import (
+    BadMessage,
+    DecodedPair,
+    DecodeOptions,
+    FramePipeline,
+    PipelineReport,
+    keep_freed_memory_for_reuse,
+)
 from .publishers import Publishers
 from .sync import RgbdSync
 

@@ -23,8 +23,15 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .image_codec import (ImageCodecError, claimed_size, decode_color, decode_compressed_color,
-                          decode_compressed_depth, decode_depth, is_compressed)
+from .image_codec import (
+    ImageCodecError,
+    claimed_size,
+    decode_color,
+    decode_compressed_color,
+    decode_compressed_depth,
+    decode_depth,
+    is_compressed,
+)
 from .input_health import DepthWatch
 from .sync import Mailbox, Pair, RgbdSync, stamp_to_ns
 

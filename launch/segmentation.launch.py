@@ -33,10 +33,15 @@ subscribe to image_transport's ``<rgb_topic>/compressed`` / ``<depth_topic>/comp
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription, Substitution
-from launch.actions import (DeclareLaunchArgument, EmitEvent, GroupAction,
-                            IncludeLaunchDescription, OpaqueFunction, RegisterEventHandler,
-                            SetEnvironmentVariable)
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    GroupAction,
+    IncludeLaunchDescription,
+    OpaqueFunction,
+    RegisterEventHandler,
+    SetEnvironmentVariable,
+)
 from launch.conditions import IfCondition, UnlessCondition
 from launch.events import matches_action
 from launch.launch_description_sources import AnyLaunchDescriptionSource
@@ -46,6 +51,8 @@ from launch_ros.actions import LifecycleNode, Node
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
+
+from launch import LaunchDescription, Substitution
 
 # Fast DDS 2.x (Humble, Jazzy) reads the first, 3.x (Kilted and newer) the second.
 FASTDDS_PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")

@@ -8,7 +8,7 @@ import sys
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
 
-import pytest  # noqa: E402
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Helpers shared by test modules (hostile_messages) import from here.
@@ -138,7 +138,7 @@ def write_rgbd_test_bag(path, storage: str = "sqlite3", frames: int = 4, height:
     """
     import numpy as np
 
-    from cen_perception.bags.recorded import BagWriter, TYPESTORE, make_header
+    from cen_perception.bags.recorded import TYPESTORE, BagWriter, make_header
     from cen_perception.image_codec import encode
 
     t0, period = 1_700_000_000 * 10**9, 100_000_000
@@ -184,10 +184,18 @@ def _write_compressed_bag(raw_bag, path, storage, color_format="jpeg"):
     stays damaged (a JPEG cut short)."""
     import numpy as np
 
-    from cen_perception.bags.recorded import (COMPRESSED_IMAGE_TYPE, BagWriter, RecordedBag,
-                                          deserialize_image)
-    from cen_perception.image_codec import (ImageCodecError, decode_color,
-                                            encode_compressed_color, encode_compressed_depth)
+    from cen_perception.bags.recorded import (
+        COMPRESSED_IMAGE_TYPE,
+        BagWriter,
+        RecordedBag,
+        deserialize_image,
+    )
+    from cen_perception.image_codec import (
+        ImageCodecError,
+        decode_color,
+        encode_compressed_color,
+        encode_compressed_depth,
+    )
 
     with RecordedBag(raw_bag) as bag, BagWriter(path, storage) as writer:
         cls = writer.compressed_image_class

@@ -9,6 +9,7 @@ import numpy as np
 
 from cen_perception.image_codec import encode, encode_compressed_color, encode_compressed_depth
 
+
 def raw_msg(encoding, height, width, step, data, is_bigendian=0):
     return SimpleNamespace(header=None, height=height, width=width, encoding=encoding,
                            is_bigendian=is_bigendian, step=step, data=data)

@@ -28,8 +28,13 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from .. import image_codec
 from ..errors import one_line
-from ..image_codec import (UnsupportedImageError, compressed_kind, decode_color_message,
-                          decode_depth_message, parse_compressed_format)
+from ..image_codec import (
+    UnsupportedImageError,
+    compressed_kind,
+    decode_color_message,
+    decode_depth_message,
+    parse_compressed_format,
+)
 from ..sync import NS_PER_S, RgbdSync, stamp_to_ns
 from .pairing import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP, BagError
 

@@ -17,10 +17,21 @@ import numpy as np
 from ..engines import BACKENDS
 from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CenPerceptionError, one_line
 from ..image_codec import encode
-from .recorded import (DEFAULT_QUEUE_SIZE, DEFAULT_SLOP, STORAGES, BagError, BagMessage,
-                       BagWriter, FramePair, Image, PairCounts, RecordedBag, copy_topics_to,
-                       rgbd_pairs)
 from .pairing import add_pairing_arguments, check_pairing
+from .recorded import (
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_SLOP,
+    STORAGES,
+    BagError,
+    BagMessage,
+    BagWriter,
+    FramePair,
+    Image,
+    PairCounts,
+    RecordedBag,
+    copy_topics_to,
+    rgbd_pairs,
+)
 
 
 @dataclass

@@ -34,14 +34,13 @@ from typing import Optional
 import numpy as np
 
 from cen_perception.errors import EXIT_ERROR, EXIT_INTERRUPTED
-
-from .errors import DevToolError
 from cen_perception.image_codec import encode, encode_compressed_color, encode_compressed_depth
 from cen_perception.input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
+
+from .errors import DevToolError
 from .rig import Camera, NodeProcess, Rig, RigError, serialized
 from .synthetic_world import SyntheticScene
 from .transport_check import TransportCheckError, parse_size
-
 
 WARMUP_PAIRS = 5
 
@@ -199,7 +198,7 @@ def measure_latency(rig: Rig, args: argparse.Namespace, camera_info: bool) -> Me
         if camera_info:
             rig.publish_camera_info(info)
         rig.play(rgb_data, depth_data, 1, 1.0, first_sec=100 + index)
-        rig.spin_until(lambda: len(rig.arrival.get("labels", ())) > index, 120.0)
+        rig.spin_until(lambda index=index: len(rig.arrival.get("labels", ())) > index, 120.0)
     before = drained_values(rig)
     rig.sent.clear()
     rig.arrival.clear()

@@ -24,8 +24,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
-from .errors import DevToolError
 from cen_perception.sync import NS_PER_S
+
+from .errors import DevToolError
 
 OUTPUT_KINDS = ("labels", "color", "overlay", "confidence", "points", "camera_info")
 NODE_NAME = "cen_segmentation"

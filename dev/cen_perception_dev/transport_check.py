@@ -40,10 +40,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from cen_perception.errors import EXIT_ERROR, EXIT_INTERRUPTED
-
-from .errors import DevToolError
 from cen_perception.input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
 from cen_perception.sync import NS_PER_S
+
+from .errors import DevToolError
 from .rig import STAMP_FORMAT, STAMP_OFFSET
 
 DEFAULT_SIZES = ("640x480", "1280x720", "1920x1080", "2048x1536")
@@ -94,7 +94,7 @@ def profile_segment_size(profile_file) -> Optional[int]:
     try:
         root = ET.parse(profile_file).getroot()
     except (OSError, ET.ParseError) as exc:
-        raise TransportCheckError(f"cannot read the Fast DDS profile {profile_file}: {exc}")
+        raise TransportCheckError(f"cannot read the Fast DDS profile {profile_file}: {exc}") from None
     sizes = [int(d.findtext("f:segment_size", "0", FASTDDS_NS))
              for d in root.iter(f"{{{FASTDDS_NS['f']}}}transport_descriptor")
              if d.findtext("f:type", "", FASTDDS_NS) == "SHM"]
@@ -112,7 +112,7 @@ def shm_segments(pid: int | str = "self") -> dict[str, int]:
         with open(f"/proc/{pid}/maps", encoding="ascii", errors="replace") as maps:
             lines = maps.read().splitlines()
     except OSError as exc:
-        raise TransportCheckError(f"cannot read the memory map of process {pid}: {exc}")
+        raise TransportCheckError(f"cannot read the memory map of process {pid}: {exc}") from None
     segments = {}
     for line in lines:
         match = SHM_SEGMENT.search(line)
@@ -519,7 +519,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         rates = [float(r) for r in args.rates.split(",")]
     except ValueError:
-        raise TransportCheckError(f"rates must be numbers in Hz, got '{args.rates}'")
+        raise TransportCheckError(f"rates must be numbers in Hz, got '{args.rates}'") from None
     if min(rates) <= 0:
         raise TransportCheckError("rates must be positive")
     profiles = {"with": [True], "without": [False], "both": [True, False]}[args.profile]

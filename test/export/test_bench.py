@@ -11,10 +11,17 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from cen_perception.model_card import ModelCard
+from cen_training.benchmarks.inference import (
+    BenchReport,
+    BenchRow,
+    count_gflop,
+    load_frames,
+    peak_memory,
+    run_bench,
+    sgemm_gflops,
+    synthetic_frames,
+)
 from cen_training.errors import DatasetError
-from cen_training.benchmarks.inference import (BenchReport, BenchRow, count_gflop, load_frames,
-                                               peak_memory, run_bench, sgemm_gflops,
-                                               synthetic_frames)
 from cen_training.models import ModelConfig, build_model
 
 H, W = 64, 64

@@ -15,13 +15,23 @@ from onnx import TensorProto, helper
 
 from cen_perception.engines.base import EngineError
 from cen_perception.model_card import METADATA_KEY, ModelCard
-from cen_training.errors import DatasetError, EngineBuildError
 from cen_training.data.frames import find_rgbd_pairs, load_rgbd_frame
-from cen_training.deploy.tensorrt import (BuildFacts, build_plan, cached_paths,
-                                         calibration_batches, calibration_sha256,
-                                         calibrator_class, card_from_onnx,
-                                         check_calibration_frames, discard_cached, file_sha256,
-                                         load_engine_model, trtexec_command, write_engine)
+from cen_training.deploy.tensorrt import (
+    BuildFacts,
+    build_plan,
+    cached_paths,
+    calibration_batches,
+    calibration_sha256,
+    calibrator_class,
+    card_from_onnx,
+    check_calibration_frames,
+    discard_cached,
+    file_sha256,
+    load_engine_model,
+    trtexec_command,
+    write_engine,
+)
+from cen_training.errors import DatasetError, EngineBuildError
 
 FACTS = BuildFacts(onnx_sha256="ab" * 32, tensorrt_version="10.3.0",
                    tensorrt_distribution="tensorrt-cu12", gpu_name="NVIDIA Orin",

@@ -13,11 +13,11 @@ from cen_perception.model_card import METADATA_KEY, ModelCard
 from cen_training.benchmarks.inference import synthetic_frames
 from cen_training.card import default_card
 from cen_training.checkpoint import flat_decoder_keys, load_model, save_checkpoint
-from cen_training.errors import ConfigError, ExportError
 from cen_training.deploy.export import MIN_PRECISION_AGREEMENT, export_and_verify, verify_parity
 from cen_training.deploy.fused import fuse
-from cen_training.models import ModelConfig, build_model
 from cen_training.deploy.onnx_ops import check_engine_contract, check_tensorrt_ops
+from cen_training.errors import ConfigError, ExportError
+from cen_training.models import ModelConfig, build_model
 
 H, W = 64, 96
 

@@ -7,11 +7,29 @@ from importlib import metadata, util
 import pytest
 
 from cen_perception.engines.tensorrt import cuda_environment_error
-from cen_training.commands.gpu_check import (EXIT_FAILED, EXIT_NO_GPU, EXIT_PARTIAL,
-                                             EXIT_PASSED, FAIL, NOT_RUN, PASS, OrtLabels, Probe,
-                                             Row, agreement, check, exit_code, judge_engine,
-                                             lacking, legacy_int8_available, markdown_table,
-                                             no_gpu_report, run_node, timings, torch_line)
+from cen_training.commands.gpu_check import (
+    EXIT_FAILED,
+    EXIT_NO_GPU,
+    EXIT_PARTIAL,
+    EXIT_PASSED,
+    FAIL,
+    NOT_RUN,
+    PASS,
+    OrtLabels,
+    Probe,
+    Row,
+    agreement,
+    check,
+    exit_code,
+    judge_engine,
+    lacking,
+    legacy_int8_available,
+    markdown_table,
+    no_gpu_report,
+    run_node,
+    timings,
+    torch_line,
+)
 
 CPU_TORCH = "PyTorch {}: a CPU-only build (no CUDA), so no CUDA training with AMP and no fp16 " \
             "parity check"

@@ -2,7 +2,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from cen_training.deploy.onnx_ops import OPSET, TENSORRT_OPS, check_engine_contract, check_tensorrt_ops
+from cen_training.deploy.onnx_ops import (
+    OPSET,
+    TENSORRT_OPS,
+    check_engine_contract,
+    check_tensorrt_ops,
+)
 
 
 def _model(nodes, inputs, outputs, opset=OPSET, extra_opsets=()):

@@ -12,12 +12,19 @@ from cen_perception.engines import open_engine
 from cen_perception.model_card import ModelCard
 from cen_training.benchmarks.inference import load_frames
 from cen_training.card import default_card
-from cen_training.errors import ConfigError, DatasetError
 from cen_training.deploy.export import export_onnx
 from cen_training.deploy.onnx_ops import check_engine_contract, check_tensorrt_ops
-from cen_training.deploy.quantize import (_data_reader, classifier_convs, convert_fp16,
-                                          float_head, float_tail, frame_batches, quantize_int8,
-                                          stem_convs)
+from cen_training.deploy.quantize import (
+    _data_reader,
+    classifier_convs,
+    convert_fp16,
+    float_head,
+    float_tail,
+    frame_batches,
+    quantize_int8,
+    stem_convs,
+)
+from cen_training.errors import ConfigError, DatasetError
 
 H, W = 64, 64
 CONTRACT_IO = {"rgb": TensorProto.UINT8, "depth": TensorProto.FLOAT,
@@ -108,7 +115,7 @@ def test_calibration_reader_over_a_generic_layout_folder(calib_dir):
     while (batch := reader.get_next()) is not None:
         batches.append(batch)
     assert len(batches) == 3
-    for batch, (_, rgb, depth) in zip(batches, frames):
+    for batch, (_, rgb, _depth) in zip(batches, frames):
         assert batch["rgb"].dtype == np.uint8 and batch["rgb"].shape == (1, H, W, 3)
         assert batch["depth"].dtype == np.float32 and batch["depth"].shape == (1, H, W)
         assert np.array_equal(batch["rgb"][0], rgb)

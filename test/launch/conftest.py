@@ -22,8 +22,7 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from cen_perception.image_codec import (encode, encode_compressed_color,
-                                        encode_compressed_depth)
+from cen_perception.image_codec import encode, encode_compressed_color, encode_compressed_depth
 from cen_perception_dev.rig import Camera, Rig, RigError
 from cen_perception_dev.synthetic_world import SyntheticScene
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from cen_perception.image_codec import encode, encode_compressed_color, encode_compressed_depth
-
 from cen_perception_dev.rig import values_of
 
 ENGINE_H, ENGINE_W = 48, 64

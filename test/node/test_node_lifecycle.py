@@ -5,7 +5,6 @@ transitions are called over DDS. Nothing may escape: the process stays alive, la
 while inactive and resume on every activate, and no traceback reaches the node's log.
 """
 import threading
-import time
 
 import numpy as np
 import pytest

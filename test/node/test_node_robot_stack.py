@@ -9,9 +9,8 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 
 from cen_perception.image_codec import encode
-from cen_perception_dev.synthetic_world import pinhole_camera_info
-
 from cen_perception_dev.rig import values_of
+from cen_perception_dev.synthetic_world import pinhole_camera_info
 
 H, W = 60, 80
 K = [70.0, 0.0, 39.5, 0.0, 72.0, 29.5, 0.0, 0.0, 1.0]

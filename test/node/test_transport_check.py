@@ -9,9 +9,17 @@ import sys
 import pytest
 
 from cen_perception.input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
-from cen_perception_dev.transport_check import (Cell, CellResult, Pair, TransportCheckError,
-                                                  markdown_table, parse_size, profile_environment,
-                                                  profile_segment_size, qos_compatible)
+from cen_perception_dev.transport_check import (
+    Cell,
+    CellResult,
+    Pair,
+    TransportCheckError,
+    markdown_table,
+    parse_size,
+    profile_environment,
+    profile_segment_size,
+    qos_compatible,
+)
 
 PROFILE_SEGMENT = profile_segment_size(PROFILE_FILE)
 # Fast DDS's own default segment (512 KB plus its bookkeeping).

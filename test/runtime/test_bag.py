@@ -7,17 +7,37 @@ import subprocess
 import numpy as np
 import pytest
 
-from cen_perception.engines import open_engine
-from cen_perception.image_codec import (ImageCodecError, decode_color, decode_depth, encode,
-                                        encode_compressed_color, encode_compressed_depth)
-from cen_perception.bags.recorded import (CAMERA_INFO_TYPE, COMPRESSED_IMAGE_TYPE, IMAGE_TYPE,
-                                      BagError, BagWriter,
-                                      PairCounts, RecordedBag, deserialize_image, make_header,
-                                      rgbd_pairs, stamp_ns)
-from cen_perception_dev.synthetic_world import SyntheticScene
+from cen_perception.bags.recorded import (
+    CAMERA_INFO_TYPE,
+    COMPRESSED_IMAGE_TYPE,
+    IMAGE_TYPE,
+    BagError,
+    BagWriter,
+    PairCounts,
+    RecordedBag,
+    deserialize_image,
+    make_header,
+    rgbd_pairs,
+    stamp_ns,
+)
 from cen_perception.bags.segment import main, segment_bag
-from cen_perception_dev.synthetic_sequence import (CAMERA_INFO_TOPIC, COLOR_TOPIC, DEPTH_TOPIC,
-                                           LABELS_TOPIC, write_synthetic_sequence)
+from cen_perception.engines import open_engine
+from cen_perception.image_codec import (
+    ImageCodecError,
+    decode_color,
+    decode_depth,
+    encode,
+    encode_compressed_color,
+    encode_compressed_depth,
+)
+from cen_perception_dev.synthetic_sequence import (
+    CAMERA_INFO_TOPIC,
+    COLOR_TOPIC,
+    DEPTH_TOPIC,
+    LABELS_TOPIC,
+    write_synthetic_sequence,
+)
+from cen_perception_dev.synthetic_world import SyntheticScene
 
 BAG_SCRIPT = pathlib.Path(__file__).resolve().parents[2] / ".venv" / "bin" / "cen-perception-bag"
 STORAGES = ["sqlite3", "mcap"]

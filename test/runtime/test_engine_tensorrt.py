@@ -16,12 +16,22 @@ import onnx
 import pytest
 
 from cen_perception.engines import EngineError, open_engine
-from cen_perception.engines.tensorrt import (NOT_FROM_PIP, CudaBuffers, TensorRTEngine,
-                                             bindings_version, construct_tensorrt, cuda_call,
-                                             cuda_environment_error, cuda_init_failure,
-                                             driver_cuda_version, import_cudart,
-                                             require_cuda_device, stream_handle,
-                                             tensorrt_distribution, variant_cuda_major)
+from cen_perception.engines.tensorrt import (
+    NOT_FROM_PIP,
+    CudaBuffers,
+    TensorRTEngine,
+    bindings_version,
+    construct_tensorrt,
+    cuda_call,
+    cuda_environment_error,
+    cuda_init_failure,
+    driver_cuda_version,
+    import_cudart,
+    require_cuda_device,
+    stream_handle,
+    tensorrt_distribution,
+    variant_cuda_major,
+)
 from cen_perception.model_card import METADATA_KEY, ModelCard, ModelCardError, sidecar_path
 
 # The clean refusals a machine may give, depending on what it lacks.

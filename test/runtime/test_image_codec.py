@@ -7,9 +7,20 @@ import numpy as np
 import pytest
 
 from cen_perception.image_codec import (
-    ImageCodecError, UnsupportedImageError, compressed_kind, decode_color, decode_color_message,
-    decode_compressed_color, decode_compressed_depth, decode_depth, decode_depth_message, encode,
-    encode_compressed_color, encode_compressed_depth, parse_compressed_format)
+    ImageCodecError,
+    UnsupportedImageError,
+    compressed_kind,
+    decode_color,
+    decode_color_message,
+    decode_compressed_color,
+    decode_compressed_depth,
+    decode_depth,
+    decode_depth_message,
+    encode,
+    encode_compressed_color,
+    encode_compressed_depth,
+    parse_compressed_format,
+)
 
 RNG = np.random.default_rng(0)
 

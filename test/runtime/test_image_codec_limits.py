@@ -7,14 +7,32 @@ import tracemalloc
 import cv2
 import numpy as np
 import pytest
+from hostile_messages import (
+    compressed_msg,
+    good_messages,
+    hostile_compressed,
+    hostile_raw,
+    jpeg_frame_offset,
+    jpeg_with_size,
+    png_with_size,
+    raw_msg,
+    rvl_words,
+    smooth_rgb,
+)
 
 from cen_perception.image_codec import (
-    MAX_IMAGE_PIXELS, ImageCodecError, decode_color, decode_color_message,
-    decode_compressed_color, decode_compressed_depth, decode_depth, decode_depth_message, encode,
-    encode_compressed_color, encode_compressed_depth)
-from hostile_messages import (compressed_msg, good_messages, hostile_compressed, hostile_raw,
-                              jpeg_frame_offset, jpeg_with_size, png_with_size, raw_msg,
-                              rvl_words, smooth_rgb)
+    MAX_IMAGE_PIXELS,
+    ImageCodecError,
+    decode_color,
+    decode_color_message,
+    decode_compressed_color,
+    decode_compressed_depth,
+    decode_depth,
+    decode_depth_message,
+    encode,
+    encode_compressed_color,
+    encode_compressed_depth,
+)
 
 RVL_46000 = "16UC1; compressedDepth rvl"
 
@@ -25,7 +43,7 @@ def traced_peak(call):
     tracemalloc.start()
     try:
         outcome = call()
-    except Exception as exc:  # noqa: BLE001 - the caller looks at what came out
+    except Exception as exc:
         outcome = exc
     finally:
         peak = tracemalloc.get_traced_memory()[1]
@@ -179,7 +197,7 @@ def test_hostile_messages_decode_within_the_limit_or_raise_codec_errors():
                 except ImageCodecError:
                     outcomes["refused"] += 1
                     continue
-                except Exception as exc:  # noqa: BLE001 - any other exception is the bug
+                except Exception as exc:
                     unexpected.append(f"{decode.__name__}: {type(exc).__name__}: {exc}")
                     continue
                 outcomes["decoded"] += 1

@@ -2,8 +2,14 @@
 import numpy as np
 import pytest
 
-from cen_perception.input_health import (BEST_EFFORT, PROFILE_VARIABLES, RELIABLE, DepthWatch,
-                                         StreamWatch, choose_reliability)
+from cen_perception.input_health import (
+    BEST_EFFORT,
+    PROFILE_VARIABLES,
+    RELIABLE,
+    DepthWatch,
+    StreamWatch,
+    choose_reliability,
+)
 
 
 @pytest.mark.parametrize("offered,expected", [

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from cen_perception.image_codec import encode, encode_compressed_color
-from cen_perception.pipeline import (BadMessage, DecodeOptions, FramePipeline, PipelineReport,
-                                     Stage)
+from cen_perception.pipeline import BadMessage, DecodeOptions, FramePipeline, PipelineReport, Stage
 from cen_perception.sync import Mailbox, RgbdSync
 
 H, W = 24, 32

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from cen_perception.visualize import (colorize, colorize_depth, contact_sheet, overlay,
-                                      palette_lut)
+from cen_perception.visualize import colorize, colorize_depth, contact_sheet, overlay, palette_lut
 
 PALETTE = [[255, 0, 0], [0, 128, 0], [10, 20, 30]]
 RNG = np.random.default_rng(1)

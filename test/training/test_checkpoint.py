@@ -3,8 +3,7 @@ import pytest
 import torch
 
 from cen_training.card import default_card
-from cen_training.checkpoint import (from_flat_layout, load_checkpoint, load_model,
-                                     save_checkpoint)
+from cen_training.checkpoint import from_flat_layout, load_checkpoint, load_model, save_checkpoint
 from cen_training.errors import CheckpointError
 from cen_training.models import ModelConfig, build_model
 

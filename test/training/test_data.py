@@ -4,13 +4,20 @@ import numpy as np
 import pytest
 import torch
 
-from cen_training.errors import DatasetError
 from cen_training.cli import main as cli_main
-from cen_training.data import (RGBDSegmentationDataset, TrainTransform, detect_layout,
-                               load_class_list, pad_to, random_crop, random_mirror, random_scale,
-                               validate_dataset)
+from cen_training.data import (
+    RGBDSegmentationDataset,
+    TrainTransform,
+    detect_layout,
+    load_class_list,
+    pad_to,
+    random_crop,
+    random_mirror,
+    random_scale,
+    validate_dataset,
+)
 from cen_training.data.transforms import RGB_PAD_VALUE
-
+from cen_training.errors import DatasetError
 
 # -- layouts ---------------------------------------------------------------------------------
 

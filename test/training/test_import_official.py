@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cen_training.errors import CheckpointError
 from cen_training.checkpoint import load_model
+from cen_training.errors import CheckpointError
 from cen_training.models import ModelConfig, build_model
 
 # ---------------------------------------------------------------------------------------

@@ -5,8 +5,13 @@ import pytest
 import torch
 
 from cen_training.models import ARCHS, BACKBONES, ModelConfig, build_model
-from cen_training.models.fusion import (SHIFT_OFFSETS, channel_exchange, exchange_masks,
-                                        pixel_shift, shuffle_channels)
+from cen_training.models.fusion import (
+    SHIFT_OFFSETS,
+    channel_exchange,
+    exchange_masks,
+    pixel_shift,
+    shuffle_channels,
+)
 from cen_training.models.resnet import BasicBlock, Bottleneck
 
 MODALITY_SETS = {1: ["rgb"], 2: ["rgb", "depth"], 3: ["rgb", "depth", "normals"]}

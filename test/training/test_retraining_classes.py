@@ -9,8 +9,14 @@ import torch
 
 from cen_training.checkpoint import load_checkpoint, save_checkpoint
 from cen_training.cli import main
-from cen_training.data import (RGBDSegmentationDataset, dataset_class_map, load_class_list,
-                               load_class_map, read_sample, validate_dataset)
+from cen_training.data import (
+    RGBDSegmentationDataset,
+    dataset_class_map,
+    load_class_list,
+    load_class_map,
+    read_sample,
+    validate_dataset,
+)
 from cen_training.errors import DatasetError
 from cen_training.models import ModelConfig, build_model
 

@@ -13,8 +13,8 @@ import torch
 from cen_training.checkpoint import save_checkpoint
 from cen_training.cli import main
 from cen_training.data import RGBDSegmentationDataset
-from cen_training.models import ModelConfig, build_model
 from cen_training.data.synthetic import CLASSES
+from cen_training.models import ModelConfig, build_model
 
 WALL, BOX = 0, 4
 

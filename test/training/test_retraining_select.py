@@ -36,8 +36,7 @@ def frame(i):
 
 def write_bag(path, compressed=False, storage="sqlite3"):
     from cen_perception.bags.recorded import COMPRESSED_IMAGE_TYPE, BagWriter, make_header
-    from cen_perception.image_codec import (encode, encode_compressed_color,
-                                            encode_compressed_depth)
+    from cen_perception.image_codec import encode, encode_compressed_color, encode_compressed_depth
 
     with BagWriter(path, storage) as writer:
         topics = (("/cam/color/compressed", "/cam/depth/compressedDepth") if compressed

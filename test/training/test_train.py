@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from cen_training.errors import ConfigError, DatasetError
 from cen_training.checkpoint import load_checkpoint, load_model
 from cen_training.cli import main as cli_main
 from cen_training.data import RGBDSegmentationDataset
 from cen_training.data.datasets import training_depth_range
+from cen_training.errors import ConfigError, DatasetError
 from cen_training.models import build_model
 from cen_training.segmentation.train import TrainConfig, segmentation_loss, train
-
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 

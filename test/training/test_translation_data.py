@@ -7,11 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from cen_training.data.taskonomy import (TranslationDataset, TranslationTransform, domain_name,
-                                         read_domain_image)
+from cen_training.data.taskonomy import (
+    TranslationDataset,
+    TranslationTransform,
+    domain_name,
+    read_domain_image,
+)
 from cen_training.errors import DatasetError
-from cen_training.translation.synthetic_modalities import (TRANSLATION_MODALITIES,
-                                                          write_translation_modalities)
+from cen_training.translation.synthetic_modalities import (
+    TRANSLATION_MODALITIES,
+    write_translation_modalities,
+)
 
 
 def test_reading_rules_follow_the_official_code(tmp_path):

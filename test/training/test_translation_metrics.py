@@ -6,8 +6,12 @@ import pytest
 import torch
 
 from cen_training.errors import CheckpointError
-from cen_training.translation.image_metrics import (TranslationMeter, frechet_distance,
-                                        kernel_inception_distance, to_uint8_for_fid)
+from cen_training.translation.image_metrics import (
+    TranslationMeter,
+    frechet_distance,
+    kernel_inception_distance,
+    to_uint8_for_fid,
+)
 from cen_training.translation.inception import FIDInceptionV3, load_inception
 
 

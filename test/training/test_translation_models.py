@@ -5,12 +5,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cen_training.checkpoint import (import_official_translation, load_checkpoint, load_model,
-                                     save_checkpoint)
+from cen_training.checkpoint import (
+    import_official_translation,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 from cen_training.cli import main as cli_main
 from cen_training.errors import CheckpointError
-from cen_training.models.translation import (TranslationConfig, build_discriminator,
-                                             build_translation_model, normalize_images)
+from cen_training.models.translation import (
+    TranslationConfig,
+    build_discriminator,
+    build_translation_model,
+    normalize_images,
+)
 
 OFFICIAL_PARAMETERS = 54_431_633
 

@@ -38,9 +38,7 @@ class EngineBuildError(TrainingError):
 
 # Exit statuses and the one-line form of an exception: the same for every console script of
 # the repository (cen_perception.errors).
-from cen_perception.errors import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK,  # noqa: E402 (shared)
-                                   EXIT_REFUSED, one_line)
-
+from cen_perception.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, one_line  # noqa: E402 (shared)
 
 __all__ = ["TrainingError", "CliError", "ConfigError", "DatasetError", "CheckpointError",
            "ExportError", "EngineBuildError", "EXIT_OK", "EXIT_REFUSED", "EXIT_ERROR",

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import os
 import pathlib
@@ -55,12 +56,12 @@ import onnx
 import torch
 from torch import nn
 
-from ..errors import ConfigError, DatasetError, ExportError
+from ..data.datasets import RGB_SUFFIXES
+from ..data.frames import find_rgbd_pairs, load_rgbd_frame
 from ..deploy.export import ExportGraph, check_onnx, export_onnx
 from ..deploy.fused import fuse
 from ..deploy.quantize import MAX_PLAUSIBLE_DEPTH_M, Frame, convert_precision, median_depth_m
-from ..data.datasets import RGB_SUFFIXES
-from ..data.frames import find_rgbd_pairs, load_rgbd_frame
+from ..errors import ConfigError, DatasetError, ExportError
 
 # Real frames used when none are given: the RGB-D samples kept beside the source repository
 # (``<repository>/../shared/samples``: sub-folders with rgb.jpg|png and depth.png), if present.
@@ -506,8 +507,8 @@ def _time_rows(runners: list[tuple[str, Callable[[], Callable], float]], rgb: np
         step(f"{name}: ready")
         with peak_memory() as memory:
             other = OtherLoad().start()
-            times = _time_runs(lambda: runner(rgb, depth), report.warmup, report.iters,
-                               lambda: step(name))
+            times = _time_runs(functools.partial(runner, rgb, depth), report.warmup,
+                               report.iters, functools.partial(step, name))
             other.stop()
         labels.append([runner(r, d) for _, r, d in real_frames])
         report.rows.append(BenchRow(name, times, gflop, memory["mib"],

@@ -158,7 +158,7 @@ def markdown_table(results: dict, fid: bool) -> str:
     columns = ["L1", "PSNR dB", "SSIM"] + (["FID", "KID x100"] if fid else [])
     lines = ["| model | output | " + " | ".join(columns) + " | steps |",
              "|---|---|" + "---:|" * (len(columns) + 1)]
-    for name, result in results.items():
+    for result in results.values():
         outputs = dict(result["scores"])
         if len(outputs) == 2:  # one branch: its image is the ensemble; one row
             outputs.pop("ensemble")

@@ -57,8 +57,14 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import torch
 
-    from ..retraining.comparison import (Side, compare, gate, open_predictor, prediction_map,
-                                         write_report)
+    from ..retraining.comparison import (
+        Side,
+        compare,
+        gate,
+        open_predictor,
+        prediction_map,
+        write_report,
+    )
 
     threads = args.threads or os.cpu_count() or 1
     if threads < 1 or args.pictures < 0:

@@ -5,12 +5,21 @@ import argparse
 import pathlib
 
 from .. import CliError
-from ..errors import TrainingError
 from ..checkpoint import load_model
-from ..deploy.export import (MIN_LABEL_AGREEMENT, MIN_PRECISION_AGREEMENT, check_min_agreement,
-                             export_and_verify)
-from ..deploy.quantize import CALIBRATION_METHODS, INT8_PRECISIONS, MAX_PLAUSIBLE_DEPTH_M, PRECISIONS
 from ..data.frames import find_rgbd_pairs, load_rgbd_frame
+from ..deploy.export import (
+    MIN_LABEL_AGREEMENT,
+    MIN_PRECISION_AGREEMENT,
+    check_min_agreement,
+    export_and_verify,
+)
+from ..deploy.quantize import (
+    CALIBRATION_METHODS,
+    INT8_PRECISIONS,
+    MAX_PLAUSIBLE_DEPTH_M,
+    PRECISIONS,
+)
+from ..errors import TrainingError
 
 PRECISION_HELP = f"""\
 precision (--precision), the arithmetic inside the graph; inputs and outputs are the same for

@@ -33,9 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..data.datasets import detect_layout, list_samples, load_dataset_classes, read_labels
     from ..retraining.cvat import check_writable, write_cvat_masks, zip_folder
-    from ..data.datasets import (detect_layout, list_samples, load_dataset_classes,
-                                 read_labels)
 
     if detect_layout(args.data) != "generic":
         raise CliError(f"{args.data}: export-labels reads the generic layout (rgb/, depth/, "

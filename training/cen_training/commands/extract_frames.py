@@ -24,10 +24,10 @@ import shutil
 
 from cen_perception.bags.pairing import BagError, add_pairing_arguments, check_pairing
 
-from ..errors import CliError
-from ..retraining.bag_pairs import BagPairs, bag_module, no_frames_message
 from ..data.frames import write_frame_lists, write_rgbd_frame
+from ..errors import CliError
 from ..files import check_new_dataset_folder
+from ..retraining.bag_pairs import BagPairs, bag_module, no_frames_message
 
 SPLIT_FILES = ("train.txt", "val.txt", "frames.csv", "classes.yaml")
 

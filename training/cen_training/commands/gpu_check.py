@@ -338,7 +338,7 @@ def _buffers_in_thread(cudart, device: int, rng) -> set[str]:
                 problems.update(_differing(worker, sent, "worker thread"))
             finally:
                 worker.close()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             problems.add(f"worker thread: {_one_line(exc)}")
 
     thread = threading.Thread(target=work)
@@ -567,7 +567,7 @@ def engine_row(spec: ModelSpec, precision: str, onnx_path: pathlib.Path, export_
             try:
                 from_thread["labels"] = engine.infer(frames[0]["rgb"][0],
                                                      frames[0]["depth"][0])[0]
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 from_thread["error"] = _one_line(exc)
 
         worker = threading.Thread(target=infer_in_thread)
@@ -582,7 +582,7 @@ def engine_row(spec: ModelSpec, precision: str, onnx_path: pathlib.Path, export_
     details = [f"export {export_s:.0f} s, build {build_s:.0f} s ({plan})"]
     try:
         row.agree = agreement(labels, ort(onnx_path))
-    except Exception as exc:  # noqa: BLE001 - e.g. no ONNX Runtime CPU kernel for a float16 op
+    except Exception as exc:
         details.append(f"ONNX Runtime cannot run this file on the CPU ({_one_line(exc)})")
     fp32_onnx = onnx_path.with_name(f"{spec.key}_fp32.onnx")
     if fp32_onnx.is_file():
@@ -624,7 +624,11 @@ def run_node(engine_path: pathlib.Path, work: pathlib.Path, device: int, frames:
         row.result, row.detail = NOT_RUN, "rclpy is not installed"
         return row
     from cen_perception_dev.rig import NodeProcess, Rig, bag_through_node, executable
-    from cen_perception_dev.synthetic_sequence import COLOR_TOPIC, DEPTH_TOPIC, write_synthetic_sequence
+    from cen_perception_dev.synthetic_sequence import (
+        COLOR_TOPIC,
+        DEPTH_TOPIC,
+        write_synthetic_sequence,
+    )
 
     for name in ("cen_segmentation_node", "cen-perception-play"):
         if executable(name) is None:
@@ -711,7 +715,7 @@ class GpuCheck:
             return run()
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.rows.append(Row(name, result=FAIL, detail=_one_line(exc), **row))
             return None
 
@@ -811,9 +815,10 @@ class GpuCheck:
                 self.rows.append(Row("PyTorch fp16 autocast vs fp32", spec.title, "fp16",
                                      result=NOT_RUN, detail=self.torch_reason))
             elif self.checkpoints.get(spec.key) is not None:
-                self.add(self.part("PyTorch fp16 autocast vs fp32", lambda: torch_fp16_parity(
-                    spec, self.checkpoints[spec.key], self.frames, self.args.device),
-                    model=spec.title))
+                self.add(self.part("PyTorch fp16 autocast vs fp32", lambda spec=spec:
+                                   torch_fp16_parity(spec, self.checkpoints[spec.key],
+                                                     self.frames, self.args.device),
+                                   model=spec.title))
 
     def engines(self, ort: OrtLabels) -> None:
         for spec in self.specs:
@@ -841,7 +846,7 @@ class GpuCheck:
                 self.node_engine = engine_path
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.rows.append(Row(part, spec.title, precision, result=FAIL, detail=_one_line(exc)))
 
     def legacy_int8(self, ort: OrtLabels) -> None:
@@ -967,7 +972,7 @@ def run(args: argparse.Namespace) -> int:
         rows = check(probe, args, lambda text: print(text, flush=True))
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # noqa: BLE001 - e.g. the synthetic data could not be made
+    except Exception as exc:
         rows = [Row("gpu-check", result=FAIL, detail=_one_line(exc))]
     finally:
         if not keep:

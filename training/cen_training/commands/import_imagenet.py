@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from ..errors import CliError
 from ..card import default_card
 from ..checkpoint import save_checkpoint
+from ..errors import CliError
 from ..models import ARCHS, BACKBONES, DECODERS, ModelConfig, build_model, init_from_imagenet
 
 

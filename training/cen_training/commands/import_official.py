@@ -9,9 +9,9 @@ import pathlib
 
 from cen_perception.model_card import OFFICIAL_NORMALIZATION, SUNRGBD_NORMALIZATION
 
-from ..errors import CliError
 from ..card import default_card
 from ..checkpoint import import_official, import_official_translation, save_checkpoint
+from ..errors import CliError
 from ..models import ModelConfig
 from ..models.translation import TranslationConfig
 

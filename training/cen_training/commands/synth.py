@@ -40,8 +40,10 @@ def run(args) -> int:
     print(f"wrote {args.num_train} train + {args.num_val} val scenes of {args.width}x"
           f"{args.height} ({', '.join(CLASSES.names)}) to {args.out_dir}")
     if args.translation:
-        from ..translation.synthetic_modalities import (TRANSLATION_MODALITIES,
-                                                        write_translation_modalities)
+        from ..translation.synthetic_modalities import (
+            TRANSLATION_MODALITIES,
+            write_translation_modalities,
+        )
         write_translation_modalities(args.out_dir, progress=args.progress)
         print(f"and the translation modalities {', '.join(TRANSLATION_MODALITIES)}")
     return 0

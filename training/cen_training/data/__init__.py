@@ -7,12 +7,34 @@ CEN augmentation; class lists for NYUDv2-40 and SUN RGB-D-37 ship as YAML files 
 module (``load_class_list("nyudv2")``); a class map (``load_class_map``) merges or renames a
 dataset's classes as its labels are read.
 """
-from .classes import (BUILTIN_CLASS_LISTS, IGNORE_INDEX, ClassList, ClassMap, builtin_classes,
-                      load_class_list, load_class_map)
-from .datasets import (LAYOUTS, RGBDSegmentationDataset, SampleFiles, dataset_class_map,
-                       detect_layout, list_samples, read_sample, validate_dataset)
-from .transforms import (TrainTransform, pad_to, random_crop, random_mirror, random_scale, resize,
-                         val_transform)
+from .classes import (
+                      BUILTIN_CLASS_LISTS,
+                      IGNORE_INDEX,
+                      ClassList,
+                      ClassMap,
+                      builtin_classes,
+                      load_class_list,
+                      load_class_map,
+)
+from .datasets import (
+                      LAYOUTS,
+                      RGBDSegmentationDataset,
+                      SampleFiles,
+                      dataset_class_map,
+                      detect_layout,
+                      list_samples,
+                      read_sample,
+                      validate_dataset,
+)
+from .transforms import (
+                      TrainTransform,
+                      pad_to,
+                      random_crop,
+                      random_mirror,
+                      random_scale,
+                      resize,
+                      val_transform,
+)
 
 __all__ = [
     "BUILTIN_CLASS_LISTS", "IGNORE_INDEX", "ClassList", "ClassMap", "builtin_classes",

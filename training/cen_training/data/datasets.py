@@ -31,8 +31,14 @@ import numpy as np
 import torch
 
 from ..errors import DatasetError
-from .classes import (IGNORE_INDEX, ClassList, ClassMap, load_class_list, load_class_map,
-                      parse_class_map)
+from .classes import (
+    IGNORE_INDEX,
+    ClassList,
+    ClassMap,
+    load_class_list,
+    load_class_map,
+    parse_class_map,
+)
 
 LAYOUTS = ("nyudv2", "sunrgbd", "generic")
 RGB_SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -12,8 +12,8 @@ import numpy as np
 
 from cen_perception.image_codec import DEPTH_16U_INVALID
 
-from .datasets import RGB_SUFFIXES
 from ..errors import DatasetError
+from .datasets import RGB_SUFFIXES
 
 
 def find_rgbd_pairs(folder: str | pathlib.Path,

@@ -14,8 +14,15 @@ import pathlib
 import cv2
 import numpy as np
 
-from cen_perception_dev.synthetic_world import (BOX, CLASS_NAMES, FLOOR, POSTER, RELIEF, WALL,
-                                        render_scene)
+from cen_perception_dev.synthetic_world import (
+    BOX,
+    CLASS_NAMES,
+    FLOOR,
+    POSTER,
+    RELIEF,
+    WALL,
+    render_scene,
+)
 
 from .classes import ClassList
 

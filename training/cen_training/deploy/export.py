@@ -36,8 +36,14 @@ from cen_perception.model_card import METADATA_KEY, ModelCard
 from ..errors import ConfigError, ExportError
 from .fused import fuse
 from .onnx_ops import OPSET, check_engine_contract, check_tensorrt_ops
-from .quantize import (INT8_PRECISIONS, MAX_PLAUSIBLE_DEPTH_M, PRECISIONS, Frame,
-                       convert_precision, median_depth_m)
+from .quantize import (
+    INT8_PRECISIONS,
+    MAX_PLAUSIBLE_DEPTH_M,
+    PRECISIONS,
+    Frame,
+    convert_precision,
+    median_depth_m,
+)
 
 # Parity thresholds: labels identical on at least this fraction of pixels; logits within
 # this absolute tolerance relative to their largest magnitude.

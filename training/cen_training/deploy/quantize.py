@@ -258,8 +258,7 @@ def quantize_int8(fp32_path: str | pathlib.Path, int8_path: str | pathlib.Path,
     the max-pool after them then runs on uint8 in NCHW layout). ``progress``: a bar over the
     frames.
     """
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp32_path, int8_path = pathlib.Path(fp32_path), pathlib.Path(int8_path)

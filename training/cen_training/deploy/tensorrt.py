@@ -52,8 +52,8 @@ from cen_perception.engines import tensorrt as trt_runtime
 from cen_perception.engines.base import EngineError
 from cen_perception.model_card import ModelCard, ModelCardError
 
-from ..errors import EngineBuildError, TrainingError
 from ..data.frames import find_rgbd_pairs, load_rgbd_frame
+from ..errors import EngineBuildError, TrainingError
 from ..files import atomic_write
 from .onnx_ops import check_engine_contract, check_tensorrt_ops, graph_precision
 
@@ -306,7 +306,7 @@ def calibrator_class(base: type) -> type:
                 self.delivered += 1
                 self._progress.update(1)
                 return pointers
-            except BaseException as exc:  # noqa: BLE001 - kept and raised after the build
+            except BaseException as exc:
                 self.error = exc
                 self._progress.close()
                 return None
@@ -314,7 +314,7 @@ def calibrator_class(base: type) -> type:
         def read_calibration_cache(self, *args):
             try:
                 return self.cache_file.read_bytes() if self.cache_file.is_file() else None
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 self.error = self.error or exc
                 return None
 
@@ -323,7 +323,7 @@ def calibrator_class(base: type) -> type:
                 return  # a failed or shortened calibration must not be reused
             try:
                 atomic_write(self.cache_file, lambda tmp: tmp.write_bytes(bytes(cache)))
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 self.error = exc
 
         def raise_if_failed(self) -> None:

@@ -278,6 +278,7 @@ def markdown(data: dict, picture: pathlib.Path | None) -> str:
 def save_differences(differences: list[Difference], palette, path: pathlib.Path) -> None:
     """One row per frame: rgb | old | new | ground truth (unlabelled black)."""
     import cv2
+
     from cen_perception.visualize import colorize, contact_sheet
 
     images, titles = [], []

@@ -28,8 +28,8 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from ..errors import DatasetError
 from ..data.classes import IGNORE_INDEX, ClassList
+from ..errors import DatasetError
 
 FORMAT_NAME = "Segmentation mask 1.1"
 LABELMAP = "labelmap.txt"

@@ -59,14 +59,34 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..checkpoint import _check_keys, load_checkpoint
-from ..data import (IGNORE_INDEX, ClassMap, RGBDSegmentationDataset, TrainTransform,
-                    dataset_class_map, validate_dataset)
+from ..data import (
+    IGNORE_INDEX,
+    ClassMap,
+    RGBDSegmentationDataset,
+    TrainTransform,
+    dataset_class_map,
+    validate_dataset,
+)
 from ..data.datasets import image_size, training_depth_range
 from ..errors import CheckpointError, ConfigError
-from ..loop import (MetricLog, Process, check_finite, check_new_run, end_run, limit_reached,
-                    make_loaders, make_scaler, read_last_checkpoint, restore_training_state,
-                    save_checkpoints, seed_everything, setup_distributed, training_entries,
-                    validation_due, wrap_ddp)
+from ..loop import (
+    MetricLog,
+    Process,
+    check_finite,
+    check_new_run,
+    end_run,
+    limit_reached,
+    make_loaders,
+    make_scaler,
+    read_last_checkpoint,
+    restore_training_state,
+    save_checkpoints,
+    seed_everything,
+    setup_distributed,
+    training_entries,
+    validation_due,
+    wrap_ddp,
+)
 from ..models import ModelConfig, build_model, init_from_imagenet
 from .evaluate import evaluate, output_names
 

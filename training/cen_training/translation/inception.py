@@ -186,7 +186,7 @@ def load_inception(path: str | pathlib.Path) -> FIDInceptionV3:
                               f"{WEIGHTS_FILE}; nothing is downloaded)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same error to the user
+    except Exception as exc:
         raise CheckpointError(f"{path}: not a readable weights file: {exc}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]

@@ -49,13 +49,32 @@ from torch.utils.data import DataLoader
 
 from ..data.taskonomy import TranslationDataset, TranslationTransform, domain_name
 from ..errors import CheckpointError, ConfigError
-from ..loop import (MetricLog, Process, check_finite, check_new_run, end_run, limit_reached,
-                    make_loaders, make_scaler, read_last_checkpoint, restore_training_state,
-                    save_checkpoints, seed_everything, setup_distributed, training_entries,
-                    validation_due, wrap_ddp)
-from ..models.translation import (TranslationConfig, build_discriminator,
-                                  build_translation_model, discriminator_inputs,
-                                  normalize_images, to_uint8)
+from ..loop import (
+    MetricLog,
+    Process,
+    check_finite,
+    check_new_run,
+    end_run,
+    limit_reached,
+    make_loaders,
+    make_scaler,
+    read_last_checkpoint,
+    restore_training_state,
+    save_checkpoints,
+    seed_everything,
+    setup_distributed,
+    training_entries,
+    validation_due,
+    wrap_ddp,
+)
+from ..models.translation import (
+    TranslationConfig,
+    build_discriminator,
+    build_translation_model,
+    discriminator_inputs,
+    normalize_images,
+    to_uint8,
+)
 from .image_metrics import FID_CONVENTIONS, TranslationMeter
 
 
