@@ -73,10 +73,12 @@ class ModelCard:
     # -- validation --------------------------------------------------------------------
     def validate(self) -> None:
         if not isinstance(self.num_classes, int) or not 1 <= self.num_classes <= 255:
-            raise ModelCardError(f"model card: num_classes must be 1..255, got {self.num_classes!r}")
+            raise ModelCardError(
+                f"model card: num_classes must be 1..255, got {self.num_classes!r}")
         if len(self.class_names) != self.num_classes:
             raise ModelCardError(
-                f"model card: {len(self.class_names)} class_names for num_classes={self.num_classes}")
+                f"model card: {len(self.class_names)} class_names "
+                f"for num_classes={self.num_classes}")
         if len(self.palette) != self.num_classes or any(
                 len(c) != 3 or any(not 0 <= int(v) <= 255 for v in c) for c in self.palette):
             raise ModelCardError(
@@ -132,7 +134,8 @@ class ModelCard:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ModelCardError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            raise ModelCardError(
+                f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
         try:
             return cls.from_dict(data)
         except TypeError as exc:
@@ -188,7 +191,8 @@ class ModelCard:
         if "confidence" in outputs and "confidence" not in self.outputs:
             problems.append("engine has a 'confidence' output the card does not list")
         if problems:
-            raise ModelCardError(f"{source}: engine and model card disagree: " + "; ".join(problems))
+            raise ModelCardError(
+                f"{source}: engine and model card disagree: " + "; ".join(problems))
 
 
 def sidecar_path(engine_path: str | pathlib.Path) -> pathlib.Path:

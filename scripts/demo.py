@@ -203,7 +203,8 @@ def summarise(out: pathlib.Path, model: pathlib.Path, result: dict) -> dict:
         "node_exit_code": result["node_exit"],
         "backend": diag.get("backend"),
         "input_size": diag.get("input_size"),
-        "latency_ms": {stage: {q: _float(diag.get(f"{stage}_ms_{q}")) for q in ("median", "p95", "max")}
+        "latency_ms": {stage: {q: _float(diag.get(f"{stage}_ms_{q}"))
+                               for q in ("median", "p95", "max")}
                        for stage in ("infer", "wait", "overhead", "end_to_end")},
         "pairs": _int(diag.get("pairs")),
         # Pairs replaced by a newer one before inference took them (the model was busy).
@@ -218,7 +219,8 @@ def summarise(out: pathlib.Path, model: pathlib.Path, result: dict) -> dict:
     lines = ["# cen_perception demo", "",
              f"Node (`cen_segmentation_node`, {summary['backend']}, engine input "
              f"{summary['input_size']}) over a {result['pairs']}-frame synthetic RGB-D bag "
-             f"played at 10 Hz: {summary['pairs']} RGB-D pairs, {len(labels_msgs)} label images back "
+             f"played at 10 Hz: {summary['pairs']} RGB-D pairs, "
+             f"{len(labels_msgs)} label images back "
              f"({summary['pairs_dropped']} pairs skipped while the model was busy).", "",
              "| stage | median ms | p95 ms | max ms |", "|---|---|---|---|"]
     for stage, values in summary["latency_ms"].items():
@@ -250,8 +252,8 @@ def cloud_picture(out: pathlib.Path, clouds: list, colour: dict, palette) -> Non
     rgb = decode_color(colour[(cloud.header.stamp.sec, cloud.header.stamp.nanosec)],
                        contiguous=True)
     image_labels = labels.reshape(cloud.height, cloud.width)
-    side = cv2.resize(overlay(rgb, image_labels, palette, 0.5), (picture.shape[1], picture.shape[0]),
-                      interpolation=cv2.INTER_NEAREST)
+    side = cv2.resize(overlay(rgb, image_labels, palette, 0.5),
+                      (picture.shape[1], picture.shape[0]), interpolation=cv2.INTER_NEAREST)
     sheet = contact_sheet([side, picture], columns=2,
                           titles=["CEN overlay", "labelled cloud, seen from above"])
     cv2.imwrite(str(out / "cloud.png"), sheet[..., ::-1])
@@ -259,7 +261,8 @@ def cloud_picture(out: pathlib.Path, clouds: list, colour: dict, palette) -> Non
 
 
 def _mono(msg) -> np.ndarray:
-    return np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)[:, :msg.width].copy()
+    rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)
+    return rows[:, :msg.width].copy()
 
 
 def _ns(stamp) -> int:
@@ -306,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     step("5/5 the segmentation node over the sequence (ONNX Runtime, CPU)")
     result = run_node(args, args.out, model, bag)
     summary = summarise(args.out, model, result)
-    print(f"\ndemo finished in {time.monotonic() - started:.0f} s: see {args.out}/contact_sheet.png "
-          f"and {args.out}/summary.md")
+    print(f"\ndemo finished in {time.monotonic() - started:.0f} s: "
+          f"see {args.out}/contact_sheet.png and {args.out}/summary.md")
     return 0 if summary["labels_received"] > 0 else 1
 
 

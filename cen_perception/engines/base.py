@@ -42,7 +42,8 @@ class Engine(abc.ABC):
         if rgb.shape != (h, w, 3) or rgb.dtype != np.uint8:
             raise ValueError(f"rgb must be uint8 [{h}, {w}, 3], got {rgb.dtype}{list(rgb.shape)}")
         if depth.shape != (h, w) or depth.dtype != np.float32:
-            raise ValueError(f"depth must be float32 [{h}, {w}], got {depth.dtype}{list(depth.shape)}")
+            raise ValueError(
+                f"depth must be float32 [{h}, {w}], got {depth.dtype}{list(depth.shape)}")
 
     @abc.abstractmethod
     def infer(self, rgb: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:

@@ -303,7 +303,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="rate of the small frames in Hz (default 400)")
     parser.add_argument("--fastdds-shm", action="store_true",
                         help="run both sides with a Fast DDS profile whose shared-memory "
-                             "transport carries whole images (the shipped fastdds_large_images.xml)")
+                             "transport carries whole images "
+                             "(the shipped fastdds_large_images.xml)")
     args = parser.parse_args(argv)
     try:
         args.size = parse_size(args.size)

@@ -11,9 +11,8 @@ colour on ``/camera/color/image_raw`` and registered ``16UC1`` depth (millimetre
 reading) on ``/camera/depth/image_raw``, with matching header stamps (depth jittered by up
 to 3 ms, as two drivers' clocks would be) and the colour camera's intrinsics
 (``sensor_msgs/CameraInfo``) on ``/camera/color/camera_info``, optionally the true labels
-(mono8) on
-``/camera/labels/ground_truth``. ``python -m cen_perception_dev.synthetic_sequence OUT_BAG`` does the same
-from the command line.
+(mono8) on ``/camera/labels/ground_truth``.
+``python -m cen_perception_dev.synthetic_sequence OUT_BAG`` does the same from the command line.
 """
 from __future__ import annotations
 

@@ -94,7 +94,8 @@ def profile_segment_size(profile_file) -> Optional[int]:
     try:
         root = ET.parse(profile_file).getroot()
     except (OSError, ET.ParseError) as exc:
-        raise TransportCheckError(f"cannot read the Fast DDS profile {profile_file}: {exc}") from None
+        raise TransportCheckError(
+            f"cannot read the Fast DDS profile {profile_file}: {exc}") from None
     sizes = [int(d.findtext("f:segment_size", "0", FASTDDS_NS))
              for d in root.iter(f"{{{FASTDDS_NS['f']}}}transport_descriptor")
              if d.findtext("f:type", "", FASTDDS_NS) == "SHM"]

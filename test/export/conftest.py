@@ -54,7 +54,8 @@ def varied_model(trained_like):
                        and m.out_channels == classes and m.bias is not None]
         with torch.no_grad():
             mean_logits = torch.stack([
-                model(torch.from_numpy(rgb[None]), torch.from_numpy(depth[None]))[-1].mean((0, 2, 3))
+                model(torch.from_numpy(rgb[None]),
+                      torch.from_numpy(depth[None]))[-1].mean((0, 2, 3))
                 for _, rgb, depth in synthetic_frames((64, 96), 4, seed=seed + 7)]).mean(0)
             for conv in classifiers:
                 conv.bias.sub_(mean_logits)

@@ -209,5 +209,6 @@ def test_exported_graph_stays_in_fast_operators(tmp_path):
     channels = [b.exchange_bn[0].num_features for b in model.blocks()]
     # Every block exchanges: per branch one depthwise conv for its own and one for the other's.
     assert sorted(g for g in groups if g > 1) == sorted(channels * 4)
-    stem_inputs = sorted(inits[n.input[1]].dims[1] for n in convs if inits[n.input[1]].dims[-1] == 7)
+    stem_inputs = sorted(inits[n.input[1]].dims[1] for n in convs
+                         if inits[n.input[1]].dims[-1] == 7)
     assert stem_inputs == [1, 3]  # depth once, RGB

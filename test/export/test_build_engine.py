@@ -161,7 +161,8 @@ def test_legacy_flags_need_an_fp32_graph(version):
 
 
 def test_unsupported_tensorrt_versions_are_refused():
-    with pytest.raises(EngineBuildError, match="TensorRT 8.5.3 is too old; 8.6, 10.x or 11.x is needed"):
+    with pytest.raises(EngineBuildError,
+                       match="TensorRT 8.5.3 is too old; 8.6, 10.x or 11.x is needed"):
         build_plan("8.5.3", "fp32")
     with pytest.raises(EngineBuildError, match="9.2.0 .* is not supported"):
         build_plan("9.2.0", "fp32")
@@ -338,8 +339,9 @@ def test_device_copy_failure_is_kept_and_raised(calib_dir, tmp_path):
     calibrator = _calibrator(pairs, tmp_path / "c.calib", RecordingUpload(fail_at=1))
     assert calibrator.get_batch(["rgb", "depth"]) is not None
     assert calibrator.get_batch(["rgb", "depth"]) is None
-    with pytest.raises(EngineBuildError, match=r"after 1 of 5 frames: copying 'rgb' to the GPU failed: "
-                                       r"cudaErrorIllegalAddress$"):
+    with pytest.raises(EngineBuildError,
+                       match=r"after 1 of 5 frames: copying 'rgb' to the GPU failed: "
+                             r"cudaErrorIllegalAddress$"):
         calibrator.raise_if_failed()
 
 

@@ -63,7 +63,8 @@ def test_every_arch_exports_and_matches(arch, modalities, tmp_path, samples_dir,
     assert proto.opset_import[0].version == 17
     outputs = [o.name for o in proto.graph.output]
     branches = ["rgb_depth"] if arch == "early" else list(modalities)
-    assert outputs == ["labels", "confidence"] + [f"logits_{b}" for b in branches] + ["logits_ensemble"]
+    assert outputs == (["labels", "confidence"] + [f"logits_{b}" for b in branches]
+                       + ["logits_ensemble"])
 
 
 def test_fused_graph_has_no_batchnorm_and_no_mask_indexing(tmp_path, make_model):
@@ -108,7 +109,8 @@ def test_parity_check_catches_a_different_model(tmp_path, make_model):
     other = make_model("cen")
     with torch.no_grad():
         other.decoder.clf_conv.module.bias.add_(torch.arange(5.0))  # shifts the argmax
-    report = verify_parity(other, path, [("x", np.zeros((H, W, 3), np.uint8), np.ones((H, W), np.float32))])
+    report = verify_parity(other, path,
+                           [("x", np.zeros((H, W, 3), np.uint8), np.ones((H, W), np.float32))])
     assert not report.ok
 
 
@@ -123,7 +125,8 @@ def test_export_cli_and_official_import_end_to_end(tmp_path, trained_like):
                                  "--num-classes", "7", str(tmp_path / "official.pth"),
                                  str(tmp_path / "ours.pt")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    proc = subprocess.run(cli + ["export", str(tmp_path / "ours.pt"), "-o", str(tmp_path / "m.onnx"),
+    proc = subprocess.run(cli + ["export", str(tmp_path / "ours.pt"),
+                                 "-o", str(tmp_path / "m.onnx"),
                                  "--height", "64", "--width", "64", "--logits"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -132,7 +135,8 @@ def test_export_cli_and_official_import_end_to_end(tmp_path, trained_like):
         ["logits_ensemble"], {"rgb": np.full((1, 64, 64, 3), 128, np.uint8),
                               "depth": np.full((1, 64, 64), 2.0, np.float32)})[0]
     with torch.no_grad():
-        want = ref(torch.full((1, 64, 64, 3), 128, dtype=torch.uint8), torch.full((1, 64, 64), 2.0))[-1]
+        want = ref(torch.full((1, 64, 64, 3), 128, dtype=torch.uint8),
+                   torch.full((1, 64, 64), 2.0))[-1]
     assert np.allclose(session_out, want.numpy(), atol=1e-4 * float(want.abs().max()))
 
 
@@ -189,7 +193,8 @@ def test_precision_export_agrees_with_fp32_and_records_its_precision(
     on_disk = onnx.load(str(path))
     card = ModelCard.from_metadata({p.key: p.value for p in on_disk.metadata_props}, "x")
     assert card.precision == {"int8-ort": "int8"}.get(precision, precision)
-    io = {v.name: v.type.tensor_type.elem_type for v in list(on_disk.graph.input) + list(on_disk.graph.output)}
+    io = {v.name: v.type.tensor_type.elem_type
+          for v in list(on_disk.graph.input) + list(on_disk.graph.output)}
     assert io == {"rgb": onnx.TensorProto.UINT8, "depth": onnx.TensorProto.FLOAT,
                   "labels": onnx.TensorProto.UINT8, "confidence": onnx.TensorProto.FLOAT}
     assert check_engine_contract(proto) == []
@@ -258,7 +263,8 @@ def test_export_cli_precision(tmp_path, make_model):
     assert not (tmp_path / "m.onnx").exists()
     proc = subprocess.run(cli + ["--help"], capture_output=True, text=True)
     assert "int8-ort" in proc.stdout and "fp16 99.5%" in proc.stdout and "int8 98.0%" in proc.stdout
-    assert "--min-agreement PCT" in proc.stdout and "(default: fp16 99.5, int8 and int8-ort 98)" in " ".join(proc.stdout.split())
+    assert "--min-agreement PCT" in proc.stdout
+    assert "(default: fp16 99.5, int8 and int8-ort 98)" in " ".join(proc.stdout.split())
     proc = subprocess.run(cli + ["-o", str(tmp_path / "m.onnx"), "--min-agreement", "90"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr == (

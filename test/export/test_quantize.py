@@ -186,7 +186,8 @@ def test_fp16_has_float16_inside_and_the_contract_io(fp16_model, fp32_model):
     assert TensorProto.FLOAT16 in types and TensorProto.FLOAT not in types
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
     inits = {t.name: t for t in proto.graph.initializer}
-    assert all(inits[c.input[1]].data_type == TensorProto.FLOAT16 for c in convs if c.input[1] in inits)
+    assert all(inits[c.input[1]].data_type == TensorProto.FLOAT16
+               for c in convs if c.input[1] in inits)
     assert check_tensorrt_ops(proto) == [] and check_engine_contract(proto) == []
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 

@@ -38,9 +38,10 @@ def test_shipped_fastdds_profile_carries_images_in_shared_memory_and_keeps_udp()
 
 @pytest.mark.parametrize("size, transport", [("640x480", "raw"), ("320x240", "compressed")])
 def test_bench_measures_the_node_and_accounts_for_every_pair(toy_onnx_factory, size, transport):
-    cmd = [sys.executable, "-m", "cen_perception_dev.node_bench", "--engine", str(toy_onnx_factory(48, 64)),
-           "--frames", str(FRAMES), "--rate", "20", "--small-frames", "300",
-           "--small-rate", "200", "--fastdds-shm", "--size", size, "--transport", transport]
+    cmd = [sys.executable, "-m", "cen_perception_dev.node_bench",
+           "--engine", str(toy_onnx_factory(48, 64)), "--frames", str(FRAMES), "--rate", "20",
+           "--small-frames", "300", "--small-rate", "200", "--fastdds-shm", "--size", size,
+           "--transport", transport]
     # The whole path shares two cores with whatever else runs; a run whose stream was
     # disturbed gets one more try (the figures below must all hold in one run).
     for _ in range(2):
@@ -52,8 +53,8 @@ def test_bench_measures_the_node_and_accounts_for_every_pair(toy_onnx_factory, s
                 == f"{FRAMES}/{FRAMES} (100.0%)":
             break
     latency = table(proc.stdout, f"latency (ms), {size}, {transport}")
-    for stage in ("callback", "decode", "wait", "resize", "infer", "visualize", "publish", "end_to_end",
-                  "overhead"):
+    for stage in ("callback", "decode", "wait", "resize", "infer", "visualize", "publish",
+                  "end_to_end", "overhead"):
         median, p95, worst = map(float, latency[f"node {stage}"])
         assert 0 <= median <= p95 <= worst, stage
     assert float(latency["camera -> labels"][0]) > 0

@@ -85,7 +85,8 @@ def test_compressed_colour_and_compressed_depth(start_node, engine):
         assert labels.shape == (height, width)
         assert np.all(labels[20:] == int(depth_m))
     values = values_of(harness.latest_status())
-    assert values["rgb_transport"] == "compressed" and values["depth_transport"] == "compressedDepth"
+    assert values["rgb_transport"] == "compressed"
+    assert values["depth_transport"] == "compressedDepth"
     assert values["rgb_topic"].endswith("/rgb/image/compressed"), values
 
 

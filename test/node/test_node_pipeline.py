@@ -153,7 +153,8 @@ def test_diagnostics_report_rates_latency_and_backend(node):
     assert values["input_size"] == f"{ENGINE_W}x{ENGINE_H}"
     for key in ("rgb_rate_hz", "depth_rate_hz", "pair_rate_hz", "output_rate_hz"):
         assert float(values[key]) >= 0
-    for stage in ("callback", "decode", "wait", "resize", "infer", "visualize", "publish", "end_to_end"):
+    for stage in ("callback", "decode", "wait", "resize", "infer", "visualize", "publish",
+                  "end_to_end"):
         median, p95, worst = (float(values[f"{stage}_ms_{s}"]) for s in ("median", "p95", "max"))
         assert 0 <= median <= p95 <= worst, stage
     assert float(values["end_to_end_ms_median"]) >= float(values["infer_ms_median"])

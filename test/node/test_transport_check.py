@@ -1,4 +1,5 @@
-"""The shipped Fast DDS profile, loaded the way users load it, and ``cen-perception-transport-check``.
+"""The shipped Fast DDS profile, loaded the way users load it, and
+``cen-perception-transport-check``.
 
 Every measurement runs a camera process and a subscriber process (real rclpy over DDS) started
 with the environment a user's shell would give them.
@@ -36,8 +37,8 @@ def test_shipped_profile_holds_the_largest_camera_frames_whole():
     largest_frame = 2048 * 1536 * 4  # 2048x1536 bgra8, as the Azure Kinect driver publishes
     import xml.etree.ElementTree as ET
     ns = {"f": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
-    shm = next(d for d in ET.parse(PROFILE_FILE).getroot().iter(f"{{{ns['f']}}}transport_descriptor")
-               if d.findtext("f:type", namespaces=ns) == "SHM")
+    descriptors = ET.parse(PROFILE_FILE).getroot().iter(f"{{{ns['f']}}}transport_descriptor")
+    shm = next(d for d in descriptors if d.findtext("f:type", namespaces=ns) == "SHM")
     assert int(shm.findtext("f:maxMessageSize", namespaces=ns)) >= largest_frame
     assert PROFILE_SEGMENT >= 2 * largest_frame
     # The comment tells users both variable names.

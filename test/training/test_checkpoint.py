@@ -20,7 +20,8 @@ def _write_version_1(path, model):
     ckpt = torch.load(path, weights_only=True)
     ckpt["version"] = 1
     ckpt["model"] = {_flat(k): v for k, v in ckpt["model"].items()}
-    assert "clf_conv.module.weight" in ckpt["model"] or "nets.0.clf_conv.module.weight" in ckpt["model"]
+    assert ("clf_conv.module.weight" in ckpt["model"]
+            or "nets.0.clf_conv.module.weight" in ckpt["model"])
     torch.save(ckpt, path)
 
 
@@ -54,7 +55,8 @@ def test_a_version_1_checkpoint_with_a_wrong_key_names_it(tmp_path):
     ckpt = torch.load(path, weights_only=True)
     ckpt["model"]["clf_conv.module.weight"] = torch.zeros(4, 128, 1, 1)
     torch.save(ckpt, path)
-    with pytest.raises(CheckpointError, match=r"mis-shaped key\(s\): decoder.clf_conv.module.weight"):
+    with pytest.raises(CheckpointError,
+                       match=r"mis-shaped key\(s\): decoder.clf_conv.module.weight"):
         load_model(path)
 
 

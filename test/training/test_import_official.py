@@ -120,7 +120,8 @@ class RefRCU(nn.Module):
         suffixes = ("_conv", "_conv_relu_varout_dimred")
         for b in range(blocks):
             for s in range(2):
-                setattr(self, f"{b + 1}{suffixes[s]}", c3(i if b == 0 and s == 0 else o, o, b=(s == 0)))
+                setattr(self, f"{b + 1}{suffixes[s]}",
+                        c3(i if b == 0 and s == 0 else o, o, b=(s == 0)))
         self.blocks, self.suffixes = blocks, suffixes
         self.relu = PL(nn.ReLU(inplace=True))
 
@@ -180,7 +181,8 @@ class RefNet(nn.Module):
         x4 = self.mflow_conv_g1_b(self.mflow_conv_g1_pool(x4))
         prev = up(self.mflow_conv_g1_b3_joint_varout_dimred(x4), l3)
         for st, skip, nxt in ((2, l3, l2), (3, l2, l1), (4, l1, None)):
-            y = getattr(self, f"adapt_stage{st}_b")(getattr(self, f"p_ims1d2_outl{st}_dimred")(skip))
+            y = getattr(self, f"p_ims1d2_outl{st}_dimred")(skip)
+            y = getattr(self, f"adapt_stage{st}_b")(y)
             y = getattr(self, f"adapt_stage{st}_b2_joint_varout_dimred")(y)
             y = self.relu([a + b for a, b in zip(y, prev)])
             y = getattr(self, f"mflow_conv_g{st}_b")(getattr(self, f"mflow_conv_g{st}_pool")(y))
@@ -304,7 +306,8 @@ def test_load_model_refuses_foreign_files(official_checkpoint, tmp_path):
 
 def test_imagenet_import_copies_every_bn_into_every_branch(tmp_path):
     # A torchvision-layout ResNet-18 state dict (no torchvision needed to make one).
-    model = build_model(ModelConfig(arch="cen", backbone="resnet18", decoder="light", num_classes=3))
+    model = build_model(ModelConfig(arch="cen", backbone="resnet18", decoder="light",
+                                    num_classes=3))
     g = torch.Generator().manual_seed(0)
     tv = {}
     for key, t in model.state_dict().items():

@@ -81,7 +81,8 @@ def test_single_branch_refinenet101_count():
 
 
 def test_every_conv_shared_every_bn_private():
-    model = build_model(ModelConfig(arch="cen", backbone="resnet18", decoder="light", num_classes=3))
+    model = build_model(ModelConfig(arch="cen", backbone="resnet18", decoder="light",
+                                    num_classes=3))
     keys = model.state_dict().keys()
     convs = [k for k in keys if k.endswith(".weight") and model.state_dict()[k].dim() == 4]
     assert convs and all(".module." in k or k.startswith("conv1.module") for k in convs)
@@ -193,7 +194,8 @@ def test_asymfusion_only_in_last_block_of_each_layer():
 # -- CEN sparsity term ----------------------------------------------------------------------
 
 def test_sparsity_penalty_uses_disjoint_halves():
-    model = build_model(ModelConfig(arch="cen", backbone="resnet50", decoder="light", num_classes=3))
+    model = build_model(ModelConfig(arch="cen", backbone="resnet50", decoder="light",
+                                    num_classes=3))
     want = 0.0
     with torch.no_grad():
         for blk in model.blocks():
@@ -213,12 +215,14 @@ def test_sparsity_penalty_uses_disjoint_halves():
 
 
 def test_no_sparsity_for_other_archs():
-    model = build_model(ModelConfig(arch="shared", backbone="resnet18", decoder="light", num_classes=3))
+    model = build_model(ModelConfig(arch="shared", backbone="resnet18", decoder="light",
+                                    num_classes=3))
     assert model.sparsity_penalty().item() == 0.0
 
 
 def test_ensemble_is_alpha_softmax_of_detached_branches():
-    model = build_model(ModelConfig(arch="cen", backbone="resnet18", decoder="light", num_classes=4)).eval()
+    model = build_model(ModelConfig(arch="cen", backbone="resnet18", decoder="light",
+                                    num_classes=4)).eval()
     with torch.no_grad():
         model.alpha.copy_(torch.tensor([0.3, -1.2]))
     outs = model(*_inputs(h=32, w=32))
@@ -229,7 +233,8 @@ def test_ensemble_is_alpha_softmax_of_detached_branches():
 
 
 def test_normalisation_inside_the_graph():
-    model = build_model(ModelConfig(arch="shared", backbone="resnet18", decoder="light", num_classes=3))
+    model = build_model(ModelConfig(arch="shared", backbone="resnet18", decoder="light",
+                                    num_classes=3))
     rgb = torch.full((1, 2, 2, 3), 255, dtype=torch.uint8)
     depth = torch.full((1, 2, 2), 2.5)
     x_rgb, x_depth = model.branch_inputs(rgb, depth)
@@ -237,7 +242,8 @@ def test_normalisation_inside_the_graph():
     std = torch.tensor([0.229, 0.224, 0.225])
     assert torch.allclose(x_rgb[0, :, 0, 0], (1 - mean) / std, atol=1e-6)
     # Official depth: millimetres / 5000, repeated to 3 channels.
-    assert x_depth.shape == (1, 3, 2, 2) and torch.allclose(x_depth, torch.full_like(x_depth, 2500 / 5000))
+    assert x_depth.shape == (1, 3, 2, 2)
+    assert torch.allclose(x_depth, torch.full_like(x_depth, 2500 / 5000))
 
 
 # -- encoder / decoder -------------------------------------------------------------------------

@@ -132,5 +132,6 @@ def test_synth_cli_writes_the_translation_modalities(tmp_path, capsys):
     out = tmp_path / "synth"
     assert main(["synth", str(out), "--num-train", "2", "--num-val", "1", "--height", "32",
                  "--width", "32", "--translation", "--no-progress"]) == 0
-    assert {p.name for p in out.iterdir() if p.is_dir()} >= {"rgb", "depth", *TRANSLATION_MODALITIES}
+    folders = {p.name for p in out.iterdir() if p.is_dir()}
+    assert folders >= {"rgb", "depth", *TRANSLATION_MODALITIES}
     assert "shading" in capsys.readouterr().out

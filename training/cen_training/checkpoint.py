@@ -81,8 +81,9 @@ def load_checkpoint(path: str | pathlib.Path) -> dict[str, Any]:
     path = pathlib.Path(path)
     ckpt = _torch_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        official = isinstance(ckpt, dict) and "segmenter" in ckpt
         hint = (" (an official CEN/AsymFusion checkpoint? convert it with "
-                "`cen-train import-official`)") if isinstance(ckpt, dict) and "segmenter" in ckpt else ""
+                "`cen-train import-official`)") if official else ""
         raise CheckpointError(f"{path}: not a cen_perception checkpoint{hint}")
     for key in ("config", "card", "model"):
         if key not in ckpt:
@@ -179,7 +180,8 @@ def official_state_dict(raw: Any, source: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def import_official(src: str | pathlib.Path, config: ModelConfig) -> tuple[nn.Module, dict[str, Any]]:
+def import_official(src: str | pathlib.Path,
+                    config: ModelConfig) -> tuple[nn.Module, dict[str, Any]]:
     """Build ``config``'s model and load an official checkpoint into it, strictly; keys that do
     not match are named as the official file names them.
 

@@ -288,7 +288,8 @@ class TorchRunner:
 
     def __call__(self, rgb: np.ndarray, depth: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return self.graph(torch.from_numpy(rgb[None]), torch.from_numpy(depth[None]))[0][0].numpy()
+            labels = self.graph(torch.from_numpy(rgb[None]), torch.from_numpy(depth[None]))[0]
+            return labels[0].numpy()
 
 
 class OrtRunner:

@@ -21,6 +21,7 @@ from ..deploy.quantize import (
 )
 from ..errors import TrainingError
 
+_AGREEMENT_BARS = ", ".join(f"{p} {100 * v:.1f}%" for p, v in MIN_PRECISION_AGREEMENT.items())
 PRECISION_HELP = f"""\
 precision (--precision), the arithmetic inside the graph; inputs and outputs are the same for
 all (uint8 rgb, float32 depth in; uint8 labels, float32 confidence/logits out):
@@ -34,7 +35,7 @@ all (uint8 rgb, float32 depth in; uint8 labels, float32 confidence/logits out):
             with zero points, int8 weights per output channel on 7 bits (no saturation on
             CPUs without VNNI); TensorRT refuses it. Calibrated on --calib-data.
 The model card records fp32, fp16 or int8. Before the file is written, its labels must match
-the fp32 export's (both in ONNX Runtime) on at least {', '.join(f'{p} {100 * v:.1f}%' for p, v in MIN_PRECISION_AGREEMENT.items())}
+the fp32 export's (both in ONNX Runtime) on at least {_AGREEMENT_BARS}
 of the pixels of real frames: ../shared/samples beside the repository when present and the
 --data frames, else the calibration frames (fp16: rendered scenes). Frames whose median depth
 is beyond {MAX_PLAUSIBLE_DEPTH_M:g} m (a depth file not in millimetres) are shown, not counted.

@@ -6,16 +6,17 @@ On a machine with a CUDA GPU (a few minutes; under 10 on a desktop GPU):
   ``cudaMalloc``, copies to and from the GPU on a stream), bytes compared after the round trip,
   from the main thread and from a worker thread, and the stream handle the engine gives
   TensorRT (``stream_handle``) synchronised as that stream;
-* training: 50 optimiser steps of the real training loop (``cen_training.segmentation.train``) with CUDA
-  and AMP (float16 autocast, GradScaler) on ``cen-train synth`` data, a ResNet-18 CEN with the
-  light decoder; its checkpoint is the ResNet-18 model below;
+* training: 50 optimiser steps of the real training loop (``cen_training.segmentation.train``)
+  with CUDA and AMP (float16 autocast, GradScaler) on ``cen-train synth`` data, a ResNet-18 CEN
+  with the light decoder; its checkpoint is the ResNet-18 model below;
 * PyTorch fp16 parity: float16 autocast against float32 (TF32 off) logits on the GPU, labels
   compared, for both models;
 * for the ResNet-18 light model (just trained) and a ResNet-50 official-decoder model (fresh
-  weights, BatchNorm statistics measured on the synthetic frames, 40 classes), at 480x640: ``cen-train export --precision fp32|fp16|int8`` (int8
-  calibrated on the synthetic data), ``build-engine`` for each, labels of each engine against
-  ONNX Runtime on the CPU running the same ONNX file (and the fp32 one; in the session the
-  export's own check uses, with exact int8 products), latency through the runtime's TensorRT
+  weights, BatchNorm statistics measured on the synthetic frames, 40 classes), at 480x640:
+  ``cen-train export --precision fp32|fp16|int8`` (int8 calibrated on the synthetic data),
+  ``build-engine`` for each, labels of each engine against ONNX Runtime on the CPU running the
+  same ONNX file (and the fp32 one; in the session the export's own check uses, with exact
+  int8 products), latency through the runtime's TensorRT
   engine (median, p90, frames per second);
 * on TensorRT 8.6 to 10.x, ``build-engine --legacy-int8`` (implicit INT8, TensorRT's entropy
   calibrator on the synthetic frames) for the first model's fp32 export, judged like an int8
@@ -375,7 +376,8 @@ def check_buffers(device: int) -> Row:
                       "stream_handle synchronises the stream")
 
 
-def train_on_gpu(data: pathlib.Path, run_dir: pathlib.Path, device: int) -> tuple[Row, pathlib.Path]:
+def train_on_gpu(data: pathlib.Path, run_dir: pathlib.Path,
+                 device: int) -> tuple[Row, pathlib.Path]:
     """50 steps of the real training loop with CUDA and AMP; the checkpoint it wrote."""
     from ..segmentation.train import TrainConfig, train
 

@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     model, info = import_official(args.src, config)
     card = default_card(args.num_classes, dataset=args.dataset)
-    card["dataset"] = {"name": args.dataset, "source": "official checkpoint " + args.src.name, **info}
+    card["dataset"] = {"name": args.dataset, "source": "official checkpoint " + args.src.name,
+                       **info}
     save_checkpoint(args.out, model, config, card)
     print(f"wrote {args.out} ({args.arch} {args.backbone}, {args.num_classes} classes, "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters)")

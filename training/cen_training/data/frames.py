@@ -48,7 +48,8 @@ def load_rgbd_frame(rgb_path: str | pathlib.Path, depth_path: str | pathlib.Path
     if bgr is None:
         raise DatasetError(f"{rgb_path}: not a readable image")
     if depth_mm is None or depth_mm.dtype != np.uint16 or depth_mm.ndim != 2:
-        raise DatasetError(f"{depth_path}: depth must be a single-channel 16-bit PNG in millimetres")
+        raise DatasetError(
+            f"{depth_path}: depth must be a single-channel 16-bit PNG in millimetres")
     rgb = cv2.cvtColor(cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
     # Nearest keeps invalid (0) pixels from bleeding into their neighbours.
     depth_mm = cv2.resize(depth_mm, (w, h), interpolation=cv2.INTER_NEAREST)

@@ -1,8 +1,9 @@
 """A synthetic RGB-D segmentation dataset on which neither modality alone suffices.
 
-Scenes of the project's one synthetic world (``cen_perception_dev.synthetic_world.SyntheticScene``, where
-the scene is described): a wall above a floor with ``poster`` (colour only), ``relief``
-(depth only) and ``box`` (both) objects, a structured-light depth sensor's noise and holes.
+Scenes of the project's one synthetic world
+(``cen_perception_dev.synthetic_world.SyntheticScene``, where the scene is described): a wall
+above a floor with ``poster`` (colour only), ``relief`` (depth only) and ``box`` (both) objects,
+a structured-light depth sensor's noise and holes.
 
 Written in the generic dataset layout (``rgb/``, ``depth/`` 16-bit mm, ``labels/``,
 ``train.txt``, ``val.txt``, ``classes.yaml``); the same seed always gives the same files.

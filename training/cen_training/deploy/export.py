@@ -92,7 +92,8 @@ def output_names(branch_names: list[str], confidence: bool, logits: bool) -> lis
     return names
 
 
-def model_card(model: nn.Module, height: int, width: int, confidence: bool, logits: bool) -> ModelCard:
+def model_card(model: nn.Module, height: int, width: int, confidence: bool,
+               logits: bool) -> ModelCard:
     """The card of an export: the checkpoint's card plus what the export fixes."""
     config, card = model.config, dict(getattr(model, "card", {}) or {})
     from ..card import default_card
@@ -103,7 +104,8 @@ def model_card(model: nn.Module, height: int, width: int, confidence: bool, logi
         class_names=card.get("class_names", defaults["class_names"]),
         palette=card.get("palette", defaults["palette"]),
         input_size=[height, width], normalization=config.normalization,
-        outputs=["labels"] + (["confidence"] if confidence else []) + (["logits"] if logits else []),
+        outputs=(["labels"] + (["confidence"] if confidence else [])
+                 + (["logits"] if logits else [])),
         dataset=card.get("dataset", {}), metrics=card.get("metrics", {}),
         depth_range_m=list(card.get("depth_range_m", [])))
 
@@ -117,7 +119,8 @@ def _quiet_export(module: nn.Module, args: tuple, path: pathlib.Path, names: lis
 
 
 def export_onnx(model: nn.Module, path: str | pathlib.Path, height: int, width: int,
-                confidence: bool = False, logits: bool = False, fused: bool = True) -> onnx.ModelProto:
+                confidence: bool = False, logits: bool = False,
+                fused: bool = True) -> onnx.ModelProto:
     """Write the ONNX file (without verification; see ``export_and_verify``)."""
     path = pathlib.Path(path)
     if height % 32 or width % 32:
@@ -178,7 +181,9 @@ class PrecisionReport:
     @property
     def agreement(self) -> float:
         """Share of the counted frames' pixels (equal-size frames) with the fp32 label."""
-        return float(np.mean([self.label_agreement[i] for i in self.counted])) if self.counted else 1.0
+        if not self.counted:
+            return 1.0
+        return float(np.mean([self.label_agreement[i] for i in self.counted]))
 
     @property
     def ok(self) -> bool:
@@ -273,7 +278,8 @@ class ParityReport:
         return "\n".join(lines)
 
 
-def random_frames(height: int, width: int, count: int = 2, seed: int = 0) -> Iterable[tuple[str, np.ndarray, np.ndarray]]:
+def random_frames(height: int, width: int, count: int = 2,
+                  seed: int = 0) -> Iterable[tuple[str, np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
     for i in range(count):
         rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -283,7 +289,8 @@ def random_frames(height: int, width: int, count: int = 2, seed: int = 0) -> Ite
 
 
 def verify_parity(model: nn.Module, onnx_path: str | pathlib.Path,
-                  frames: Iterable[tuple[str, np.ndarray, np.ndarray]], threads: int = 0) -> ParityReport:
+                  frames: Iterable[tuple[str, np.ndarray, np.ndarray]],
+                  threads: int = 0) -> ParityReport:
     """Run ONNX Runtime on the export and the PyTorch *training* graph (eval mode) on the same
     frames and compare labels, confidence and logits where the export has them."""
     import onnxruntime as ort
@@ -305,7 +312,8 @@ def verify_parity(model: nn.Module, onnx_path: str | pathlib.Path,
         report.frames.append(name)
         report.label_agreement.append(float((got["labels"] == want["labels"]).mean()))
         if "confidence" in names:
-            report.confidence_error.append(float(np.abs(got["confidence"] - want["confidence"]).max()))
+            report.confidence_error.append(
+                float(np.abs(got["confidence"] - want["confidence"]).max()))
         logit_names = [n for n in names if n.startswith("logits_")]
         if logit_names:
             report.logit_error.append(max(

@@ -102,7 +102,8 @@ class ConstantExchange(nn.Module):
         # A branch that keeps every channel passes its input through untouched.
         self.exchanging = [m for m in range(self.num) if not bool(keep[m].all())]
         self.register_buffer("own", keep.view(self.num, channels, 1, 1, 1))
-        self.register_buffer("others", ((1.0 - keep) / (self.num - 1)).view(self.num, channels, 1, 1, 1))
+        others = (1.0 - keep) / (self.num - 1)
+        self.register_buffer("others", others.view(self.num, channels, 1, 1, 1))
 
     def forward(self, xs: Branches) -> Branches:
         out = list(xs)

@@ -20,9 +20,9 @@ An engine is tied to the TensorRT version and the GPU that built it, so built en
 cached under a key of the ONNX file's sha256, the TensorRT version and pip distribution (the
 CUDA 12 and 13 builds of one version share a version number), the GPU name, compute capability
 and multiprocessor count (Jetson Orin modules share a name), the precision and the input shape
-(plus the calibration images for ``--legacy-int8``); building again with the same facts reuses the cached engine, ``force``
-discards it and its calibration cache. Each engine gets the model card from the ONNX metadata,
-with the engine's precision, as its ``<engine>.json`` sidecar.
+(plus the calibration images for ``--legacy-int8``); building again with the same facts reuses
+the cached engine, ``force`` discards it and its calibration cache. Each engine gets the model
+card from the ONNX metadata, with the engine's precision, as its ``<engine>.json`` sidecar.
 
 Calibration frames are all read and checked before the build starts. TensorRT calls the
 calibrator from C++ and, where a Python callback raises, only prints the error and takes it for
@@ -123,17 +123,20 @@ def build_plan(tensorrt_version: str, onnx_precision: str, legacy_int8: bool = F
     except EngineError as exc:
         raise EngineBuildError(str(exc)) from None
     if (major, minor) < trt_runtime.MIN_TENSORRT:
-        raise EngineBuildError(f"TensorRT {tensorrt_version} is too old; 8.6, 10.x or 11.x is needed")
+        raise EngineBuildError(
+            f"TensorRT {tensorrt_version} is too old; 8.6, 10.x or 11.x is needed")
     if major == 9:
-        raise EngineBuildError(f"TensorRT {tensorrt_version} (a 9.x release for large language models) "
-                       "is not supported; use 8.6, 10.x or 11.x")
+        raise EngineBuildError(
+            f"TensorRT {tensorrt_version} (a 9.x release for large language models) "
+            "is not supported; use 8.6, 10.x or 11.x")
     if fp16 and legacy_int8:
         raise EngineBuildError("--fp16 and --legacy-int8 exclude each other")
     legacy = "--legacy-int8" if legacy_int8 else "--fp16" if fp16 else None
     wanted = "int8" if legacy_int8 else "fp16"
     if legacy and onnx_precision != "fp32":
-        raise EngineBuildError(f"{legacy} lowers an fp32 model's precision, but this model is already "
-                       f"{onnx_precision}: build it without {legacy}")
+        raise EngineBuildError(
+            f"{legacy} lowers an fp32 model's precision, but this model is already "
+            f"{onnx_precision}: build it without {legacy}")
     if legacy and major >= WEAK_TYPING_REMOVED_IN:
         removed = ("BuilderFlag.INT8 and the INT8 calibrator" if legacy_int8
                    else "BuilderFlag.FP16")
@@ -170,7 +173,8 @@ class BuildFacts:
 
     onnx_sha256: str
     tensorrt_version: str
-    tensorrt_distribution: str  # tensorrt-cu12, tensorrt-cu13, ... (trt_runtime.tensorrt_distribution)
+    # tensorrt-cu12, tensorrt-cu13, ... (trt_runtime.tensorrt_distribution)
+    tensorrt_distribution: str
     gpu_name: str
     compute_capability: tuple[int, int]
     multiprocessors: int  # cudaDeviceProp.multiProcessorCount
@@ -333,8 +337,9 @@ def calibrator_class(base: type) -> type:
             error = self.error
             message = str(error) if isinstance(error, (TrainingError, EngineError)) else (
                 f"{type(error).__name__}: {error}")
-            raise EngineBuildError(f"INT8 calibration failed after {self.delivered} of {self.count} "
-                           f"frames: {message}") from error
+            raise EngineBuildError(
+                f"INT8 calibration failed after {self.delivered} of {self.count} "
+                f"frames: {message}") from error
 
     return EntropyCalibrator
 
@@ -460,7 +465,8 @@ def build_serialized(trt, onnx_path: pathlib.Path, plan: BuildPlan, workspace_gb
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(" ".join(str(parser.get_error(i)).split())
                            for i in range(parser.num_errors))
-        raise EngineBuildError(f"{onnx_path}: TensorRT's ONNX parser failed: {errors or 'no details'}")
+        raise EngineBuildError(
+            f"{onnx_path}: TensorRT's ONNX parser failed: {errors or 'no details'}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     for name in plan.builder_flags:
@@ -473,7 +479,8 @@ def build_serialized(trt, onnx_path: pathlib.Path, plan: BuildPlan, workspace_gb
     if calibrator is not None:
         calibrator.raise_if_failed()  # an engine from a cut-short calibration is not kept
     if serialized is None:
-        raise EngineBuildError(f"{onnx_path}: TensorRT could not build an engine (see its log above)")
+        raise EngineBuildError(
+            f"{onnx_path}: TensorRT could not build an engine (see its log above)")
     return bytes(serialized)
 
 
@@ -492,12 +499,14 @@ def load_engine_model(onnx_path: pathlib.Path) -> tuple[ModelCard, str]:
         if any(op.endswith("Linear(uint8)") for op in unsupported):
             hint = (" (uint8 Q/DQ is ONNX Runtime's INT8 for CPUs; one INT8 model for both "
                     f"backends comes from {onnx_route('int8')})")
-        raise EngineBuildError(f"{onnx_path}: not a valid engine model: " + "; ".join(problems) + hint)
+        raise EngineBuildError(
+            f"{onnx_path}: not a valid engine model: " + "; ".join(problems) + hint)
     card = card_from_onnx(model)
     precision = graph_precision(model)
     if card.precision != precision:
-        raise EngineBuildError(f"{onnx_path}: the model card says precision {card.precision} but the "
-                       f"graph is {precision}")
+        raise EngineBuildError(
+            f"{onnx_path}: the model card says precision {card.precision} but the "
+            f"graph is {precision}")
     return card, precision
 
 
@@ -515,8 +524,8 @@ def build_engine(onnx_path: str | pathlib.Path, output: str | pathlib.Path,
     if not onnx_path.is_file():
         raise EngineBuildError(f"{onnx_path}: file not found")
     if legacy_int8 and calib_data is None:
-        raise EngineBuildError("--legacy-int8 needs --calib-data DIR (a dataset folder with rgb/ and "
-                       "depth/)")
+        raise EngineBuildError(
+            "--legacy-int8 needs --calib-data DIR (a dataset folder with rgb/ and depth/)")
     if calib_data is not None and not legacy_int8:
         raise EngineBuildError("--calib-data is only used with --legacy-int8 (an int8 ONNX model "
                        "carries its own scales)")
@@ -528,7 +537,8 @@ def build_engine(onnx_path: str | pathlib.Path, output: str | pathlib.Path,
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EngineBuildError(f"{cache_dir}: cannot create the engine cache ({exc.strerror})") from None
+        raise EngineBuildError(
+            f"{cache_dir}: cannot create the engine cache ({exc.strerror})") from None
 
     gpu = gpu_facts(device)
     trt = import_tensorrt()
@@ -589,4 +599,5 @@ __all__ = ["PRECISIONS", "BuildPlan", "build_plan", "BuildFacts", "file_sha256",
            "discard_cached", "trtexec_command", "find_rgbd_pairs",
            "load_rgbd_frame", "calibration_batches", "check_calibration_frames",
            "calibration_sha256", "calibrator_class", "card_from_onnx", "write_engine",
-           "gpu_facts", "GpuFacts", "new_builder", "build_engine", "load_engine_model", "default_cache_dir", "onnx_route"]
+           "gpu_facts", "GpuFacts", "new_builder", "build_engine", "load_engine_model",
+           "default_cache_dir", "onnx_route"]

@@ -52,7 +52,8 @@ class ModelConfig:
     num_classes: int = 40
     decoder: str = "official"
     bn_threshold: float = 2e-2
-    normalization: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(OFFICIAL_NORMALIZATION))
+    normalization: dict[str, Any] = field(
+        default_factory=lambda: copy.deepcopy(OFFICIAL_NORMALIZATION))
 
     def __post_init__(self) -> None:
         if self.normalization is None:
@@ -96,7 +97,8 @@ class InputNormalizer(nn.Module):
         std = torch.tensor(rgb["std"], dtype=torch.float32)
         mean = torch.tensor(rgb["mean"], dtype=torch.float32)
         # (x * scale - mean) / std == x * a + b; not persistent: official state dicts lack them.
-        self.register_buffer("rgb_a", (float(rgb["scale"]) / std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("rgb_a", (float(rgb["scale"]) / std).view(1, 3, 1, 1),
+                             persistent=False)
         self.register_buffer("rgb_b", (-mean / std).view(1, 3, 1, 1), persistent=False)
         self.depth_mode = depth.get("mode", "linear")
         if self.depth_mode not in ("linear", "minmax"):
@@ -218,7 +220,8 @@ class FusionSegmenter(nn.Module):
 
     def scaling_factors(self) -> list[torch.Tensor]:
         """The exchange-BN scaling factors (gamma), per block and branch, in parameter order."""
-        return [blk.exchange_bn[m].weight for blk in self.blocks() for m in range(self.num_branches)]
+        return [blk.exchange_bn[m].weight
+                for blk in self.blocks() for m in range(self.num_branches)]
 
     def sparsity_penalty(self) -> torch.Tensor:
         """CEN's L1 term: sum of |gamma| over a disjoint portion of each branch's exchange BN.
@@ -234,7 +237,8 @@ class FusionSegmenter(nn.Module):
             for m in range(self.num_branches):
                 gamma = blk.exchange_bn[m].weight
                 c = gamma.numel()
-                total = total + gamma[m * c // self.num_branches:(m + 1) * c // self.num_branches].abs().sum()
+                own = gamma[m * c // self.num_branches:(m + 1) * c // self.num_branches]
+                total = total + own.abs().sum()
         return total
 
     def slim_fraction(self, threshold: float | None = None) -> float:
@@ -269,7 +273,8 @@ class LateFusionSegmenter(nn.Module):
         self.num_branches = len(self.modalities)
         self.normalizer = InputNormalizer(config.normalization)
         self.nets = nn.ModuleList(
-            FusionSegmenter(ModelConfig(**{**config.to_dict(), "arch": "single", "modalities": [m]}))
+            FusionSegmenter(
+                ModelConfig(**{**config.to_dict(), "arch": "single", "modalities": [m]}))
             for m in self.modalities)
 
     def forward(self, rgb: torch.Tensor, depth: torch.Tensor) -> list[torch.Tensor]:

@@ -110,7 +110,8 @@ class RefineNetDecoder(nn.Module):
                             SharedConv2d(width, width, k))
             self.add_module(f"mflow_conv_g{stage}_pool",
                             nn.Sequential(CRPBlock(width, width, 4, k)))
-            self.add_module(f"mflow_conv_g{stage}_b", nn.Sequential(RCUBlock(width, width, 3, 2, k)))
+            self.add_module(f"mflow_conv_g{stage}_b",
+                            nn.Sequential(RCUBlock(width, width, 3, 2, k)))
             if stage != REFINE_STAGES[-1]:
                 self.add_module(f"mflow_conv_g{stage}_b3_joint_varout_dimred",
                                 SharedConv2d(width, width, k))

@@ -140,6 +140,7 @@ def make_layer(block: type[_Block], inplanes: int, planes: int, num_blocks: int,
         else:
             block_fusion = fusion
         blocks.append(block(inplanes if i == 0 else planes * block.expansion, planes, num_branches,
-                            stride=stride if i == 0 else 1, downsample=downsample if i == 0 else None,
-                            fusion=block_fusion, bn_threshold=bn_threshold))
+                            stride=stride if i == 0 else 1,
+                            downsample=downsample if i == 0 else None, fusion=block_fusion,
+                            bn_threshold=bn_threshold))
     return nn.Sequential(*blocks)

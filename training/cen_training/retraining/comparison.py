@@ -135,7 +135,8 @@ def prediction_map(side_role: str, predictor: Predictor, map_path, classes: Clas
     if predictor.class_names != classes.names:
         raise ConfigError(
             f"{side_role.upper()} predicts other classes ({len(predictor.class_names)}: "
-            f"{', '.join(predictor.class_names[:5])}{' ...' if len(predictor.class_names) > 5 else ''})"
+            f"{', '.join(predictor.class_names[:5])}"
+            f"{' ...' if len(predictor.class_names) > 5 else ''})"
             f" than the data has ({classes.num_classes}: {', '.join(classes.names[:5])}"
             f"{' ...' if classes.num_classes > 5 else ''}); map its predictions with "
             f"--{side_role}-class-map")

@@ -284,7 +284,8 @@ def train_step(generator, discriminator, batch: dict, state: TranslateState,
 
 def bce(logits: torch.Tensor, value: float) -> torch.Tensor:
     """The official ``BCELoss(sigmoid(logits), value)``, mean over patches, from the logits."""
-    return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits.float(), value))
+    return F.binary_cross_entropy_with_logits(logits.float(),
+                                              torch.full_like(logits.float(), value))
 
 
 @torch.no_grad()
