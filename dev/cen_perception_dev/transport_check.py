@@ -229,19 +229,102 @@ def _qos(reliability: str):
     return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # rclpy's default
 
 
+def _play(publisher, cmd: dict) -> dict:
+    """Publish ``cmd["frames"]`` blank images at ``cmd["rate"]``, each stamped when sent."""
+    from rclpy.serialization import serialize_message
+
+    from cen_perception.image_codec import ENCODE_FORMATS, encode
+
+    dtype, channels = ENCODE_FORMATS[cmd["encoding"]]
+    shape = (cmd["height"], cmd["width"]) + ((channels,) if channels else ())
+    # Serialized once; each frame only gets a new stamp, as a C++ driver fills a
+    # message without converting it from Python.
+    data = bytearray(serialize_message(encode(np.zeros(shape, dtype), cmd["encoding"])))
+    period = 1.0 / cmd["rate"]
+    start = next_time = time.perf_counter()
+    for _ in range(cmd["frames"]):
+        while (wait := next_time - time.perf_counter()) > 0:
+            time.sleep(wait)
+        struct.pack_into(STAMP_FORMAT, data, STAMP_OFFSET, *divmod(time.time_ns(), NS_PER_S))
+        publisher.publish(bytes(data))
+        next_time += period
+    return {"published": cmd["frames"], "seconds": time.perf_counter() - start}
+
+
+class _WorkerSide:
+    """A worker's node and its one publisher (camera) or subscription (subscriber) at a time."""
+
+    def __init__(self, role: str, node) -> None:
+        self.role = role
+        self.node = node
+        self.endpoint = None
+        # Latency (ms) of each stamp's first arrival.
+        self.arrivals: dict[tuple[int, int], float] = {}
+
+    def on_image(self, serialized: bytes) -> None:
+        now_ns = time.time_ns()
+        sec, nanosec = struct.unpack_from(STAMP_FORMAT, serialized, STAMP_OFFSET)
+        self.arrivals.setdefault((sec, nanosec), (now_ns - sec * NS_PER_S - nanosec) / 1e6)
+
+    def open(self, topic: str, reliability: str) -> None:
+        from sensor_msgs.msg import Image
+
+        if self.role == "camera":
+            self.endpoint = self.node.create_publisher(Image, topic, _qos(reliability))
+        else:
+            self.arrivals.clear()
+            self.endpoint = self.node.create_subscription(Image, topic, self.on_image,
+                                                          _qos(reliability), raw=True)
+
+    def matched(self) -> int:
+        return (self.endpoint.get_subscription_count() if self.role == "camera"
+                else self.endpoint.get_publisher_count())
+
+    def close(self) -> list[float]:
+        latencies = list(self.arrivals.values())
+        if self.role == "camera":
+            self.node.destroy_publisher(self.endpoint)
+        else:
+            self.node.destroy_subscription(self.endpoint)
+        self.endpoint = None
+        self.arrivals.clear()
+        return latencies
+
+    def handle(self, cmd: dict) -> dict:
+        name = cmd["command"]
+        if name == "hello":
+            return {"pid": os.getpid()}
+        if name == "segments":
+            return {"segments": shm_segments()}
+        if name == "open":
+            self.open(cmd["topic"], cmd["reliability"])
+            return {}
+        if name == "matched":
+            return {"matched": self.matched()}
+        if name == "play":
+            return _play(self.endpoint, cmd)
+        if name == "received":
+            return {"received": len(self.arrivals)}
+        if name == "close":
+            return {"latencies_ms": self.close()}
+        return {"error": f"unknown command {name}"}
+
+
+def _reply(values: dict) -> None:
+    sys.stdout.write(PROTOCOL_PREFIX + json.dumps(values) + "\n")
+    sys.stdout.flush()
+
+
 def _worker(role: str) -> int:
     """The camera or subscriber process: one command per stdin line, one reply each."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.serialization import serialize_message
-    from sensor_msgs.msg import Image
-
-    from cen_perception.image_codec import ENCODE_FORMATS, encode
 
     rclpy.init()
     node = rclpy.create_node(f"transport_check_{role}_{os.getpid()}")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    side = _WorkerSide(role, node)
     commands: queue.Queue = queue.Queue()
 
     def read_commands():
@@ -250,66 +333,6 @@ def _worker(role: str) -> int:
         commands.put(None)
 
     threading.Thread(target=read_commands, daemon=True).start()
-    endpoint = None
-    arrivals: dict[tuple[int, int], float] = {}
-
-    def on_image(serialized: bytes):
-        now_ns = time.time_ns()
-        sec, nanosec = struct.unpack_from(STAMP_FORMAT, serialized, STAMP_OFFSET)
-        arrivals.setdefault((sec, nanosec), (now_ns - sec * NS_PER_S - nanosec) / 1e6)
-
-    def handle(cmd: dict) -> dict:
-        nonlocal endpoint
-        name = cmd["command"]
-        if name == "hello":
-            return {"pid": os.getpid()}
-        if name == "segments":
-            return {"segments": shm_segments()}
-        if name == "open":
-            if role == "camera":
-                endpoint = node.create_publisher(Image, cmd["topic"], _qos(cmd["reliability"]))
-            else:
-                arrivals.clear()
-                endpoint = node.create_subscription(Image, cmd["topic"], on_image,
-                                                    _qos(cmd["reliability"]), raw=True)
-            return {}
-        if name == "matched":
-            count = (endpoint.get_subscription_count() if role == "camera"
-                     else endpoint.get_publisher_count())
-            return {"matched": count}
-        if name == "play":
-            dtype, channels = ENCODE_FORMATS[cmd["encoding"]]
-            shape = (cmd["height"], cmd["width"]) + ((channels,) if channels else ())
-            # Serialized once; each frame only gets a new stamp, as a C++ driver fills a
-            # message without converting it from Python.
-            data = bytearray(serialize_message(encode(np.zeros(shape, dtype), cmd["encoding"])))
-            period = 1.0 / cmd["rate"]
-            start = next_time = time.perf_counter()
-            for _ in range(cmd["frames"]):
-                while (wait := next_time - time.perf_counter()) > 0:
-                    time.sleep(wait)
-                struct.pack_into(STAMP_FORMAT, data, STAMP_OFFSET,
-                                 *divmod(time.time_ns(), NS_PER_S))
-                endpoint.publish(bytes(data))
-                next_time += period
-            return {"published": cmd["frames"], "seconds": time.perf_counter() - start}
-        if name == "received":
-            return {"received": len(arrivals)}
-        if name == "close":
-            latencies = list(arrivals.values())
-            if role == "camera":
-                node.destroy_publisher(endpoint)
-            else:
-                node.destroy_subscription(endpoint)
-            endpoint = None
-            arrivals.clear()
-            return {"latencies_ms": latencies}
-        return {"error": f"unknown command {name}"}
-
-    def reply(values: dict) -> None:
-        sys.stdout.write(PROTOCOL_PREFIX + json.dumps(values) + "\n")
-        sys.stdout.flush()
-
     try:
         while True:
             try:
@@ -320,9 +343,9 @@ def _worker(role: str) -> int:
             if cmd is None:
                 break
             try:
-                reply(handle(cmd))
+                _reply(side.handle(cmd))
             except Exception as exc:  # reported to the driving process, which stops
-                reply({"error": f"{type(exc).__name__}: {exc}"})
+                _reply({"error": f"{type(exc).__name__}: {exc}"})
     finally:
         executor.shutdown()
         node.destroy_node()
