@@ -206,6 +206,15 @@ def check_engine_contract(model_or_path) -> list[str]:
     initializers = {t.name for t in model.graph.initializer}
     inputs = {v.name: _value_type(v) for v in model.graph.input if v.name not in initializers}
     outputs = {v.name: _value_type(v) for v in model.graph.output}
+    problems += _io_problems(inputs, outputs)
+    problems += _card_problems(model, inputs, outputs, io_ok=not problems)
+    return problems
+
+
+def _io_problems(inputs: dict[str, tuple[str, list]],
+                 outputs: dict[str, tuple[str, list]]) -> list[str]:
+    """How the graph's inputs and outputs (``{name: (dtype, dims)}``) break the contract."""
+    problems = []
     for where, values in (("input", inputs), ("output", outputs)):
         for name, (_, dims) in values.items():
             if not dims or any(not isinstance(d, int) for d in dims):
@@ -231,24 +240,28 @@ def check_engine_contract(model_or_path) -> list[str]:
         if layout and static and (len(dims) != rank or dims[0] != 1
                                   or (name == "rgb" and dims[-1] != 3)):
             problems.append(f"'{name}' has shape {dims}, the contract needs {layout}")
+    return problems
 
+
+def _card_problems(model: onnx.ModelProto, inputs: dict[str, tuple[str, list]],
+                   outputs: dict[str, tuple[str, list]], io_ok: bool) -> list[str]:
+    """How the model card in the metadata breaks the contract or disagrees with the graph's
+    I/O (compared only when ``io_ok``: the graph's I/O is well formed)."""
     metadata = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY not in metadata:
-        problems.append(f"no model card in metadata_props['{METADATA_KEY}']")
-        return problems
+        return [f"no model card in metadata_props['{METADATA_KEY}']"]
     try:
         card = ModelCard.from_metadata(metadata, source="ONNX metadata")
     except ModelCardError as exc:
-        problems.append(str(exc))
-        return problems
+        return [str(exc)]
     if "logits" in card.outputs and not any(n.startswith("logits") for n in outputs):
-        problems.append("the model card lists 'logits' but the graph has no logits output")
-    if not problems:  # the graph's I/O is well formed: compare it with what the card says
+        return ["the model card lists 'logits' but the graph has no logits output"]
+    if io_ok:
         try:
             card.check_io(_as_card_io(inputs), _as_card_io(outputs), source="ONNX model")
         except ModelCardError as exc:
-            problems.append(str(exc))
-    return problems
+            return [str(exc)]
+    return []
 
 
 def _as_card_io(values: dict[str, tuple[str, list]]) -> dict[str, tuple[tuple, str]]:
