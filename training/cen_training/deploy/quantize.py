@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import pathlib
 import tempfile
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -242,6 +242,35 @@ def convert_fp16(fp32_path: str | pathlib.Path, fp16_path: str | pathlib.Path) -
     return _finish(model, source, "fp16", fp16_path, for_tensorrt=True)
 
 
+def _quantize_settings(for_tensorrt: bool) -> tuple[dict, tuple[str, ...], Any]:
+    """``quantize_static``'s extra options, the op types to quantize and the activation type:
+    TensorRT's signed symmetric Q/DQ, or ONNX Runtime's uint8 activations."""
+    from onnxruntime.quantization import QuantType
+
+    options = {"WeightSymmetric": True, "CalibMovingAverage": False}
+    if for_tensorrt:
+        options.update({
+            "ActivationSymmetric": True,  # zero point 0: the only kind TensorRT takes
+            "QuantizeBias": False,  # TensorRT takes no int32 DequantizeLinear
+            # Outputs stay float: TensorRT fuses the quantize of the next convolution's or
+            # addition's input into the convolution (and addition, ReLU) before it.
+            "OpTypesToExcludeOutputQuantization": list(TENSORRT_QUANTIZED_OPS)})
+        return options, TENSORRT_QUANTIZED_OPS, QuantType.QInt8
+    options.update({"ActivationSymmetric": False, "CalibTensorRangeSymmetric": False})
+    return options, QUANTIZED_OPS, QuantType.QUInt8
+
+
+def _float_nodes(prepared: onnx.ModelProto, quantize_classifier: bool,
+                 quantize_stem: bool) -> list[str]:
+    """The nodes of the prepared model that stay in float."""
+    exclude = float_head(prepared) + float_tail(prepared)
+    if not quantize_classifier:
+        exclude += classifier_convs(prepared)
+    if not quantize_stem:
+        exclude += stem_convs(prepared)
+    return exclude
+
+
 def quantize_int8(fp32_path: str | pathlib.Path, int8_path: str | pathlib.Path,
                   frames: Sequence[Frame], precision: str = "int8", per_channel: bool = True,
                   calibration: str = "minmax", quantize_classifier: bool = True,
@@ -278,30 +307,13 @@ def quantize_int8(fp32_path: str | pathlib.Path, int8_path: str | pathlib.Path,
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[calibration]
     for_tensorrt = precision == "int8"
-    options = {"WeightSymmetric": True, "CalibMovingAverage": False}
-    if for_tensorrt:
-        options.update({
-            "ActivationSymmetric": True,  # zero point 0: the only kind TensorRT takes
-            "QuantizeBias": False,  # TensorRT takes no int32 DequantizeLinear
-            # Outputs stay float: TensorRT fuses the quantize of the next convolution's or
-            # addition's input into the convolution (and addition, ReLU) before it.
-            "OpTypesToExcludeOutputQuantization": list(TENSORRT_QUANTIZED_OPS)})
-        op_types, activation_type = TENSORRT_QUANTIZED_OPS, QuantType.QInt8
-    else:
-        options.update({"ActivationSymmetric": False, "CalibTensorRangeSymmetric": False})
-        op_types, activation_type = QUANTIZED_OPS, QuantType.QUInt8
+    options, op_types, activation_type = _quantize_settings(for_tensorrt)
     with tempfile.TemporaryDirectory(prefix="cen_quantize_") as tmp:
         # Shape inference and constant folding first, as ONNX Runtime recommends: quantization
         # needs every tensor's shape, and folded constants are not quantized twice.
         prepared = pathlib.Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
-        prepared_model = onnx.load(str(prepared))
-        exclude = float_head(prepared_model) + float_tail(prepared_model)
-        if not quantize_classifier:
-            exclude += classifier_convs(prepared_model)
-        if not quantize_stem:
-            exclude += stem_convs(prepared_model)
-        del prepared_model
+        exclude = _float_nodes(onnx.load(str(prepared)), quantize_classifier, quantize_stem)
         quantized = pathlib.Path(tmp) / "int8.onnx"
         quantize_static(
             str(prepared), str(quantized), _data_reader(frames, progress),
