@@ -259,6 +259,76 @@ def check_calibration_frames(pairs: Sequence[tuple[pathlib.Path, pathlib.Path]],
         load_rgbd_frame(rgb_path, depth_path, input_size)
 
 
+class CalibrationFeed:
+    """What an INT8 calibrator does, without TensorRT's base class: hands out one frame at a
+    time, reads and writes the calibration cache, and keeps the first error in ``error``
+    instead of raising it (see ``calibrator_class``)."""
+
+    def __init__(self, batches: Iterable[dict[str, np.ndarray]], count: int,
+                 cache_file: pathlib.Path,
+                 upload: Callable[[dict[str, np.ndarray], list[str]], list[int]],
+                 progress: bool = True) -> None:
+        from tqdm import tqdm
+
+        self.error: Optional[BaseException] = None
+        self.delivered = 0
+        self.count = int(count)
+        self.cache_file = pathlib.Path(cache_file)
+        self._batches = iter(batches)
+        self._upload = upload
+        self._progress = tqdm(total=count, desc="INT8 calibration", unit="frame",
+                              disable=not progress, leave=False)
+
+    def next_pointers(self, names) -> Optional[list[int]]:
+        """The next frame's device addresses in ``names``' order; None when there are no more
+        frames or an error was kept."""
+        if self.error is not None:
+            return None
+        try:
+            batch = next(self._batches, None)
+            if batch is None:
+                self._progress.close()
+                return None
+            missing = [name for name in names if name not in batch]
+            if missing:
+                raise EngineBuildError(f"calibration frame {self.delivered + 1} has no input "
+                                       f"{', '.join(map(repr, missing))}")
+            pointers = [int(p) for p in self._upload(batch, list(names))]
+            self.delivered += 1
+            self._progress.update(1)
+            return pointers
+        except BaseException as exc:
+            self.error = exc
+            self._progress.close()
+            return None
+
+    def read_cache(self) -> Optional[bytes]:
+        try:
+            return self.cache_file.read_bytes() if self.cache_file.is_file() else None
+        except BaseException as exc:
+            self.error = self.error or exc
+            return None
+
+    def write_cache(self, cache) -> None:
+        if self.error is not None or self.delivered < self.count:
+            return  # a failed or shortened calibration must not be reused
+        try:
+            atomic_write(self.cache_file, lambda tmp: tmp.write_bytes(bytes(cache)))
+        except BaseException as exc:
+            self.error = exc
+
+    def raise_if_failed(self) -> None:
+        """Raise the first error a callback kept, as a ``EngineBuildError`` naming the frame."""
+        if self.error is None:
+            return
+        error = self.error
+        message = str(error) if isinstance(error, (TrainingError, EngineError)) else (
+            f"{type(error).__name__}: {error}")
+        raise EngineBuildError(
+            f"INT8 calibration failed after {self.delivered} of {self.count} "
+            f"frames: {message}") from error
+
+
 def calibrator_class(base: type) -> type:
     """An INT8 calibrator class on ``base`` (``tensorrt.IInt8EntropyCalibrator2``).
 
@@ -269,9 +339,10 @@ def calibrator_class(base: type) -> type:
 
     TensorRT calls these methods from C++; where one raises, TensorRT's Python binding prints
     the error and carries on as if calibration had ended, so a bad frame would silently shorten
-    calibration. Each method here therefore keeps the first error in ``error``, after which
-    ``get_batch`` reports no more frames and no cache is written (nor one that saw fewer than
-    ``count`` frames); ``raise_if_failed()`` raises it once the build returns.
+    calibration. Each method here therefore keeps the first error in its ``CalibrationFeed``
+    (``feed.error``), after which ``get_batch`` reports no more frames and no cache is written
+    (nor one that saw fewer than ``count`` frames); ``raise_if_failed()`` raises it once the
+    build returns.
     """
 
     class EntropyCalibrator(base):
@@ -280,66 +351,22 @@ def calibrator_class(base: type) -> type:
                      upload: Callable[[dict[str, np.ndarray], list[str]], list[int]],
                      progress: bool = True) -> None:
             base.__init__(self)
-            from tqdm import tqdm
-
-            self.error: Optional[BaseException] = None
-            self.delivered = 0
-            self.count = int(count)
-            self.cache_file = pathlib.Path(cache_file)
-            self._batches = iter(batches)
-            self._upload = upload
-            self._progress = tqdm(total=count, desc="INT8 calibration", unit="frame",
-                                  disable=not progress, leave=False)
+            self.feed = CalibrationFeed(batches, count, cache_file, upload, progress)
 
         def get_batch_size(self) -> int:
             return 1
 
         def get_batch(self, names, *args):
-            if self.error is not None:
-                return None
-            try:
-                batch = next(self._batches, None)
-                if batch is None:
-                    self._progress.close()
-                    return None
-                missing = [name for name in names if name not in batch]
-                if missing:
-                    raise EngineBuildError(f"calibration frame {self.delivered + 1} has no input "
-                                   f"{', '.join(map(repr, missing))}")
-                pointers = [int(p) for p in self._upload(batch, list(names))]
-                self.delivered += 1
-                self._progress.update(1)
-                return pointers
-            except BaseException as exc:
-                self.error = exc
-                self._progress.close()
-                return None
+            return self.feed.next_pointers(names)
 
         def read_calibration_cache(self, *args):
-            try:
-                return self.cache_file.read_bytes() if self.cache_file.is_file() else None
-            except BaseException as exc:
-                self.error = self.error or exc
-                return None
+            return self.feed.read_cache()
 
         def write_calibration_cache(self, cache, *args) -> None:
-            if self.error is not None or self.delivered < self.count:
-                return  # a failed or shortened calibration must not be reused
-            try:
-                atomic_write(self.cache_file, lambda tmp: tmp.write_bytes(bytes(cache)))
-            except BaseException as exc:
-                self.error = exc
+            self.feed.write_cache(cache)
 
         def raise_if_failed(self) -> None:
-            """Raise the first error a callback kept, as a ``EngineBuildError`` naming the frame."""
-            if self.error is None:
-                return
-            error = self.error
-            message = str(error) if isinstance(error, (TrainingError, EngineError)) else (
-                f"{type(error).__name__}: {error}")
-            raise EngineBuildError(
-                f"INT8 calibration failed after {self.delivered} of {self.count} "
-                f"frames: {message}") from error
+            self.feed.raise_if_failed()
 
     return EntropyCalibrator
 
@@ -598,6 +625,6 @@ def _build_into_cache(trt, onnx_path: pathlib.Path, facts: BuildFacts, plan: Bui
 __all__ = ["PRECISIONS", "BuildPlan", "build_plan", "BuildFacts", "file_sha256", "cached_paths",
            "discard_cached", "trtexec_command", "find_rgbd_pairs",
            "load_rgbd_frame", "calibration_batches", "check_calibration_frames",
-           "calibration_sha256", "calibrator_class", "card_from_onnx", "write_engine",
-           "gpu_facts", "GpuFacts", "new_builder", "build_engine", "load_engine_model",
-           "default_cache_dir", "onnx_route"]
+           "calibration_sha256", "CalibrationFeed", "calibrator_class", "card_from_onnx",
+           "write_engine", "gpu_facts", "GpuFacts", "new_builder", "build_engine",
+           "load_engine_model", "default_cache_dir", "onnx_route"]
