@@ -153,22 +153,18 @@ def run_node(args, out: pathlib.Path, model: pathlib.Path, bag: pathlib.Path) ->
             "pairs": pairs, "node_exit": node.returncode}
 
 
-def summarise(out: pathlib.Path, model: pathlib.Path, result: dict) -> dict:
-    from cen_perception.engines.onnxruntime import OnnxRuntimeEngine
+def _by_stamp(messages: dict, name: str) -> dict:
+    return {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in messages.get(name, [])}
+
+
+def frame_pictures(out: pathlib.Path, card, labels_msgs: dict, colour: dict, depth: dict,
+                   truth: dict) -> np.ndarray:
+    """overlays/ (every frame's labels over its colour image) and contact_sheet.png (a few
+    frames: rgb, depth, overlay, truth); the confusion matrix of the labels against the truth."""
     from cen_perception.image_codec import decode_color, decode_depth
     from cen_perception.visualize import colorize, colorize_depth, contact_sheet, overlay
-    from cen_training.segmentation.metrics import confusion_matrix, scores
+    from cen_training.segmentation.metrics import confusion_matrix
 
-    card = OnnxRuntimeEngine(model).card
-    messages = result["messages"]
-
-    def by_stamp(name):
-        return {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in messages.get(name, [])}
-
-    labels_msgs = by_stamp("labels")
-    colour = by_stamp("/camera/color/image_raw")
-    depth = by_stamp("/camera/depth/image_raw")
-    truth = by_stamp("/camera/labels/ground_truth")
     overlays_dir = out / "overlays"
     shutil.rmtree(overlays_dir, ignore_errors=True)
     overlays_dir.mkdir(parents=True)
@@ -194,6 +190,37 @@ def summarise(out: pathlib.Path, model: pathlib.Path, result: dict) -> dict:
         sheet = contact_sheet(rows, columns=4, titles=["rgb", "depth", "CEN overlay", "truth"]
                               * (len(rows) // 4))
         cv2.imwrite(str(out / "contact_sheet.png"), sheet[..., ::-1])
+    return matrix
+
+
+def summary_lines(summary: dict, metrics: dict) -> list[str]:
+    """summary.md: what ran, its latency table and, with ground truth, its scores."""
+    lines = ["# cen_perception demo", "",
+             f"Node (`cen_segmentation_node`, {summary['backend']}, engine input "
+             f"{summary['input_size']}) over a {summary['frames_played']}-frame synthetic RGB-D "
+             f"bag played at 10 Hz: {summary['pairs']} RGB-D pairs, "
+             f"{summary['labels_received']} label images back "
+             f"({summary['pairs_dropped']} pairs skipped while the model was busy).", "",
+             "| stage | median ms | p95 ms | max ms |", "|---|---|---|---|"]
+    for stage, values in summary["latency_ms"].items():
+        lines.append(f"| {stage} | {values['median']} | {values['p95']} | {values['max']} |")
+    if metrics:
+        lines += ["", f"Labels against the sequence's ground truth: mIoU "
+                      f"{metrics['miou']:.1f}%, pixel accuracy {metrics['pixel_acc']:.1f}%."]
+    return lines
+
+
+def summarise(out: pathlib.Path, model: pathlib.Path, result: dict) -> dict:
+    from cen_perception.engines.onnxruntime import OnnxRuntimeEngine
+    from cen_training.segmentation.metrics import scores
+
+    card = OnnxRuntimeEngine(model).card
+    messages = result["messages"]
+    labels_msgs = _by_stamp(messages, "labels")
+    colour = _by_stamp(messages, "/camera/color/image_raw")
+    matrix = frame_pictures(out, card, labels_msgs, colour,
+                            _by_stamp(messages, "/camera/depth/image_raw"),
+                            _by_stamp(messages, "/camera/labels/ground_truth"))
     cloud_picture(out, messages.get("points", []), colour, card.palette)
     diag = result["diagnostics"]
     metrics = scores(matrix, card.class_names) if matrix.sum() else {}
@@ -216,18 +243,7 @@ def summarise(out: pathlib.Path, model: pathlib.Path, result: dict) -> dict:
         "diagnostics": diag,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    lines = ["# cen_perception demo", "",
-             f"Node (`cen_segmentation_node`, {summary['backend']}, engine input "
-             f"{summary['input_size']}) over a {result['pairs']}-frame synthetic RGB-D bag "
-             f"played at 10 Hz: {summary['pairs']} RGB-D pairs, "
-             f"{len(labels_msgs)} label images back "
-             f"({summary['pairs_dropped']} pairs skipped while the model was busy).", "",
-             "| stage | median ms | p95 ms | max ms |", "|---|---|---|---|"]
-    for stage, values in summary["latency_ms"].items():
-        lines.append(f"| {stage} | {values['median']} | {values['p95']} | {values['max']} |")
-    if metrics:
-        lines += ["", f"Labels against the sequence's ground truth: mIoU "
-                      f"{metrics['miou']:.1f}%, pixel accuracy {metrics['pixel_acc']:.1f}%."]
+    lines = summary_lines(summary, metrics)
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return summary
