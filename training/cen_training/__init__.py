@@ -12,5 +12,7 @@ the only place errors become exit codes.
 __version__ = "0.1.0"
 
 # The command layer's error, importable from here as it always was; it lives with the others.
-from .errors import CliError, TrainingError  # noqa: F401 - re-exported
+from .errors import CliError, TrainingError
+
+__all__ = ["CliError", "TrainingError", "__version__"]
 

@@ -5,6 +5,10 @@ line and an exit status. Each message is written for a person: what is wrong and
 ``TrainingError`` is the root: every error the package raises on purpose derives from it.
 """
 
+# Exit statuses and the one-line form of an exception: the same for every console script of
+# the repository (cen_perception.errors).
+from cen_perception.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, one_line
+
 
 class TrainingError(Exception):
     """Base of every error this package raises on purpose."""
@@ -35,10 +39,6 @@ class ExportError(TrainingError):
 class EngineBuildError(TrainingError):
     """A TensorRT engine that cannot be built here (environment, options or graph)."""
 
-
-# Exit statuses and the one-line form of an exception: the same for every console script of
-# the repository (cen_perception.errors).
-from cen_perception.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, one_line  # noqa: E402 (shared)
 
 __all__ = ["TrainingError", "CliError", "ConfigError", "DatasetError", "CheckpointError",
            "ExportError", "EngineBuildError", "EXIT_OK", "EXIT_REFUSED", "EXIT_ERROR",
