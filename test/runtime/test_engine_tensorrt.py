@@ -300,7 +300,7 @@ def _tensorrt_missing() -> str | None:
     if not gpu_here():
         return "needs an NVIDIA GPU (none usable here)"
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt  # noqa: F401 - imported only to see whether it is installed
     except ImportError:
         return "needs TensorRT (not installed here)"
     return None

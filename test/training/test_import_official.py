@@ -175,8 +175,11 @@ class RefNet(nn.Module):
         l2 = self.layer2(l1)
         l3 = self.layer3(l2)
         l4 = self.layer4(l3)
-        up = lambda xs, ref: [F.interpolate(a, size=ref[0].shape[2:], mode="bilinear",  # noqa: E731
-                                            align_corners=True) for a in xs]
+
+        def up(xs, ref):
+            return [F.interpolate(a, size=ref[0].shape[2:], mode="bilinear", align_corners=True)
+                    for a in xs]
+
         x4 = self.relu(self.adapt_stage1_b(self.p_ims1d2_outl1_dimred(l4)))
         x4 = self.mflow_conv_g1_b(self.mflow_conv_g1_pool(x4))
         prev = up(self.mflow_conv_g1_b3_joint_varout_dimred(x4), l3)
