@@ -7,9 +7,10 @@ the colour image (as the node already requires). The cloud is organized (rows x 
 image, every ``stride``-th pixel in both directions) with NaN coordinates where depth is
 invalid or beyond ``max_range``, as ``depth_image_proc`` writes its clouds.
 
-Point layout (``sensor_msgs/PointCloud2`` fields, little-endian like every ROS 2 platform): ``x y z`` float32 at 0, 4, 8;
-``rgb`` float32 at 12 holding the bytes 0x00RRGGBB (the packing RViz's RGB8 colour transformer
-reads); ``label`` uint8 at 16 (255 = unlabeled); with confidence, ``confidence`` float32 at 20.
+Point layout (``sensor_msgs/PointCloud2`` fields, little-endian like every ROS 2 platform):
+``x y z`` float32 at 0, 4, 8; ``rgb`` float32 at 12 holding the bytes 0x00RRGGBB (the packing
+RViz's RGB8 colour transformer reads); ``label`` uint8 at 16 (255 = unlabeled); with
+confidence, ``confidence`` float32 at 20.
 The point step is 20 bytes without confidence (3 padding bytes after the label), 24 with.
 """
 from __future__ import annotations

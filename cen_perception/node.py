@@ -29,29 +29,15 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo
 
-from . import diagnostics
+from . import diagnostics, parameters, pipeline
 from .camera_inputs import CameraInputs
 from .cloud import CloudBuilder
 from .engine_slot import EngineSlot, LoadedEngine, StartupError, load_engine
 from .errors import EXIT_ERROR, EXIT_OK
 from .input_health import CameraInfoWatch, DepthWatch
 from .outputs import render_frame
-from .parameters import (
-    CLASS_NAMES,
-    CLASS_NAMES_DESCRIPTION,
-    PARAMETERS,
-    declare_all,
-    live_change_problem,
-    startup_problem,
-)
-from .pipeline import (
-    BadMessage,
-    DecodedPair,
-    DecodeOptions,
-    FramePipeline,
-    PipelineReport,
-    keep_freed_memory_for_reuse,
-)
+from .parameters import CLASS_NAMES, PARAMETERS
+from .pipeline import BadMessage, DecodedPair, FramePipeline
 from .publishers import Publishers
 from .sync import RgbdSync
 
@@ -62,7 +48,7 @@ LOG_PERIOD_S = 5.0
 STOP_TIMEOUT_S = 10.0          # deactivate waits this long for the frame in hand
 
 
-class SegmentationWork(PipelineReport):
+class SegmentationWork(pipeline.PipelineReport):
     """The node's work, mixed into an rclpy ``Node`` or ``LifecycleNode``.
 
     ``_setup`` at construction (parameters, diagnostics), then ``_configure`` (check
@@ -72,7 +58,7 @@ class SegmentationWork(PipelineReport):
 
     def _setup(self) -> None:
         self.state, self.configure_error, self.engine_refused = "unconfigured", "", ""
-        self.params, self._declare_error = declare_all(self)
+        self.params, self._declare_error = parameters.declare_all(self)
         self._own_updates: dict[str, Any] = {}
         self._group = MutuallyExclusiveCallbackGroup()
         wakeup = self.create_guard_condition(self._on_engine_outcomes, self._group)
@@ -93,7 +79,7 @@ class SegmentationWork(PipelineReport):
         try:
             if not self.has_parameter(name):
                 self.declare_parameter(name, value, ParameterDescriptor(
-                    description=CLASS_NAMES_DESCRIPTION))
+                    description=parameters.CLASS_NAMES_DESCRIPTION))
             else:
                 self.set_parameters([Parameter(name, value=value)])
         finally:
@@ -101,17 +87,17 @@ class SegmentationWork(PipelineReport):
         if name in PARAMETERS:
             self.params[name] = value
 
-    def _on_set_parameters(self, parameters) -> SetParametersResult:
-        for parameter in parameters:
+    def _on_set_parameters(self, changes) -> SetParametersResult:
+        for parameter in changes:
             name, value = parameter.name, parameter.value
             if name in self._own_updates and self._own_updates[name] == value:
                 continue
             loaded = self.engines.in_service
-            problem = live_change_problem(name, value, loaded is None or
+            problem = parameters.live_change_problem(name, value, loaded is None or
                                           loaded.engine.has_confidence)
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
-        for parameter in parameters:
+        for parameter in changes:
             if parameter.name not in self._own_updates:
                 self._apply(parameter.name, parameter.value)
         return SetParametersResult(successful=True)
@@ -156,7 +142,7 @@ class SegmentationWork(PipelineReport):
 
     # -- states ----------------------------------------------------------------------------
     def _configure(self) -> None:
-        problem = self._declare_error or startup_problem(self.params)
+        problem = self._declare_error or parameters.startup_problem(self.params)
         if problem:
             raise StartupError(problem)
         loaded = self.engines.open_now(self.params["engine_path"])
@@ -175,7 +161,7 @@ class SegmentationWork(PipelineReport):
         self._camera_info_sub = self.create_subscription(
             CameraInfo, CAMERA_INFO_TOPIC, self.camera_info.received, qos_profile_sensor_data,
             callback_group=self._group)
-        options = DecodeOptions(p["depth_scale"] or None, p["max_image_pixels"])
+        options = pipeline.DecodeOptions(p["depth_scale"] or None, p["max_image_pixels"])
         self.pipeline = FramePipeline(RgbdSync(p["sync_slop"], p["sync_queue_size"]), options,
                                       p["depth_timeout"], self._process, self, self._between_frames)
         self.inputs = CameraInputs(self, {s: p[f"{s}_transport"] for s in ("rgb", "depth")},
@@ -256,7 +242,8 @@ class SegmentationWork(PipelineReport):
             self.last_bad_message = problem
         try:
             frame = render_frame(decoded, loaded, wanted, self.params["overlay_alpha"],
-                                 intrinsics, self.cloud_builder, self.params["display_width"])
+                                 intrinsics, self.cloud_builder, self.params["display_width"],
+                                 self.pipeline.inference_done)
         finally:
             loaded.release()
         if frame.depth_resized and not self._warned_depth_size:
@@ -390,7 +377,7 @@ def _spin(node) -> int:
 
 
 def main(args: Optional[list[str]] = None) -> int:
-    keep_freed_memory_for_reuse()
+    pipeline.keep_freed_memory_for_reuse()
     rclpy.init(args=args)
     try:
         node = SegmentationNode()
@@ -403,7 +390,7 @@ def main(args: Optional[list[str]] = None) -> int:
 
 def main_managed(args: Optional[list[str]] = None) -> int:
     """``cen_segmentation_managed_node``: starts unconfigured and waits for transitions."""
-    keep_freed_memory_for_reuse()
+    pipeline.keep_freed_memory_for_reuse()
     rclpy.init(args=args)
     return _spin(ManagedSegmentationNode())
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -59,13 +59,15 @@ def draw(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, wanted: set[s
 
 def render_frame(decoded: DecodedPair, loaded: LoadedEngine, wanted: set[str],
                  overlay_alpha: float, intrinsics: Optional[Intrinsics],
-                 cloud_builder: CloudBuilder, display_width: int = 0) -> RenderedFrame:
+                 cloud_builder: CloudBuilder, display_width: int = 0,
+                 inferred: Callable[[], None] = lambda: None) -> RenderedFrame:
     """Segment ``decoded`` and draw the ``wanted`` outputs; ``intrinsics`` (for the camera
     info's size) is needed for the cloud, which is left out without it. Labels, confidence
     and the cloud keep the camera's size; colour and overlay are ``display_width`` wide."""
     want_cloud = "points" in wanted and intrinsics is not None
     result = loaded.segmenter.run(decoded.rgb, decoded.depth,
                                   with_confidence="confidence" in wanted or want_cloud)
+    inferred()  # the rest is drawing: the next pair may be decoded meanwhile
     frame = RenderedFrame({"labels": (result.labels, "mono8")}, shape=result.labels.shape,
                           depth_resized=result.depth_resized, timings=dict(result.timings))
     if "confidence" in wanted and result.confidence is not None:

@@ -2,7 +2,7 @@
 
     camera callbacks --push()--> RgbdSync --newest pair--> [raw]  (undecoded messages)
       decode thread: takes the newest raw pair when the worker is about to be free for it
-      (its frame's expected end minus a decode), decodes it
+      (its frame is past inference, or inference would rarely last longer), decodes it
       --> [ready] --> worker thread: segment, render the outputs, hand them to ``publish``
 
 Callbacks do only cheap work (a stamp, a counter), so the camera's DDS history never
@@ -88,14 +88,23 @@ class Counters:
 
 
 class RunningMean:
-    """An exponential moving average: recent frames count most, one outlier little."""
+    """An exponential moving average of a duration and of its spread (mean absolute
+    deviation): recent frames count most, one outlier little."""
 
     def __init__(self, weight: float = 0.2) -> None:
-        self.value, self._weight, self._empty = 0.0, weight, True
+        self.value, self.spread, self._weight, self._empty = 0.0, 0.0, weight, True
 
     def add(self, sample: float) -> None:
-        self.value = sample if self._empty else self.value + self._weight * (sample - self.value)
-        self._empty = False
+        if self._empty:
+            self.value, self._empty = sample, False
+            return
+        self.spread += self._weight * (abs(sample - self.value) - self.spread)
+        self.value += self._weight * (sample - self.value)
+
+    @property
+    def high(self) -> float:
+        """A duration rarely exceeded (about the 95th percentile for a normal spread)."""
+        return self.value + 2.5 * self.spread
 
 
 class Stage:
@@ -244,7 +253,8 @@ class FramePipeline:
         self._last = (time.monotonic(), self.counters.snapshot())   # for rates
         # When the worker started its frame, and how long frames and decodes take (s).
         self._busy_since: Optional[float] = None
-        self._frame_s, self._decode_s = RunningMean(), RunningMean()
+        self._infer_s, self._decode_s = RunningMean(), RunningMean()
+        self._inferred = threading.Event()   # the worker's frame is past inference
         self.stages = [Stage("decode", self.raw, self._decode, self._decode_failed,
                              gate=self._decode_due),
                        Stage("segmentation_worker", self.ready, self._work, self._frame_failed,
@@ -298,18 +308,25 @@ class FramePipeline:
 
     # -- decode thread ----------------------------------------------------------------------
     def _decode_due(self, timeout: float) -> bool:
-        """Time to take the newest pair: the worker has taken the last one and will be free
-        about when this decode ends. Decoding as late as that hands the worker the newest pair
-        the camera has sent instead of one that waited a whole inference."""
+        """Time to take the newest pair: the worker has taken the last one and its frame is
+        past inference (drawing and publishing left), or its inference would rarely still run
+        once this decode ends. Decoding that late hands the worker the newest pair the camera
+        has sent instead of one that waited a whole inference."""
         if not self.ready.wait_empty(timeout):
             return False
         busy_since = self._busy_since
-        if busy_since is None:
+        if busy_since is None or self._inferred.is_set():
             return True
-        delay = busy_since + self._frame_s.value - self._decode_s.value - time.perf_counter()
+        delay = busy_since + self._infer_s.high - self._decode_s.value - time.perf_counter()
         if delay > 0:
-            time.sleep(min(delay, timeout))
-        return delay <= timeout
+            self._inferred.wait(min(delay, timeout))
+        return self._inferred.is_set() or delay <= timeout
+
+    def inference_done(self) -> None:
+        """Called by ``process`` when its frame's inference has ended."""
+        if self._busy_since is not None:
+            self._infer_s.add(time.perf_counter() - self._busy_since)
+        self._inferred.set()
 
     def _decode(self, pair: Pair) -> None:
         start = time.perf_counter()
@@ -335,12 +352,13 @@ class FramePipeline:
 
     # -- worker thread ----------------------------------------------------------------------
     def _work(self, decoded: DecodedPair) -> None:
-        self._busy_since = start = time.perf_counter()
+        self._inferred.clear()
+        self._busy_since = time.perf_counter()
         try:
             self._process(decoded)
         finally:
-            self._frame_s.add(time.perf_counter() - start)
             self._busy_since = None
+            self._inferred.set()
 
     def _frame_failed(self, decoded: DecodedPair, exc: BaseException) -> None:
         self.counters.add("processing_errors")
