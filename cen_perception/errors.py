@@ -7,6 +7,9 @@ node, the bag commands, the developer tools, ``cen-train``) ends with the same s
 """
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 
 class CenPerceptionError(Exception):
     """Base of every error this package raises on purpose; its message is one line."""
@@ -31,5 +34,17 @@ def one_line(exc: BaseException, with_type: bool = False) -> str:
     return name
 
 
+def run_command(prog: str, work: Callable[[], int]) -> int:
+    """A console script's work: its exit status, or one line on stderr and ``EXIT_ERROR`` for
+    an error of this package, ``EXIT_INTERRUPTED`` for Ctrl-C."""
+    try:
+        return work()
+    except CenPerceptionError as exc:
+        print(f"{prog}: {one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
 __all__ = ["CenPerceptionError", "EXIT_OK", "EXIT_REFUSED", "EXIT_ERROR", "EXIT_INTERRUPTED",
-           "one_line"]
+           "one_line", "run_command"]

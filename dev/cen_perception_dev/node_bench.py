@@ -33,7 +33,7 @@ from typing import Optional
 
 import numpy as np
 
-from cen_perception.errors import EXIT_ERROR, EXIT_INTERRUPTED
+from cen_perception.errors import run_command
 from cen_perception.image_codec import encode, encode_compressed_color, encode_compressed_depth
 from cen_perception.input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
 
@@ -317,13 +317,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if unknown or "labels" not in args.outputs.split(","):
         parser.error("--outputs must include labels and name only labels, color, overlay, "
                      "confidence, points")
-    try:
-        return run(args)
-    except DevToolError as exc:
-        print(f"cen-perception-bench: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    return run_command("cen-perception-bench", lambda: run(args))
 
 
 if __name__ == "__main__":

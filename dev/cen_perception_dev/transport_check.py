@@ -39,7 +39,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from cen_perception.errors import EXIT_ERROR, EXIT_INTERRUPTED
+from cen_perception.errors import run_command
 from cen_perception.input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
 from cen_perception.sync import NS_PER_S
 
@@ -604,13 +604,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _worker(args.worker)
     if args.seconds <= 0 or args.min_frames < 1:
         parser.error("--seconds must be positive and --min-frames at least 1")
-    try:
-        return run(args)
-    except DevToolError as exc:
-        print(f"cen-perception-transport-check: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    return run_command("cen-perception-transport-check", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -8,12 +8,13 @@ import time
 
 import numpy as np
 import pytest
-from hostile_messages import good_messages, hostile_compressed, hostile_raw, rvl_words
 from sensor_msgs.msg import CompressedImage, Image
 
 from cen_perception.image_codec import encode, encode_compressed_color, encode_compressed_depth
 from cen_perception_dev.node_bench import rss_mb
 from cen_perception_dev.rig import values_of
+
+from hostile_messages import good_messages, hostile_compressed, hostile_raw, rvl_words
 
 H, W = 24, 32          # the size of hostile_messages' sources
 HOSTILE = 1000

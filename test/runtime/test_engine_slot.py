@@ -6,6 +6,8 @@ import pytest
 
 from cen_perception.engine_slot import EngineSlot, StartupError, load_engine
 
+from polling import wait_for
+
 
 @pytest.fixture
 def engines(toy_onnx_factory):
@@ -29,15 +31,6 @@ class Opener:
         loaded = load_engine(path, "auto", 1, 0.0, False)
         self.opened.append(loaded)
         return loaded
-
-
-def wait_for(condition, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def make_slot(opener):

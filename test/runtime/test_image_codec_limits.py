@@ -7,18 +7,6 @@ import tracemalloc
 import cv2
 import numpy as np
 import pytest
-from hostile_messages import (
-    compressed_msg,
-    good_messages,
-    hostile_compressed,
-    hostile_raw,
-    jpeg_frame_offset,
-    jpeg_with_size,
-    png_with_size,
-    raw_msg,
-    rvl_words,
-    smooth_rgb,
-)
 
 from cen_perception.image_codec import (
     MAX_IMAGE_PIXELS,
@@ -32,6 +20,19 @@ from cen_perception.image_codec import (
     encode,
     encode_compressed_color,
     encode_compressed_depth,
+)
+
+from hostile_messages import (
+    compressed_msg,
+    good_messages,
+    hostile_compressed,
+    hostile_raw,
+    jpeg_frame_offset,
+    jpeg_with_size,
+    png_with_size,
+    raw_msg,
+    rvl_words,
+    smooth_rgb,
 )
 
 RVL_46000 = "16UC1; compressedDepth rvl"

@@ -9,6 +9,8 @@ from cen_perception.image_codec import encode, encode_compressed_color
 from cen_perception.pipeline import BadMessage, DecodeOptions, FramePipeline, PipelineReport, Stage
 from cen_perception.sync import Mailbox, RgbdSync
 
+from polling import wait_for
+
 H, W = 24, 32
 
 
@@ -58,15 +60,6 @@ def push_pair(pipeline, ns, **kwargs):
     now = time.perf_counter()
     pipeline.push("rgb", rgb, now)
     pipeline.push("depth", depth, now)
-
-
-def wait_for(condition, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def test_newest_pair_wins_and_dropped_pairs_are_never_decoded(pipeline_factory):
