@@ -177,6 +177,16 @@ class EngineSlot:
         if current:
             self._notify()
 
+    def cancel(self) -> None:
+        """Forget a requested change; the engine in service stays. A load still running
+        closes its engine when it ends; one ready to swap in is retired."""
+        with self._lock:
+            self._requested += 1
+            self._loading = ""
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.retire()
+
     def outcomes(self) -> list[Outcome]:
         """Outcomes of requests since the last call, oldest first."""
         with self._lock:

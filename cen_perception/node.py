@@ -1,14 +1,12 @@
 """The ROS 2 node ``cen_segmentation``: RGB-D images in, segmentation images out.
 
 ``cen_segmentation_node`` starts at once; ``cen_segmentation_managed_node`` is the same work as
-a ``rclpy.lifecycle`` node (configure opens the engine, activate subscribes and publishes,
-deactivate stops all work, cleanup closes the engine). A thin shell around plain Python:
-``camera_inputs`` subscribes, ``pipeline`` pairs undecoded messages and decodes and segments
-only the newest pair on its own threads, ``outputs`` draws what someone subscribes to,
-``publishers`` sends it, ``engine_slot`` opens a new ``engine_path`` in the background and
-``diagnostics`` words ``/diagnostics``. Every callback, timer and service runs on one executor
-thread and never waits for inference, so transitions never interleave with camera callbacks.
-Topics and parameters: docs/DESIGN.md and config/segmentation.yaml.
+a ``rclpy.lifecycle`` node. A thin shell around plain Python: ``camera_inputs`` subscribes,
+``pipeline`` pairs undecoded messages, then decodes and segments only the newest pair on its
+own threads, ``outputs`` draws what is subscribed, ``publishers`` sends it, ``engine_slot``
+opens a new ``engine_path`` in the background, ``diagnostics`` words ``/diagnostics``. Every
+callback, timer and service runs on one executor thread and never waits for inference.
+Topics and parameters: docs/node.md and config/segmentation.yaml.
 """
 from __future__ import annotations
 
@@ -93,8 +91,8 @@ class SegmentationWork(pipeline.PipelineReport):
             if name in self._own_updates and self._own_updates[name] == value:
                 continue
             loaded = self.engines.in_service
-            problem = parameters.live_change_problem(name, value, loaded is None or
-                                          loaded.engine.has_confidence)
+            has_confidence = loaded is None or loaded.engine.has_confidence
+            problem = parameters.live_change_problem(name, value, has_confidence)
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
         for parameter in changes:
@@ -109,8 +107,11 @@ class SegmentationWork(pipeline.PipelineReport):
         loaded = self.engines.in_service
         if name == "min_confidence" and loaded is not None:
             loaded.segmenter.min_confidence = value
-        if name == "engine_path" and loaded is not None and value != loaded.path:
-            self.engines.request(value)  # opens in the background; see _on_engine_outcomes
+        if name == "engine_path" and loaded is not None:
+            if value != loaded.path:
+                self.engines.request(value)  # opens in the background; _on_engine_outcomes
+            else:
+                self.engines.cancel()  # back to the engine in service: forget a change
 
     # -- engines ---------------------------------------------------------------------------
     def _open_engine(self, path: str) -> LoadedEngine:

@@ -1,4 +1,5 @@
 """The repository's lint rules (ruff.toml) hold, and every ``# noqa`` says why it is there."""
+import ast
 import importlib.util
 import pathlib
 import re
@@ -64,3 +65,26 @@ def test_the_noqa_check_reads_codes_and_reasons():
     assert reason("# noqa: BLE001") == ""
     assert reason("# noqa") == ""
     assert reason("#noqa:E402") == ""
+
+
+# The code outside the tests reads in functions of a screen, and the node stays a thin shell.
+LONGEST_FUNCTION = 60
+NODE_LINES = 400
+
+
+def test_no_function_is_longer_than_a_screen():
+    long = []
+    for path in python_files():
+        if path.relative_to(REPO).parts[0] == "test":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > LONGEST_FUNCTION:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}: {lines}")
+    assert not long, f"functions over {LONGEST_FUNCTION} lines:\n" + "\n".join(long)
+
+
+def test_the_node_is_a_thin_shell():
+    lines = len((REPO / "cen_perception" / "node.py").read_text().splitlines())
+    assert lines <= NODE_LINES, f"cen_perception/node.py has {lines} lines"

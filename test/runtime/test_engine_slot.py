@@ -103,3 +103,17 @@ def test_configure_with_a_missing_engine_says_why(tmp_path):
     with pytest.raises(StartupError, match="engine file not found"):
         slot.open_now(str(tmp_path / "none.onnx"))
     assert slot.in_service is None
+
+
+def test_a_change_taken_back_leaves_the_engine_in_service(engines):
+    opener = Opener()
+    slot, woken = make_slot(opener)
+    first = slot.open_now(engines["a"])
+    gate = opener.hold(engines["b"])
+    slot.request(engines["b"])
+    slot.cancel()                                       # engine_path set back to the first
+    gate.set()
+    assert wait_for(lambda: len(opener.opened) == 2)
+    assert wait_for(lambda: opener.opened[1].engine.closed)
+    assert not woken.is_set() and not slot.outcomes() and slot.loading == ""
+    assert slot.swap() is None and slot.in_service is first and not first.engine.closed
