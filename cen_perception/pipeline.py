@@ -251,7 +251,7 @@ class FramePipeline:
         self.ready: Mailbox[DecodedPair] = Mailbox()
         self._process = process
         self._last = (time.monotonic(), self.counters.snapshot())   # for rates
-        # When the worker started its frame, and how long frames and decodes take (s).
+        # When the worker started its frame, and how long inferences and decodes take (s).
         self._busy_since: Optional[float] = None
         self._infer_s, self._decode_s = RunningMean(), RunningMean()
         self._inferred = threading.Event()   # the worker's frame is past inference
@@ -260,7 +260,7 @@ class FramePipeline:
                        Stage("segmentation_worker", self.ready, self._work, self._frame_failed,
                              between=between_frames)]
 
-    # -- camera side (callback threads) ---------------------------------------------------
+    # -- camera side (the executor thread) ------------------------------------------------
     def push(self, stream: str, msg: Any, received: float) -> None:
         """A camera message arrived (``received`` = perf_counter at its callback's start).
 
