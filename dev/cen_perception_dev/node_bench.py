@@ -9,10 +9,11 @@ the node then started with ``rgb_transport:=compressed depth_transport:=compress
 Each message is serialized once and only its stamp changes between frames, as a C++ driver
 would send it, so the camera's own Python costs stay out of the figures. It prints:
 
-* per-stage latency inside the node (codec, wait for the busy worker, resize, infer,
-  visualize, publish, end to end, and overhead = end to end minus inference minus wait, the
-  node's own work), as the node reports it on /diagnostics over
-  its last 1000 frames (the five warm-up frames, the first inference among them, included);
+* per-stage latency inside the node (callback, per camera message; decode, in the decode
+  thread; wait for the busy worker, decoding taken out; resize, infer, visualize, cloud,
+  publish, end to end, and overhead = end to end minus inference minus wait, the node's own
+  work, decoding included), as the node reports it on /diagnostics over its last 1000 frames
+  (the five warm-up frames, the first inference among them, included);
 * camera-to-labels latency seen by a subscriber (publish to arrival, both in this process);
 * camera frames delivered to the node (its ``rgb_received`` / ``depth_received`` counters
   against the frames published), input and output rates, pairs dropped because the model was
