@@ -23,15 +23,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .image_codec import (
-    ImageCodecError,
-    claimed_size,
-    decode_color,
-    decode_compressed_color,
-    decode_compressed_depth,
-    decode_depth,
-    is_compressed,
-)
+from .image_codec import ImageCodecError, claimed_size, decode_color_message, decode_depth_message
 from .input_health import DepthWatch
 from .sync import Mailbox, Pair, RgbdSync, stamp_to_ns
 
@@ -198,28 +190,22 @@ def decode_pair(pair: Pair, options: DecodeOptions, no_depth: Callable[[tuple], 
     start = time.perf_counter()
     rgb_frame, depth_frame = pair.rgb, pair.depth
     try:
-        msg = rgb_frame.msg
-        rgb = (decode_compressed_color(msg, max_pixels=options.max_pixels) if is_compressed(msg)
-               else decode_color(msg, contiguous=True, max_pixels=options.max_pixels))
+        rgb = decode_color_message(rgb_frame.msg, contiguous=True,
+                                   max_pixels=options.max_pixels)
     except ImageCodecError as exc:
         raise BadMessage("rgb", str(exc)) from None
     if depth_frame is None:   # colour only: depth invalid everywhere
         depth = no_depth(rgb.shape[:2])
     else:
-        depth = decode_depth_frame(depth_frame.msg, options, rgb.shape[1], rgb.shape[0])
+        try:
+            depth = decode_depth_message(depth_frame.msg, options.depth_scale,
+                                         max_pixels=options.max_pixels,
+                                         max_size=(rgb.shape[1], rgb.shape[0]))
+        except ImageCodecError as exc:
+            raise BadMessage("depth", str(exc)) from None
     completed = max(rgb_frame.received, depth_frame.received if depth_frame else 0.0)
     return DecodedPair(rgb_frame.msg.header, rgb, depth, completed,
                        (time.perf_counter() - start) * 1e3, pair.rgb_stamp_ns)
-
-
-def decode_depth_frame(msg: Any, options: DecodeOptions, width: int, height: int) -> np.ndarray:
-    limits = dict(max_pixels=options.max_pixels, max_size=(width, height))
-    try:
-        if is_compressed(msg):
-            return decode_compressed_depth(msg, options.depth_scale, **limits)
-        return decode_depth(msg, options.depth_scale, **limits)
-    except ImageCodecError as exc:
-        raise BadMessage("depth", str(exc)) from None
 
 
 class BadMessage(ImageCodecError):
