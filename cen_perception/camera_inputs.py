@@ -20,7 +20,7 @@ from rclpy.qos import (
 )
 from sensor_msgs.msg import CompressedImage, Image
 
-from .diagnostics import InputSnapshot
+from .diagnostics import LOG_PERIOD_S, InputSnapshot
 from .input_health import BEST_EFFORT, RELIABLE, StreamWatch, choose_reliability
 
 INPUT_TOPICS = {"rgb": "rgb/image", "depth": "depth/image"}
@@ -28,7 +28,6 @@ INPUT_TOPICS = {"rgb": "rgb/image", "depth": "depth/image"}
 TRANSPORTS = {"raw": ("", Image), "compressed": ("/compressed", CompressedImage),
               "compressedDepth": ("/compressedDepth", CompressedImage)}
 RELIABLE_INPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-LOG_PERIOD_S = 5.0
 
 
 @dataclass

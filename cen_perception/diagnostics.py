@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 OK, WARN, ERROR = 0, 1, 2
+LOG_PERIOD_S = 5.0   # a repeated problem is logged at most this often
 
 
 @dataclass
@@ -173,8 +174,6 @@ class ProblemLog:
     """Logs problems as an operator wants them: each input problem once when it starts, bad
     messages throttled (the first unforeseen one with its traceback)."""
 
-    PERIOD_S = 5.0
-
     def __init__(self, logger) -> None:
         self._logger = logger
         self._active: set[str] = set()
@@ -194,8 +193,8 @@ class ProblemLog:
             self._logger.error(f"dropped a bad {stream} message: {reason}\n{trace}")
             return
         self._logger.warning(f"dropped a bad {stream} message ({count} so far): {reason}",
-                             throttle_duration_sec=self.PERIOD_S)
+                             throttle_duration_sec=LOG_PERIOD_S)
 
     def frame_failed(self, stamp_ns: int, exc: BaseException) -> None:
         self._logger.error(f"frame {stamp_ns} failed: {type(exc).__name__}: {exc}",
-                           throttle_duration_sec=self.PERIOD_S)
+                           throttle_duration_sec=LOG_PERIOD_S)

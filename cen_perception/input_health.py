@@ -21,6 +21,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .cloud import Intrinsics
+
 RELIABLE, BEST_EFFORT = "reliable", "best_effort"
 PROFILE_FILE = pathlib.Path(__file__).with_name("fastdds_large_images.xml")
 PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
@@ -161,8 +163,6 @@ class CameraInfoWatch:
 
     def intrinsics(self):
         """(``cloud.Intrinsics`` or None, why it is None) of the newest camera info."""
-        from .cloud import Intrinsics
-
         msg = self.msg
         if msg is None:
             return None, ""

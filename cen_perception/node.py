@@ -42,7 +42,6 @@ from .sync import RgbdSync
 NODE_NAME = "cen_segmentation"
 CAMERA_INFO_TOPIC = "rgb/camera_info"
 INPUT_REFRESH_PERIOD_S = 0.5   # qos: auto looks at the camera publishers this often
-LOG_PERIOD_S = 5.0
 STOP_TIMEOUT_S = 10.0          # deactivate waits this long for the frame in hand
 
 
@@ -364,7 +363,7 @@ def _spin(node) -> int:
                 break  # SIGINT / SIGTERM: a normal way to stop
             except Exception:
                 node.get_logger().error(f"a callback failed:\n{traceback.format_exc()}",
-                                        throttle_duration_sec=LOG_PERIOD_S)
+                                        throttle_duration_sec=diagnostics.LOG_PERIOD_S)
         # Ctrl-C in a terminal reaches the node twice (from the terminal and from ros2
         # launch): the second must not cut the clean-up short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -18,8 +18,6 @@ from .engine_slot import LoadedEngine
 from .pipeline import DecodedPair
 from .visualize import colorize, overlay
 
-IMAGE_KINDS = {"labels": "mono8", "confidence": "32FC1", "color": "rgb8", "overlay": "rgb8"}
-
 
 @dataclass
 class RenderedFrame:
