@@ -37,6 +37,7 @@ import numpy as np
 from cen_perception.errors import run_command
 from cen_perception.image_codec import encode, encode_compressed_color, encode_compressed_depth
 from cen_perception.input_health import BEST_EFFORT, PROFILE_FILE, PROFILE_VARIABLES, RELIABLE
+from cen_perception.pipeline import STAGES
 
 from .errors import DevToolError
 from .rig import Camera, NodeProcess, Rig, RigError, serialized
@@ -234,8 +235,7 @@ def print_tables(args: argparse.Namespace, measured: Measured) -> None:
     width, height = args.size
     before, diag, latencies = measured.before, measured.after, measured.latencies_ms
     rows = []
-    for stage in ("callback", "decode", "wait", "resize", "infer", "visualize", "cloud", "publish",
-                  "end_to_end", "overhead"):
+    for stage in STAGES:  # as the node reports them on /diagnostics
         if f"{stage}_ms_median" in diag:
             rows.append([f"node {stage}"]
                         + [diag[f"{stage}_ms_{s}"] for s in ("median", "p95", "max")])
