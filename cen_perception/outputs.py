@@ -66,7 +66,8 @@ def render_frame(decoded: DecodedPair, loaded: LoadedEngine, wanted: set[str],
     result = loaded.segmenter.run(decoded.rgb, decoded.depth,
                                   with_confidence="confidence" in wanted or want_cloud)
     inferred()  # the rest is drawing: the next pair may be decoded meanwhile
-    frame = RenderedFrame({"labels": (result.labels, "mono8")}, shape=result.labels.shape,
+    labels = {"labels": (result.labels, "mono8")} if "labels" in wanted else {}
+    frame = RenderedFrame(labels, shape=result.labels.shape,
                           depth_resized=result.depth_resized, timings=dict(result.timings))
     if "confidence" in wanted and result.confidence is not None:
         frame.images["confidence"] = (result.confidence, "32FC1")

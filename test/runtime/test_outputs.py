@@ -36,3 +36,19 @@ def test_camera_size_pictures_when_the_display_is_as_wide():
     rgb = np.zeros((48, 64, 3), np.uint8)
     pictures = draw(rgb, labels, LUT, {"color"}, 0.5, 0)
     assert set(pictures) == {"color"} and pictures["color"][0].shape == (48, 64, 3)
+
+
+def test_only_the_wanted_outputs_are_rendered(toy_onnx_factory):
+    from cen_perception.cloud import CloudBuilder
+    from cen_perception.engine_slot import load_engine
+    from cen_perception.outputs import render_frame
+    from cen_perception.pipeline import DecodedPair
+
+    loaded = load_engine(str(toy_onnx_factory(24, 32)), "auto", 1, 0.0, False)
+    decoded = DecodedPair(None, np.zeros((48, 64, 3), np.uint8),
+                          np.full((48, 64), 1.5, np.float32), 0.0, 0.0, 0)
+    frame = render_frame(decoded, loaded, {"overlay"}, 0.5, None, CloudBuilder())
+    assert set(frame.images) == {"overlay"} and frame.cloud is None
+    frame = render_frame(decoded, loaded, {"labels", "points"}, 0.5, None, CloudBuilder())
+    assert set(frame.images) == {"labels"} and frame.cloud is None   # no camera info: no cloud
+    assert np.all(frame.images["labels"][0] == 1) and frame.shape == (48, 64)
