@@ -36,6 +36,9 @@ registered to). Any failure on damaged bytes is an ``ImageCodecError``.
 
 ``decode_color_message`` / ``decode_depth_message`` pick the raw or the compressed decoder by
 the message having a ``format`` field (CompressedImage) or an ``encoding`` field (Image).
+``color_image_from_message`` / ``depth_image_from_message`` decode as far as the camera's own
+layout (channel order, stored depth unit) and leave the conversion for after a resize (see
+``camera_images``).
 An encoding or format the codec does not handle raises ``UnsupportedImageError``; a message
 that is damaged raises ``ImageCodecError`` (its base class), so callers can tell a wrong topic
 from one bad message.
@@ -46,6 +49,7 @@ from __future__ import annotations
 
 import array
 import dataclasses
+import functools
 import struct
 import sys
 import zlib
@@ -54,6 +58,7 @@ from typing import Any, Iterator, Optional
 import cv2
 import numpy as np
 
+from .camera_images import ColorImage, DepthImage
 from .errors import CenPerceptionError
 
 # encoding -> (channels, channel order reversed relative to RGB)
@@ -156,23 +161,25 @@ def decode_color(msg: Any, contiguous: bool = False, *,
     Runtime calls on such an array avoid a slow element-wise copy of a strided view each.
     An image of more than ``max_pixels`` pixels is refused.
     """
+    if contiguous:
+        return _raw_color_image(msg, max_pixels).rgb()
+    pixels = _raw_color_image(msg, max_pixels).pixels
+    if pixels.ndim == 2:
+        return np.broadcast_to(pixels[:, :, None], pixels.shape + (3,))
+    return pixels[:, :, 2::-1] if COLOR_ENCODINGS[msg.encoding][1] else pixels[:, :, :3]
+
+
+def _raw_color_image(msg: Any, max_pixels: int) -> ColorImage:
+    """An Image's pixels as a view of its buffer (step padding cut), size checked."""
     encoding = msg.encoding
     if encoding not in COLOR_ENCODINGS:
         raise UnsupportedImageError(
             f"unsupported colour encoding '{encoding}' "
             f"(expected one of {', '.join(COLOR_ENCODINGS)})")
-    channels, reversed_order = COLOR_ENCODINGS[encoding]
+    channels = COLOR_ENCODINGS[encoding][0]
     rows = _rows(msg, channels, max_pixels)
-    height, width = rows.shape[0], int(msg.width)
-    if contiguous:
-        pixels = rows.reshape(height, width, channels)
-        if encoding == "rgb8":
-            return np.ascontiguousarray(pixels)
-        return cv2.cvtColor(pixels[:, :, 0] if channels == 1 else pixels, _TO_RGB[encoding])
-    if channels == 1:
-        return np.broadcast_to(rows[:, :, None], (height, width, 3))
-    pixels = rows.reshape(height, width, channels)
-    return pixels[:, :, 2::-1] if reversed_order else pixels[:, :, :3]
+    shape = (rows.shape[0], int(msg.width)) + ((channels,) if channels > 1 else ())
+    return ColorImage(rows.reshape(shape), _TO_RGB.get(encoding))
 
 
 def decode_depth(msg: Any, scale: Optional[float] = None, *, max_pixels: int = MAX_IMAGE_PIXELS,
@@ -184,6 +191,13 @@ def decode_depth(msg: Any, scale: Optional[float] = None, *, max_pixels: int = M
     negative, and 65535 in 16UC1 (the "no reading" value of many sensors). An image of more
     than ``max_pixels`` pixels, or wider or taller than ``max_size`` (width, height), is refused.
     """
+    return _raw_depth_image(msg, scale, max_pixels, max_size).metres()
+
+
+def _raw_depth_image(msg: Any, scale: Optional[float], max_pixels: int,
+                     max_size: Optional[tuple[int, int]]) -> DepthImage:
+    """An Image's depth values as a view of its buffer (a copy when not in this machine's
+    byte order), size checked, with their conversion to metres."""
     encoding = msg.encoding
     if encoding not in DEPTH_ENCODINGS:
         raise UnsupportedImageError(
@@ -192,13 +206,18 @@ def decode_depth(msg: Any, scale: Optional[float] = None, *, max_pixels: int = M
     kind, default_scale = DEPTH_ENCODINGS[encoding]
     scale = _check_scale(scale, default_scale)
     dtype = np.dtype((">" if msg.is_bigendian else "<") + kind)
-    rows = _rows(msg, dtype.itemsize, max_pixels, max_size)
-    raw = rows.view(dtype)
+    stored = _rows(msg, dtype.itemsize, max_pixels, max_size).view(dtype)
+    if not dtype.isnative:
+        stored = stored.astype(dtype.newbyteorder("="))
     if encoding == "16UC1":
-        return _depth_from_u16(raw, scale)
+        return DepthImage(stored, functools.partial(_depth_from_u16, scale=scale))
+    return DepthImage(stored, functools.partial(_depth_from_f32, scale=scale))
+
+
+def _depth_from_f32(stored: np.ndarray, scale: float) -> np.ndarray:
     # fmax returns a new array (the message buffer stays untouched) and turns NaN, -inf and
     # negative values into 0 in one pass; only +inf is left to clear.
-    depth = np.fmax(raw, np.float32(0.0), dtype=np.float32)
+    depth = np.fmax(stored, np.float32(0.0), dtype=np.float32)
     if scale != 1.0:
         depth = _scaled(depth, scale)
     depth[depth == np.inf] = 0.0
@@ -459,6 +478,11 @@ def decode_compressed_color(msg: Any, contiguous: bool = True, *,
     ``decode_color``. An image of more than ``max_pixels`` pixels is refused from its header.
     """
     del contiguous  # a decoded image is always a fresh contiguous array
+    return _compressed_color_image(msg, max_pixels).rgb()
+
+
+def _compressed_color_image(msg: Any, max_pixels: int) -> ColorImage:
+    """A CompressedImage decoded into OpenCV's channel order, its header checked first."""
     fmt = parse_compressed_format(msg.format)
     what = f"compressed image '{msg.format}'"
     if fmt.depth_header or fmt.encoding in DEPTH_ENCODINGS:
@@ -481,13 +505,14 @@ def decode_compressed_color(msg: Any, contiguous: bool = True, *,
         raise UnsupportedImageError(f"{what} holds a {image.dtype.name} image; colour must be "
                                     "8-bit")
     channels = 1 if image.ndim == 2 else image.shape[2]
-    if channels == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)
-    if channels == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    if channels == 1:
-        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
-    raise UnsupportedImageError(f"{what} has {channels} channels (expected 1, 3 or 4)")
+    if channels not in _DECODED_TO_RGB:
+        raise UnsupportedImageError(f"{what} has {channels} channels (expected 1, 3 or 4)")
+    return ColorImage(image.reshape(image.shape[:2]) if channels == 1 else image,
+                      _DECODED_TO_RGB[channels])
+
+
+# OpenCV decodes to grey, BGR or BGRA.
+_DECODED_TO_RGB = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}
 
 
 def decode_compressed_depth(msg: Any, scale: Optional[float] = None, *,
@@ -502,6 +527,12 @@ def decode_compressed_depth(msg: Any, scale: Optional[float] = None, *,
     An image of more than ``max_pixels`` pixels, or wider or taller than ``max_size`` (width,
     height), is refused from its header.
     """
+    return _compressed_depth_image(msg, scale, max_pixels, max_size).metres()
+
+
+def _compressed_depth_image(msg: Any, scale: Optional[float], max_pixels: int,
+                            max_size: Optional[tuple[int, int]]) -> DepthImage:
+    """A compressed depth image decoded to its stored values, its headers checked first."""
     fmt = parse_compressed_format(msg.format)
     what = f"compressed depth '{msg.format}'"
     if fmt.encoding not in DEPTH_ENCODINGS:
@@ -525,10 +556,17 @@ def decode_compressed_depth(msg: Any, scale: Optional[float] = None, *,
     else:
         stored = _depth_png_decode(buf, what, max_pixels, max_size)
     if fmt.encoding == "16UC1":
-        return _depth_from_u16(stored, scale)
-    # 32FC1: quantized inverse depth, decoded in float32 as the plugin does.
+        return DepthImage(stored, functools.partial(_depth_from_u16, scale=scale))
+    return DepthImage(stored, functools.partial(_depth_from_inverse, quant=(quant_a, quant_b),
+                                                scale=scale))
+
+
+def _depth_from_inverse(stored: np.ndarray, quant: tuple[float, float], scale: float
+                        ) -> np.ndarray:
+    """compressedDepth's 32FC1: quantized inverse depth, decoded in float32 as the plugin
+    does."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        depth = np.float32(quant_a) / (stored.astype(np.float32) - np.float32(quant_b))
+        depth = np.float32(quant[0]) / (stored.astype(np.float32) - np.float32(quant[1]))
     depth[(stored == 0) | ~np.isfinite(depth) | (depth <= 0)] = 0.0
     return depth if scale == 1.0 else _scaled(depth, scale)
 
@@ -627,6 +665,24 @@ def _png_ihdr_size(buf: np.ndarray, what: str) -> tuple[int, int]:
         raise ImageCodecError(f"{what} does not decode (PNG without its IHDR header)")
     width, height = PNG_IHDR.unpack_from(buf, start + 8)[:2]
     return width, height
+
+
+def color_image_from_message(msg: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> ColorImage:
+    """An Image's or CompressedImage's colour pixels, not yet converted to RGB (see
+    ``camera_images``): a raw image stays a view of its buffer."""
+    if is_compressed(msg):
+        return _compressed_color_image(msg, max_pixels)
+    return _raw_color_image(msg, max_pixels)
+
+
+def depth_image_from_message(msg: Any, scale: Optional[float] = None, *,
+                             max_pixels: int = MAX_IMAGE_PIXELS,
+                             max_size: Optional[tuple[int, int]] = None) -> DepthImage:
+    """An Image's or CompressedImage's depth values, not yet converted to metres (see
+    ``camera_images``); arguments as in ``decode_depth``."""
+    if is_compressed(msg):
+        return _compressed_depth_image(msg, scale, max_pixels, max_size)
+    return _raw_depth_image(msg, scale, max_pixels, max_size)
 
 
 def decode_color_message(msg: Any, contiguous: bool = False, *,
@@ -893,7 +949,8 @@ def encode_compressed_depth(depth: np.ndarray, encoding: str = "16UC1",
 
 
 __all__ = ["ImageCodecError", "UnsupportedImageError", "decode_color", "decode_depth", "encode",
-           "CompressedFormat", "parse_compressed_format", "is_compressed", "compressed_kind",
+           "color_image_from_message", "depth_image_from_message", "CompressedFormat",
+           "parse_compressed_format", "is_compressed", "compressed_kind",
            "decode_compressed_color", "decode_compressed_depth", "decode_color_message",
            "decode_depth_message", "encode_compressed_color", "encode_compressed_depth",
            "COLOR_ENCODINGS", "DEPTH_ENCODINGS", "ENCODE_FORMATS", "MAX_IMAGE_PIXELS"]

@@ -249,8 +249,8 @@ class SegmentationWork(pipeline.PipelineReport):
         if frame.depth_resized and not self._warned_depth_size:
             self._warned_depth_size = True
             self.get_logger().warning(
-                f"depth images are {decoded.depth.shape[1]}x{decoded.depth.shape[0]}, RGB "
-                f"images {decoded.rgb.shape[1]}x{decoded.rgb.shape[0]}: resizing depth "
+                f"depth images are {decoded.depth.size_hw[1]}x{decoded.depth.size_hw[0]}, RGB "
+                f"images {decoded.color.size_hw[1]}x{decoded.color.size_hw[0]}: resizing depth "
                 "(nearest); register depth to the colour camera for exact results")
         start = time.perf_counter()
         self.outputs.publish(frame, decoded.header, wanted, self.camera_info.msg)

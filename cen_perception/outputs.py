@@ -13,6 +13,7 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
+from .camera_images import ColorImage
 from .cloud import CloudBuilder, Intrinsics
 from .engine_slot import LoadedEngine
 from .pipeline import DecodedPair
@@ -38,20 +39,19 @@ def display_size(camera_hw: tuple[int, int], display_width: int) -> tuple[int, i
     return max(1, round(h * display_width / w)), display_width
 
 
-def draw(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, wanted: set[str],
+def draw(image: ColorImage, labels: np.ndarray, palette: np.ndarray, wanted: set[str],
          alpha: float, display_width: int) -> dict[str, tuple[np.ndarray, str]]:
     """Colour and overlay pictures (as ``wanted``) at the display size: labels shrunk by
-    nearest neighbour (the ids stay ids), the colour image bilinearly (area averaging costs
+    nearest neighbour (the ids stay ids), the camera image bilinearly (area averaging costs
     six times as much at 1920x1080)."""
     size_hw = display_size(labels.shape, display_width)
     if size_hw != labels.shape:
         labels = cv2.resize(labels, size_hw[::-1], interpolation=cv2.INTER_NEAREST)
-        if "overlay" in wanted:
-            rgb = cv2.resize(rgb, size_hw[::-1], interpolation=cv2.INTER_LINEAR)
     color = colorize(labels, palette)
     pictures = {"color": (color, "rgb8")} if "color" in wanted else {}
     if "overlay" in wanted:
-        pictures["overlay"] = (overlay(rgb, labels, palette, alpha, color=color), "rgb8")
+        pictures["overlay"] = (overlay(image.rgb(size_hw), labels, palette, alpha, color=color),
+                               "rgb8")
     return pictures
 
 
@@ -63,8 +63,8 @@ def render_frame(decoded: DecodedPair, loaded: LoadedEngine, wanted: set[str],
     info's size) is needed for the cloud, which is left out without it. Labels, confidence
     and the cloud keep the camera's size; colour and overlay are ``display_width`` wide."""
     want_cloud = "points" in wanted and intrinsics is not None
-    result = loaded.segmenter.run(decoded.rgb, decoded.depth,
-                                  with_confidence="confidence" in wanted or want_cloud)
+    result = loaded.segmenter.run_images(decoded.color, decoded.depth,
+                                         with_confidence="confidence" in wanted or want_cloud)
     inferred()  # the rest is drawing: the next pair may be decoded meanwhile
     labels = {"labels": (result.labels, "mono8")} if "labels" in wanted else {}
     frame = RenderedFrame(labels, shape=result.labels.shape,
@@ -73,13 +73,13 @@ def render_frame(decoded: DecodedPair, loaded: LoadedEngine, wanted: set[str],
         frame.images["confidence"] = (result.confidence, "32FC1")
     start = time.perf_counter()
     if wanted & {"color", "overlay"}:
-        frame.images.update(draw(decoded.rgb, result.labels, loaded.palette_lut, wanted,
+        frame.images.update(draw(decoded.color, result.labels, loaded.palette_lut, wanted,
                                  overlay_alpha, display_width))
     frame.timings["visualize"] = (time.perf_counter() - start) * 1e3
     if want_cloud:
         start = time.perf_counter()
         h, w = result.labels.shape
-        frame.cloud = cloud_builder.build(result.depth, decoded.rgb, result.labels,
+        frame.cloud = cloud_builder.build(result.depth, decoded.color.rgb(), result.labels,
                                           intrinsics.scaled_to(w, h), result.confidence)
         frame.with_confidence = result.confidence is not None
         frame.timings["cloud"] = (time.perf_counter() - start) * 1e3

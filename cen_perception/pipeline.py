@@ -23,7 +23,13 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .image_codec import ImageCodecError, claimed_size, decode_color_message, decode_depth_message
+from .camera_images import ColorImage, DepthImage
+from .image_codec import (
+    ImageCodecError,
+    claimed_size,
+    color_image_from_message,
+    depth_image_from_message,
+)
 from .input_health import DepthWatch
 from .sync import Mailbox, Pair, RgbdSync, stamp_to_ns
 
@@ -165,11 +171,12 @@ class Frame:
 
 @dataclass
 class DecodedPair:
-    """A pair ready for the worker: RGB uint8 ``[H, W, 3]``, depth float32 metres."""
+    """A pair ready for the worker, each image decoded as far as the camera's own layout
+    (converted to RGB and metres only at the sizes they are used: see ``camera_images``)."""
 
     header: Any        # the RGB image's header: every output carries it
-    rgb: np.ndarray
-    depth: np.ndarray
+    color: ColorImage
+    depth: DepthImage
     completed: float   # perf_counter when the pair was complete (its later message arrived)
     decode_ms: float
     rgb_stamp_ns: int
@@ -181,7 +188,7 @@ class DecodeOptions:
     max_pixels: int
 
 
-def decode_pair(pair: Pair, options: DecodeOptions, no_depth: Callable[[tuple], np.ndarray]
+def decode_pair(pair: Pair, options: DecodeOptions, no_depth: Callable[[tuple], DepthImage]
                 ) -> DecodedPair:
     """Decode a synchronized pair; depth must not be larger than its colour image.
 
@@ -190,21 +197,20 @@ def decode_pair(pair: Pair, options: DecodeOptions, no_depth: Callable[[tuple], 
     start = time.perf_counter()
     rgb_frame, depth_frame = pair.rgb, pair.depth
     try:
-        rgb = decode_color_message(rgb_frame.msg, contiguous=True,
-                                   max_pixels=options.max_pixels)
+        color = color_image_from_message(rgb_frame.msg, max_pixels=options.max_pixels)
     except ImageCodecError as exc:
         raise BadMessage("rgb", str(exc)) from None
     if depth_frame is None:   # colour only: depth invalid everywhere
-        depth = no_depth(rgb.shape[:2])
+        depth = no_depth(color.size_hw)
     else:
         try:
-            depth = decode_depth_message(depth_frame.msg, options.depth_scale,
-                                         max_pixels=options.max_pixels,
-                                         max_size=(rgb.shape[1], rgb.shape[0]))
+            depth = depth_image_from_message(depth_frame.msg, options.depth_scale,
+                                             max_pixels=options.max_pixels,
+                                             max_size=color.size_hw[::-1])
         except ImageCodecError as exc:
             raise BadMessage("depth", str(exc)) from None
     completed = max(rgb_frame.received, depth_frame.received if depth_frame else 0.0)
-    return DecodedPair(rgb_frame.msg.header, rgb, depth, completed,
+    return DecodedPair(rgb_frame.msg.header, color, depth, completed,
                        (time.perf_counter() - start) * 1e3, pair.rgb_stamp_ns)
 
 
@@ -230,9 +236,9 @@ class FramePipeline:
         self.sync, self.options, self.depth_timeout = sync, options, depth_timeout
         self.counters, self.latency, self.report = Counters(), LatencyWindow(), report
         self.last_stamps: dict[str, Optional[int]] = {"rgb": None, "depth": None}
-        self.latest_depth: Optional[np.ndarray] = None
+        self.latest_depth: Optional[DepthImage] = None
         self._color_without_depth_since: Optional[float] = None
-        self._no_depth: dict[tuple, np.ndarray] = {}
+        self._no_depth: dict[tuple, DepthImage] = {}
         self.raw: Mailbox[Pair] = Mailbox()
         self.ready: Mailbox[DecodedPair] = Mailbox()
         self._process = process
@@ -323,9 +329,9 @@ class FramePipeline:
             self.latest_depth = decoded.depth
         self.ready.put(decoded)
 
-    def _invalid_depth(self, shape: tuple) -> np.ndarray:
+    def _invalid_depth(self, shape: tuple) -> DepthImage:
         if shape not in self._no_depth:
-            self._no_depth = {shape: np.zeros(shape, np.float32)}
+            self._no_depth = {shape: DepthImage.from_metres(np.zeros(shape, np.float32))}
         return self._no_depth[shape]
 
     def _decode_failed(self, pair: Pair, exc: BaseException) -> None:
@@ -393,7 +399,7 @@ class FramePipeline:
         """Feed the newest decoded depth (if any came since the last call) to ``watch``."""
         depth, self.latest_depth = self.latest_depth, None
         if depth is not None:
-            watch.add(depth)
+            watch.add(depth.metres())
 
 
 class PipelineReport:

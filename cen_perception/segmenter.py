@@ -1,9 +1,10 @@
 """The per-frame work of the node, without ROS: camera frames in, labels at camera size out.
 
-``Segmenter(engine).run(rgb, depth)``:
+``Segmenter(engine).run(rgb, depth)`` (``run_images`` takes the camera's images unconverted):
 1. depth of another size than the RGB image is resized to it (nearest; flagged in the result);
 2. both are resized to the engine's input size (RGB bilinear, depth nearest so that no depth
-   is invented across object edges or next to invalid pixels);
+   is invented across object edges or next to invalid pixels), then converted to RGB and
+   metres (the same pixels as converting first, at the cost of the small image);
 3. ``engine.infer``;
 4. where ``confidence < min_confidence`` the label becomes 255 (unlabeled), at the engine's
    resolution;
@@ -11,6 +12,7 @@
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -18,6 +20,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from .camera_images import ColorImage, DepthImage, resize
 from .engines import Engine
 from .visualize import UNLABELED
 
@@ -28,13 +31,14 @@ class SegmentationResult:
     confidence: Optional[np.ndarray]   # float32 [H, W] at the same size, or None
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
     depth_resized: bool = False        # depth came at another size than the RGB image
-    depth: Optional[np.ndarray] = None  # float32 [H, W] metres at the RGB image's size
+    depth_image: Optional[DepthImage] = None  # the input depth, as it came
 
-
-def _resize(image: np.ndarray, size_hw: tuple[int, int], interpolation: int) -> np.ndarray:
-    if image.shape[:2] == tuple(size_hw):
-        return np.ascontiguousarray(image)
-    return cv2.resize(image, (size_hw[1], size_hw[0]), interpolation=interpolation)
+    @functools.cached_property
+    def depth(self) -> Optional[np.ndarray]:
+        """float32 ``[H, W]`` metres at the RGB image's size (converted when first asked)."""
+        if self.depth_image is None:
+            return None
+        return self.depth_image.metres(self.labels.shape)
 
 
 class Segmenter:
@@ -71,16 +75,19 @@ class Segmenter:
                 and depth.size > 0):
             got = f"{getattr(depth, 'dtype', type(depth).__name__)}{list(np.shape(depth))}"
             raise ValueError(f"depth must be float32 [H, W] in metres, got {got}")
-        camera_hw = rgb.shape[:2]
-        engine_hw = self.engine.input_size
-        timings: dict[str, float] = {}
+        return self.run_images(ColorImage.from_rgb(rgb), DepthImage.from_metres(depth),
+                               with_confidence)
 
+    def run_images(self, color: ColorImage, depth: DepthImage,
+                   with_confidence: bool = True) -> SegmentationResult:
+        """``run`` on images as the camera sent them: each is converted (to RGB, to metres)
+        only after its resize to the engine's input, with the same result."""
+        camera_hw = color.size_hw
         start = time.perf_counter()
-        depth_resized = depth.shape != camera_hw
-        if depth_resized:
-            depth = cv2.resize(depth, (camera_hw[1], camera_hw[0]), interpolation=cv2.INTER_NEAREST)
-        rgb_in = _resize(rgb, engine_hw, cv2.INTER_LINEAR)
-        depth_in = _resize(depth, engine_hw, cv2.INTER_NEAREST)
+        depth_resized = depth.size_hw != camera_hw
+        rgb_in = color.rgb(self.engine.input_size)
+        depth_in = depth.metres(self.engine.input_size, via_hw=camera_hw if depth_resized
+                                else None)
         resized = time.perf_counter()
 
         labels, confidence = self.engine.infer(rgb_in, depth_in)
@@ -88,15 +95,15 @@ class Segmenter:
 
         if self.min_confidence > 0 and confidence is not None:
             labels = np.where(confidence < self.min_confidence, np.uint8(UNLABELED), labels)
-        labels = _resize(labels, camera_hw, cv2.INTER_NEAREST)
+        labels = resize(labels, camera_hw, cv2.INTER_NEAREST)
         if not with_confidence:
             confidence = None
         elif confidence is not None:
-            confidence = _resize(confidence, camera_hw, cv2.INTER_LINEAR)
+            confidence = resize(confidence, camera_hw, cv2.INTER_LINEAR)
         done = time.perf_counter()
 
-        timings["resize"] = (resized - start + done - inferred) * 1e3
-        timings["infer"] = (inferred - resized) * 1e3
+        timings = {"resize": (resized - start + done - inferred) * 1e3,
+                   "infer": (inferred - resized) * 1e3}
         return SegmentationResult(labels, confidence, timings, depth_resized, depth)
 
 

@@ -141,7 +141,7 @@ def test_compressed_colour_is_decoded_in_the_decode_thread(pipeline_factory):
     pipeline.push("rgb", encode_compressed_color(rgb, "png", header=header), 0.0)
     pipeline.push("depth", encode(np.ones((H, W), np.float32), "32FC1", header), 0.0)
     assert wait_for(lambda: processed)
-    np.testing.assert_array_equal(processed[0].rgb, rgb)
+    np.testing.assert_array_equal(processed[0].color.rgb(), rgb)
     assert processed[0].decode_ms > 0 and not report.bad
 
 
@@ -153,7 +153,7 @@ def test_colour_only_frames_after_depth_timeout(pipeline_factory):
         pipeline.push("rgb", rgb, time.perf_counter())
         time.sleep(0.03)
     assert wait_for(lambda: processed)
-    assert not processed[-1].depth.any()               # depth invalid everywhere
+    assert not processed[-1].depth.metres().any()               # depth invalid everywhere
     assert pipeline.counters.snapshot()["pairs_color_only"] >= 1
 
 

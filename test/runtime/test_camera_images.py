@@ -1,0 +1,104 @@
+"""Converting after the resize gives exactly the pixels of converting first, for every
+encoding the node takes, raw and compressed."""
+import cv2
+import numpy as np
+import pytest
+
+from cen_perception.camera_images import ColorImage, DepthImage
+from cen_perception.image_codec import (
+    color_image_from_message,
+    decode_color_message,
+    decode_depth_message,
+    depth_image_from_message,
+    encode,
+    encode_compressed_color,
+    encode_compressed_depth,
+)
+
+H, W = 61, 83                       # odd sizes: no exact halving anywhere
+SIZES = [(24, 32), (37, 50), (H, W), (90, 120)]
+
+
+def colour_messages():
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    rgba = np.dstack([rgb, rng.integers(0, 256, (H, W), dtype=np.uint8)])
+    yield "rgb8", encode(rgb, "rgb8")
+    yield "bgr8", encode(rgb[:, :, ::-1], "bgr8")
+    yield "rgba8", encode(rgba, "rgba8")
+    yield "bgra8", encode(rgba[:, :, [2, 1, 0, 3]], "bgra8")
+    yield "mono8", encode(rgb[:, :, 0], "mono8")
+    yield "jpeg", encode_compressed_color(rgb, "jpeg")
+    yield "png", encode_compressed_color(rgb, "png")
+
+
+def depth_messages():
+    rng = np.random.default_rng(6)
+    mm = rng.integers(0, 6000, (H, W)).astype(np.uint16)
+    mm[rng.random((H, W)) < 0.1] = 0
+    mm[rng.random((H, W)) < 0.05] = 65535
+    metres = mm.astype(np.float32) / 1000
+    metres[rng.random((H, W)) < 0.05] = np.nan
+    metres[rng.random((H, W)) < 0.05] = np.inf
+    metres[rng.random((H, W)) < 0.05] = -1.0
+    yield "16UC1", encode(mm, "16UC1")
+    yield "32FC1", encode(metres, "32FC1")
+    yield "16UC1 png", encode_compressed_depth(mm, "16UC1")
+    yield "32FC1 png", encode_compressed_depth(np.nan_to_num(metres, posinf=0.0), "32FC1")
+    yield "16UC1 rvl", encode_compressed_depth(mm, "16UC1", codec="rvl")
+
+
+@pytest.mark.parametrize("name,msg", list(colour_messages()), ids=lambda v: v
+                         if isinstance(v, str) else "")
+def test_colour_resized_then_converted_is_converted_then_resized(name, msg):
+    first = decode_color_message(msg, contiguous=True)
+    image = color_image_from_message(msg)
+    assert image.size_hw == (H, W)
+    np.testing.assert_array_equal(image.rgb(), first)
+    for size in SIZES:
+        want = cv2.resize(first, size[::-1], interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_array_equal(image.rgb(size), want, err_msg=f"{name} at {size}")
+
+
+@pytest.mark.parametrize("name,msg", list(depth_messages()), ids=lambda v: v
+                         if isinstance(v, str) else "")
+def test_depth_resized_then_converted_is_converted_then_resized(name, msg):
+    first = decode_depth_message(msg)
+    image = depth_image_from_message(msg)
+    np.testing.assert_array_equal(image.metres(), first)
+    for size in SIZES:
+        want = cv2.resize(first, size[::-1], interpolation=cv2.INTER_NEAREST)
+        np.testing.assert_array_equal(image.metres(size), want, err_msg=f"{name} at {size}")
+    # depth registered to another camera size: two nearest resizes, as the segmenter does
+    via = (50, 70)
+    want = cv2.resize(cv2.resize(first, via[::-1], interpolation=cv2.INTER_NEAREST),
+                      (32, 24), interpolation=cv2.INTER_NEAREST)
+    np.testing.assert_array_equal(image.metres((24, 32), via_hw=via), want)
+
+
+def test_a_raw_image_stays_a_view_of_its_message_until_converted():
+    msg = encode(np.full((H, W, 3), 7, np.uint8), "bgr8")
+    image = color_image_from_message(msg)
+    assert np.shares_memory(image.pixels, np.frombuffer(msg.data, np.uint8))
+    rgb = image.rgb()
+    assert not np.shares_memory(rgb, np.frombuffer(msg.data, np.uint8))
+    depth = depth_image_from_message(encode(np.full((H, W), 1500, np.uint16), "16UC1"))
+    assert depth.stored.dtype == np.uint16
+    np.testing.assert_array_equal(depth.metres((5, 6)), np.full((5, 6), 1.5, np.float32))
+
+
+def test_big_endian_depth_is_read_in_its_byte_order():
+    mm = np.arange(H * W, dtype=np.uint16).reshape(H, W)
+    msg = encode(mm, "16UC1")
+    msg.data = mm.astype(">u2").tobytes()
+    msg.is_bigendian = 1
+    image = depth_image_from_message(msg)
+    np.testing.assert_array_equal(image.metres((H, W)), decode_depth_message(msg))
+    np.testing.assert_allclose(image.metres(), mm / np.float32(1000))
+
+
+def test_arrays_wrap_without_conversion():
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    assert ColorImage.from_rgb(rgb).rgb() is rgb
+    metres = np.ones((4, 5), np.float32)
+    assert DepthImage.from_metres(metres).metres() is metres
