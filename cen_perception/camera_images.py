@@ -9,6 +9,7 @@ so any per-pixel conversion (units to metres, invalid values to 0) commutes with
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -23,7 +24,24 @@ def resize(image: np.ndarray, size_hw: Size, interpolation: int) -> np.ndarray:
     that size and contiguous."""
     if image.shape[:2] == tuple(size_hw):
         return np.ascontiguousarray(image)
+    if interpolation == cv2.INTER_NEAREST and size_hw[0] > image.shape[0]:
+        return _enlarge_nearest(image, size_hw)
     return cv2.resize(image, (size_hw[1], size_hw[0]), interpolation=interpolation)
+
+
+def _enlarge_nearest(image: np.ndarray, size_hw: Size) -> np.ndarray:
+    """OpenCV's nearest resize, in about half its time when rows are repeated (labels back to
+    camera size): OpenCV resizes the columns of the few source rows, then whole rows are
+    copied, picked as OpenCV picks them."""
+    columns = cv2.resize(image, (size_hw[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+    return np.take(columns, _nearest_rows(image.shape[0], size_hw[0]), axis=0)
+
+
+@functools.lru_cache(maxsize=16)
+def _nearest_rows(source_rows: int, rows: int) -> np.ndarray:
+    """The source row of each output row in OpenCV's nearest resize, asked of OpenCV itself."""
+    index = np.arange(source_rows, dtype=np.int32).reshape(-1, 1)
+    return cv2.resize(index, (1, rows), interpolation=cv2.INTER_NEAREST).ravel().astype(np.intp)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cen_perception.camera_images import ColorImage, DepthImage
+from cen_perception.camera_images import ColorImage, DepthImage, resize
 from cen_perception.image_codec import (
     color_image_from_message,
     decode_color_message,
@@ -102,3 +102,16 @@ def test_arrays_wrap_without_conversion():
     assert ColorImage.from_rgb(rgb).rgb() is rgb
     metres = np.ones((4, 5), np.float32)
     assert DepthImage.from_metres(metres).metres() is metres
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_enlarging_by_nearest_neighbour_gives_opencvs_pixels(dtype):
+    rng = np.random.default_rng(7)
+    for source, size in [((256, 320), (720, 1280)), ((256, 320), (1080, 1920)),
+                         ((480, 640), (1200, 1600)), ((37, 51), (61, 83)), ((5, 9), (64, 4)),
+                         ((256, 320), (257, 160)), ((1, 1), (3, 2))]:
+        image = (rng.random(source) * 250).astype(dtype)
+        want = cv2.resize(image, size[::-1], interpolation=cv2.INTER_NEAREST)
+        got = resize(image, size, cv2.INTER_NEAREST)
+        assert got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want, err_msg=f"{source} -> {size}")
