@@ -13,6 +13,7 @@ from cen_perception.model_card import METADATA_KEY, ModelCard
 from cen_training.benchmarks.inference import synthetic_frames
 from cen_training.card import default_card
 from cen_training.checkpoint import flat_decoder_keys, load_model, save_checkpoint
+from cen_training.cli import main as cli_main
 from cen_training.deploy.export import MIN_PRECISION_AGREEMENT, export_and_verify, verify_parity
 from cen_training.deploy.fused import fuse
 from cen_training.deploy.onnx_ops import check_engine_contract, check_tensorrt_ops
@@ -282,3 +283,11 @@ def test_export_cli_precision(tmp_path, make_model):
     assert "calibrated on 2 frames" in proc.stdout
     card = open_engine(tmp_path / "m.onnx").card
     assert card.precision == "int8"
+
+
+def test_a_checkpoint_whose_card_names_its_dataset_in_words_exports(tmp_path, make_model):
+    model = make_model("cen")
+    save_checkpoint(tmp_path / "ok.pt", model, model.config, {**model.card, "dataset": "lab"})
+    assert cli_main(["export", str(tmp_path / "ok.pt"), "-o", str(tmp_path / "m.onnx"),
+                     "--height", "64", "--width", "64"]) == 0
+    assert (tmp_path / "m.onnx").is_file()

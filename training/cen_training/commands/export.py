@@ -121,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint, task="segmentation")
     data = args.data
     if data is None:
-        recorded = model.card.get("dataset", {}).get("path")
+        dataset = model.card.get("dataset")   # a dict in checkpoints cen-train writes
+        recorded = dataset.get("path") if isinstance(dataset, dict) else None
         if recorded and pathlib.Path(recorded).is_dir():
             data = pathlib.Path(recorded)
     elif not data.is_dir():
