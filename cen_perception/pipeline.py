@@ -3,6 +3,7 @@
     camera callbacks --push()--> RgbdSync --newest pair--> [raw]  (undecoded messages)
       decode thread: takes the newest raw pair when the worker is about to be free for it
       (its frame is past inference, or inference would rarely last longer), decodes it
+      (a compressed depth image beside the colour image, on a helper thread)
       --> [ready] --> worker thread: segment, render the outputs, hand them to ``publish``
 
 Callbacks do only cheap work (a stamp, a counter), so the camera's DDS history never
@@ -18,6 +19,7 @@ import ctypes
 import threading
 import time
 import traceback
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -29,6 +31,7 @@ from .image_codec import (
     claimed_size,
     color_image_from_message,
     depth_image_from_message,
+    is_compressed,
 )
 from .input_health import DepthWatch
 from .sync import Mailbox, Pair, RgbdSync, stamp_to_ns
@@ -167,6 +170,7 @@ class Frame:
     msg: Any
     received: float    # time.perf_counter() when its callback started
     stamp_ns: int
+    size: tuple[int, int]   # (width, height) its header claims, checked against the limits
 
 
 @dataclass
@@ -188,30 +192,44 @@ class DecodeOptions:
     max_pixels: int
 
 
-def decode_pair(pair: Pair, options: DecodeOptions, no_depth: Callable[[tuple], DepthImage]
-                ) -> DecodedPair:
+def decode_pair(pair: Pair, options: DecodeOptions, no_depth: Callable[[tuple], DepthImage],
+                beside: Optional[Executor] = None) -> DecodedPair:
     """Decode a synchronized pair; depth must not be larger than its colour image.
 
+    A compressed depth image is decoded on ``beside`` (when given) while the colour image is
+    decoded here: OpenCV's decoders let go of the GIL, so the two take the time of the longer.
     Raises ``ImageCodecError`` naming the stream (``BadMessage``) for a message it cannot use.
     """
     start = time.perf_counter()
     rgb_frame, depth_frame = pair.rgb, pair.depth
+    depth_job = None
+    if depth_frame is not None and beside is not None and is_compressed(depth_frame.msg):
+        depth_job = beside.submit(_decode_depth, depth_frame, options, rgb_frame.size)
     try:
         color = color_image_from_message(rgb_frame.msg, max_pixels=options.max_pixels)
     except ImageCodecError as exc:
         raise BadMessage("rgb", str(exc)) from None
+    finally:
+        if depth_job is not None:
+            wait([depth_job])   # one pair in hand at a time, even when colour failed
     if depth_frame is None:   # colour only: depth invalid everywhere
         depth = no_depth(color.size_hw)
+    elif depth_job is not None:
+        depth = depth_job.result()
     else:
-        try:
-            depth = depth_image_from_message(depth_frame.msg, options.depth_scale,
-                                             max_pixels=options.max_pixels,
-                                             max_size=color.size_hw[::-1])
-        except ImageCodecError as exc:
-            raise BadMessage("depth", str(exc)) from None
+        depth = _decode_depth(depth_frame, options, rgb_frame.size)
     completed = max(rgb_frame.received, depth_frame.received if depth_frame else 0.0)
     return DecodedPair(rgb_frame.msg.header, color, depth, completed,
                        (time.perf_counter() - start) * 1e3, pair.rgb_stamp_ns)
+
+
+def _decode_depth(frame: Frame, options: DecodeOptions, color_size: tuple[int, int]
+                  ) -> DepthImage:
+    try:
+        return depth_image_from_message(frame.msg, options.depth_scale,
+                                        max_pixels=options.max_pixels, max_size=color_size)
+    except ImageCodecError as exc:
+        raise BadMessage("depth", str(exc)) from None
 
 
 class BadMessage(ImageCodecError):
@@ -247,6 +265,7 @@ class FramePipeline:
         self._busy_since: Optional[float] = None
         self._infer_s, self._decode_s = RunningMean(), RunningMean()
         self._inferred = threading.Event()   # the worker's frame is past inference
+        self._beside = ThreadPoolExecutor(1, thread_name_prefix="decode_depth")
         self.stages = [Stage("decode", self.raw, self._decode, self._decode_failed,
                              gate=self._decode_due),
                        Stage("segmentation_worker", self.ready, self._work, self._frame_failed,
@@ -260,12 +279,13 @@ class FramePipeline:
         only if it pairs and the worker takes the pair."""
         self.counters.add(f"{stream}_received")
         try:
-            claimed_size(msg, "color" if stream == "rgb" else "depth", self.options.max_pixels)
+            size = claimed_size(msg, "color" if stream == "rgb" else "depth",
+                                self.options.max_pixels)
         except ImageCodecError as exc:
             raise BadMessage(stream, str(exc)) from None
         stamp_ns = stamp_to_ns(msg.header.stamp)
         self.last_stamps[stream] = stamp_ns
-        frame = Frame(msg, received, stamp_ns)
+        frame = Frame(msg, received, stamp_ns, size)
         if stream == "depth":
             self._color_without_depth_since = None
             self._put(self.sync.push_depth(stamp_ns, frame))
@@ -322,7 +342,7 @@ class FramePipeline:
 
     def _decode(self, pair: Pair) -> None:
         start = time.perf_counter()
-        decoded = decode_pair(pair, self.options, self._invalid_depth)
+        decoded = decode_pair(pair, self.options, self._invalid_depth, self._beside)
         self._decode_s.add(time.perf_counter() - start)
         self.counters.add("pairs_decoded")
         if pair.depth is not None:
@@ -371,7 +391,9 @@ class FramePipeline:
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop both threads (the frame in hand finishes); True when both have ended."""
-        return all([stage.stop(timeout) for stage in self.stages])
+        stopped = all([stage.stop(timeout) for stage in self.stages])
+        self._beside.shutdown(wait=False)
+        return stopped
 
     def record(self, decoded: DecodedPair, timings: dict[str, float], picked: float,
                published: float) -> None:

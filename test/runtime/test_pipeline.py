@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from cen_perception.image_codec import encode, encode_compressed_color
+from cen_perception.image_codec import encode, encode_compressed_color, encode_compressed_depth
 from cen_perception.pipeline import BadMessage, DecodeOptions, FramePipeline, PipelineReport, Stage
 from cen_perception.sync import Mailbox, RgbdSync
 
@@ -192,3 +192,34 @@ def test_an_exception_in_a_frame_is_reported_and_the_stage_goes_on():
     assert wait_for(lambda: handled == ["good"])
     assert errors[0][0] == "bad" and isinstance(errors[0][1], ValueError)
     stage.stop(5.0)
+
+
+def damaged(msg):
+    data = bytearray(msg.data)
+    data[-20] ^= 0xFF                                  # inside the image data, not the header
+    msg.data = bytes(data)
+    return msg
+
+
+@pytest.mark.parametrize("bad", [None, "rgb", "depth", "both"])
+def test_a_compressed_pair_is_decoded_side_by_side(pipeline_factory, bad):
+    processed = []
+    pipeline, report = pipeline_factory(lambda decoded: processed.append(decoded))
+    header = Header(9 * 10**9)
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[..., 2] = 120
+    mm = np.arange(H * W, dtype=np.uint16).reshape(H, W) + 500
+    color = encode_compressed_color(rgb, "png", header=header)
+    depth = encode_compressed_depth(mm, "16UC1", header=header)
+    pipeline.push("rgb", damaged(color) if bad in ("rgb", "both") else color, 0.0)
+    pipeline.push("depth", damaged(depth) if bad in ("depth", "both") else depth, 0.0)
+    if bad is None:
+        assert wait_for(lambda: processed)
+        np.testing.assert_array_equal(processed[0].color.rgb(), rgb)
+        np.testing.assert_array_equal(processed[0].depth.metres(), mm / np.float32(1000))
+        assert not report.bad
+    else:
+        assert wait_for(lambda: report.bad)
+        assert report.bad[0][0] == ("depth" if bad == "depth" else "rgb") and not processed
+        assert not report.bad[0][2]                    # a bad message, not a decoder failure
+    assert pipeline.counters.snapshot()["bad_messages"] == (bad is not None)
