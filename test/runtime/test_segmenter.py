@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from cen_perception.engines import open_engine
-from cen_perception.image_codec import decode_depth, encode
+from cen_perception.image_codec import (
+    color_image_from_message,
+    decode_color,
+    decode_depth,
+    depth_image_from_message,
+    encode,
+)
 from cen_perception.segmenter import Segmenter
 
 RNG = np.random.default_rng(2)
@@ -117,3 +123,27 @@ def test_real_kinect_frame(samples_dir, toy_onnx_factory):
     no_reading = mm == 65535
     assert (result.labels[no_reading] == 3).mean() < 0.2
     assert (result.labels == toy_labels(depth, 4)).mean() > 0.85
+
+
+@pytest.mark.parametrize("camera", [(424, 512), (720, 1280)])
+def test_camera_images_give_the_labels_of_converting_first(samples_dir, toy_onnx_factory,
+                                                            camera):
+    """The node's path (images converted after their resize) against converting the camera
+    images first and resizing with OpenCV, on the real Kinect frame (and scaled up to 720p)."""
+    engine = open_engine(toy_onnx_factory(240, 320, num_classes=4))
+    bgr = cv2.imread(str(samples_dir / "esanet_kinect" / "rgb.png"), cv2.IMREAD_COLOR)
+    mm = cv2.imread(str(samples_dir / "esanet_kinect" / "depth.png"), cv2.IMREAD_UNCHANGED)
+    bgr = cv2.resize(bgr, camera[::-1], interpolation=cv2.INTER_LINEAR)
+    mm = cv2.resize(mm, camera[::-1], interpolation=cv2.INTER_NEAREST)
+    color_msg, depth_msg = encode(bgr, "bgr8"), encode(mm, "16UC1")
+    result = Segmenter(engine).run_images(color_image_from_message(color_msg),
+                                          depth_image_from_message(depth_msg))
+    rgb_in = cv2.resize(decode_color(color_msg, contiguous=True), (320, 240),
+                        interpolation=cv2.INTER_LINEAR)
+    depth_in = cv2.resize(decode_depth(depth_msg), (320, 240), interpolation=cv2.INTER_NEAREST)
+    labels, confidence = engine.infer(rgb_in, depth_in)
+    np.testing.assert_array_equal(
+        result.labels, cv2.resize(labels, camera[::-1], interpolation=cv2.INTER_NEAREST))
+    np.testing.assert_array_equal(
+        result.confidence, cv2.resize(confidence, camera[::-1], interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(result.depth, decode_depth(depth_msg))
