@@ -18,11 +18,16 @@ It also reports the Fast DDS shared-memory segments each process maps, read from
 ``/proc/<pid>/maps``: the profile is loaded when the camera's segment has the profile's size.
 ``--pid PID`` reports them for a running process instead, e.g. a camera driver.
 
+``--busy-model MODEL`` keeps the CPU as busy as a node running MODEL does while it measures:
+a third process runs the model with ONNX Runtime on every core, frame after frame (how the
+middleware delivers images when the model takes the cores).
+
 Example: ``cen-perception-transport-check --sizes 1920x1080 --rates 30 --profile both``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -530,6 +535,35 @@ def report_pid(pid: int, profile_file) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def busy_cpu(model: Optional[str]):
+    """While inside: a process running ``model`` frame after frame (nothing when None)."""
+    if model is None:
+        yield
+        return
+    if not os.path.isfile(model):
+        raise TransportCheckError(f"model not found: {model}")
+    busy = subprocess.Popen([sys.executable, "-m", "cen_perception_dev.transport_check",
+                             "--busy-worker", model], stdout=subprocess.PIPE)
+    try:
+        if busy.stdout.readline().strip() != b"busy":   # the model is open and running
+            raise TransportCheckError(f"cannot run {model} to keep the CPU busy")
+        yield
+    finally:
+        busy.terminate()
+        busy.wait(10)
+
+
+def _busy_worker(model: str) -> int:
+    from cen_perception.engines import open_engine
+    engine = open_engine(model, "onnxruntime", threads=0, spin_wait=False)
+    height, width = engine.input_size
+    rgb, depth = np.zeros((height, width, 3), np.uint8), np.ones((height, width), np.float32)
+    print("busy", flush=True)
+    while True:
+        engine.infer(rgb, depth)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.pid is not None:
         print(report_pid(args.pid, args.profile_file))
@@ -552,8 +586,9 @@ def run(args: argparse.Namespace) -> int:
     cells = build_cells(sizes, encodings, rates, profiles)
     load_before = os.getloadavg()[0]
     started = time.monotonic()
-    results, segments = run_matrix(cells, args.profile_file, args.seconds, args.min_frames,
-                                   progress=not args.no_progress)
+    with busy_cpu(args.busy_model):
+        results, segments = run_matrix(cells, args.profile_file, args.seconds, args.min_frames,
+                                       progress=not args.no_progress)
     minutes = (time.monotonic() - started) / 60
     discovery = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "not set (SUBNET)")
     print(f"{fastdds_version()}, {os.environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')}, "
@@ -562,6 +597,9 @@ def run(args: argparse.Namespace) -> int:
           f"({minutes:.1f} min)")
     print(f"cells: {args.seconds:g} s each, at least {args.min_frames} frames; delivered "
           "frames and median latency (publish to subscriber callback)")
+    if args.busy_model:
+        print(f"CPU kept busy meanwhile by {os.path.basename(args.busy_model)} on ONNX Runtime, "
+              "every core, frame after frame")
     for profile, (camera, subscriber) in segments.items():
         name = f"with {os.path.basename(args.profile_file)}" if profile else "without profile"
         print(f"shared-memory segments {name}: camera {describe_segments(camera)}; "
@@ -597,11 +635,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--pid", type=int,
                         help="only report the Fast DDS shared-memory segments of this running "
                              "process (is the profile loaded in my camera driver?)")
+    parser.add_argument("--busy-model", metavar="MODEL",
+                        help="keep the CPU busy meanwhile by running this .onnx model frame "
+                             "after frame on every core, as a node running it does")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--worker", choices=("camera", "subscriber"), help=argparse.SUPPRESS)
+    parser.add_argument("--busy-worker", metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return _worker(args.worker)
+    if args.busy_worker:
+        return _busy_worker(args.busy_worker)
     if args.seconds <= 0 or args.min_frames < 1:
         parser.error("--seconds must be positive and --min-frames at least 1")
     return run_command("cen-perception-transport-check", lambda: run(args))

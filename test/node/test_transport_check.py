@@ -160,3 +160,16 @@ def test_cli_refuses_bad_arguments_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"cen-perception-transport-check: Fast DDS profile not found: {tmp_path / 'none.xml'}"]
+
+
+def test_cli_measures_while_a_model_keeps_the_cpu_busy(toy_onnx_factory, tmp_path):
+    model = toy_onnx_factory(48, 64)
+    proc = run_cli("--sizes", "320x240", "--encodings", "rgb8", "--rates", "30",
+                   "--profile", "without", "--seconds", "0.3", "--no-progress",
+                   "--busy-model", str(model))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"CPU kept busy meanwhile by {model.name}" in proc.stdout
+    assert "| none | 320x240 rgb8 (0.2 MB) | 30 Hz |" in proc.stdout
+    missing = run_cli("--sizes", "320x240", "--busy-model", str(tmp_path / "none.onnx"))
+    assert missing.returncode != 0 and "model not found" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
