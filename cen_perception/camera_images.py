@@ -52,10 +52,6 @@ class ColorImage:
     pixels: np.ndarray
     to_rgb: Optional[int] = None
 
-    @classmethod
-    def from_rgb(cls, rgb: np.ndarray) -> "ColorImage":
-        return cls(rgb)
-
     @property
     def size_hw(self) -> Size:
         return self.pixels.shape[0], self.pixels.shape[1]
@@ -78,10 +74,6 @@ class DepthImage:
 
     stored: np.ndarray
     to_metres: Optional[Callable[[np.ndarray], np.ndarray]] = None
-
-    @classmethod
-    def from_metres(cls, metres: np.ndarray) -> "DepthImage":
-        return cls(metres)
 
     @property
     def size_hw(self) -> Size:

@@ -351,7 +351,7 @@ class FramePipeline:
 
     def _invalid_depth(self, shape: tuple) -> DepthImage:
         if shape not in self._no_depth:
-            self._no_depth = {shape: DepthImage.from_metres(np.zeros(shape, np.float32))}
+            self._no_depth = {shape: DepthImage(np.zeros(shape, np.float32))}
         return self._no_depth[shape]
 
     def _decode_failed(self, pair: Pair, exc: BaseException) -> None:

@@ -75,8 +75,7 @@ class Segmenter:
                 and depth.size > 0):
             got = f"{getattr(depth, 'dtype', type(depth).__name__)}{list(np.shape(depth))}"
             raise ValueError(f"depth must be float32 [H, W] in metres, got {got}")
-        return self.run_images(ColorImage.from_rgb(rgb), DepthImage.from_metres(depth),
-                               with_confidence)
+        return self.run_images(ColorImage(rgb), DepthImage(depth), with_confidence)
 
     def run_images(self, color: ColorImage, depth: DepthImage,
                    with_confidence: bool = True) -> SegmentationResult:

@@ -99,9 +99,9 @@ def test_big_endian_depth_is_read_in_its_byte_order():
 
 def test_arrays_wrap_without_conversion():
     rgb = np.zeros((4, 5, 3), np.uint8)
-    assert ColorImage.from_rgb(rgb).rgb() is rgb
+    assert ColorImage(rgb).rgb() is rgb
     metres = np.ones((4, 5), np.float32)
-    assert DepthImage.from_metres(metres).metres() is metres
+    assert DepthImage(metres).metres() is metres
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])

@@ -22,7 +22,7 @@ def test_pictures_at_display_size_are_the_shrunk_labels_in_their_colours():
     labels = np.repeat(np.repeat(rng.integers(0, 3, (18, 32), dtype=np.uint8), 40, 0), 40, 1)
     labels[:40, :40] = 255
     rgb = rng.integers(0, 256, labels.shape + (3,), dtype=np.uint8)
-    pictures = draw(ColorImage.from_rgb(rgb), labels, LUT, {"color", "overlay"}, 0.5, 640)
+    pictures = draw(ColorImage(rgb), labels, LUT, {"color", "overlay"}, 0.5, 640)
     color, overlaid = pictures["color"][0], pictures["overlay"][0]
     assert color.shape == overlaid.shape == (360, 640, 3)
     small = cv2.resize(labels, (640, 360), interpolation=cv2.INTER_NEAREST)
@@ -35,7 +35,7 @@ def test_pictures_at_display_size_are_the_shrunk_labels_in_their_colours():
 def test_camera_size_pictures_when_the_display_is_as_wide():
     labels = np.zeros((48, 64), np.uint8)
     rgb = np.zeros((48, 64, 3), np.uint8)
-    pictures = draw(ColorImage.from_rgb(rgb), labels, LUT, {"color"}, 0.5, 0)
+    pictures = draw(ColorImage(rgb), labels, LUT, {"color"}, 0.5, 0)
     assert set(pictures) == {"color"} and pictures["color"][0].shape == (48, 64, 3)
 
 
@@ -46,8 +46,8 @@ def test_only_the_wanted_outputs_are_rendered(toy_onnx_factory):
     from cen_perception.pipeline import DecodedPair
 
     loaded = load_engine(str(toy_onnx_factory(24, 32)), "auto", 1, 0.0, False)
-    decoded = DecodedPair(None, ColorImage.from_rgb(np.zeros((48, 64, 3), np.uint8)),
-                          DepthImage.from_metres(np.full((48, 64), 1.5, np.float32)), 0.0, 0.0, 0)
+    decoded = DecodedPair(None, ColorImage(np.zeros((48, 64, 3), np.uint8)),
+                          DepthImage(np.full((48, 64), 1.5, np.float32)), 0.0, 0.0, 0)
     frame = render_frame(decoded, loaded, {"overlay"}, 0.5, None, CloudBuilder())
     assert set(frame.images) == {"overlay"} and frame.cloud is None
     frame = render_frame(decoded, loaded, {"labels", "points"}, 0.5, None, CloudBuilder())
