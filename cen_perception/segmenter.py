@@ -83,10 +83,7 @@ class Segmenter:
         only after its resize to the engine's input, with the same result."""
         camera_hw = color.size_hw
         start = time.perf_counter()
-        depth_resized = depth.size_hw != camera_hw
-        rgb_in = color.rgb(self.engine.input_size)
-        depth_in = depth.metres(self.engine.input_size, via_hw=camera_hw if depth_resized
-                                else None)
+        rgb_in, depth_in = self.engine_inputs(color, depth)
         resized = time.perf_counter()
 
         labels, confidence = self.engine.infer(rgb_in, depth_in)
@@ -103,7 +100,16 @@ class Segmenter:
 
         timings = {"resize": (resized - start + done - inferred) * 1e3,
                    "infer": (inferred - resized) * 1e3}
-        return SegmentationResult(labels, confidence, timings, depth_resized, depth)
+        return SegmentationResult(labels, confidence, timings, depth.size_hw != camera_hw,
+                                  depth)
+
+    def engine_inputs(self, color: ColorImage, depth: DepthImage
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Steps 1 and 2: RGB and metres at the engine's input size, depth of another size
+        than the colour image resized to it first."""
+        camera_hw, engine_hw = color.size_hw, self.engine.input_size
+        via_hw = camera_hw if depth.size_hw != camera_hw else None
+        return color.rgb(engine_hw), depth.metres(engine_hw, via_hw=via_hw)
 
 
 __all__ = ["Segmenter", "SegmentationResult"]

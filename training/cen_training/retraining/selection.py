@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from cen_perception.camera_images import ColorImage, DepthImage, resize
+
 from ..errors import ConfigError
 
 SCORE_KINDS = ("auto", "entropy", "confidence")
@@ -97,17 +99,8 @@ class UncertaintyScorer:
         return self._entropy(rgb, depth)
 
     def _entropy(self, rgb: np.ndarray, depth: np.ndarray) -> FrameScore:
-        # The segmenter's resizing (depth to the camera size, both to the engine's, nearest
-        # for depth), then one run for labels and logits together.
-        height, width = rgb.shape[:2]
-        if depth.shape != (height, width):
-            depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
-        engine_h, engine_w = self.engine.input_size
-        rgb_in, depth_in = rgb, depth
-        if (height, width) != (engine_h, engine_w):
-            rgb_in = cv2.resize(rgb, (engine_w, engine_h), interpolation=cv2.INTER_LINEAR)
-            depth_in = cv2.resize(depth, (engine_w, engine_h), interpolation=cv2.INTER_NEAREST)
-        rgb_in, depth_in = np.ascontiguousarray(rgb_in), np.ascontiguousarray(depth_in)
+        # The segmenter's inputs, then one run for labels and logits together.
+        rgb_in, depth_in = self.segmenter.engine_inputs(ColorImage(rgb), DepthImage(depth))
         self.engine.check_inputs(rgb_in, depth_in)
         labels, logits = self.engine.session.run(
             ["labels", LOGITS_OUTPUT], {"rgb": rgb_in[None], "depth": depth_in[None]})
@@ -117,9 +110,7 @@ class UncertaintyScorer:
                            (logits.shape[2], logits.shape[1]),
                            interpolation=cv2.INTER_NEAREST).astype(bool)
         score, valid_fraction = masked_mean(entropy, valid)
-        labels = labels[0]
-        if labels.shape != (height, width):
-            labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
+        labels = resize(labels[0], rgb.shape[:2], cv2.INTER_NEAREST)
         return FrameScore(score, "entropy", valid_fraction, labels)
 
 
