@@ -88,13 +88,21 @@ class Player:
         self.published = 0
         self.reliable = reliable
 
-    def wait_for_subscribers(self, count: int, timeout: float) -> None:
-        """Block until every publisher has ``count`` subscribers; BagError after ``timeout``."""
+    def wait_for_subscribers(self, count: int, timeout: float, settle: float = 0.5) -> None:
+        """Block until every publisher has ``count`` subscribers, then ``settle`` seconds more;
+        BagError after ``timeout``.
+
+        A writer counts a reader as soon as it has discovered it, possibly before the reader
+        has discovered the writer, and a volatile reader drops what comes from a writer it
+        does not know yet (eProsima/Fast-DDS#2641): without the pause the first messages can
+        be lost although every subscriber was counted.
+        """
         deadline = time.monotonic() + timeout
         while True:
             short = {p.topic_name: p.get_subscription_count() for p in self.publishers.values()
                      if p.get_subscription_count() < count}
             if not short:
+                time.sleep(settle)
                 return
             if time.monotonic() > deadline:
                 listed = ", ".join(f"{t} ({n})" for t, n in short.items())
@@ -152,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reliable", action="store_true",
                         help="reliable QoS (default: sensor-data QoS, best effort)")
     parser.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
-                        help="before playing, wait until every topic has N subscribers")
+                        help="before playing, wait until every topic has N subscribers, then "
+                             "0.5 s for them to finish discovering the player")
     parser.add_argument("--wait-timeout", type=float, default=60.0, metavar="S",
                         help="give up waiting for subscribers after S seconds "
                              "(default %(default)s)")
