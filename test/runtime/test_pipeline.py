@@ -157,6 +157,8 @@ def test_colour_only_frames_after_depth_timeout(pipeline_factory):
     assert pipeline.counters.snapshot()["pairs_color_only"] >= 1
 
 
+# The thread dies of an exception on purpose: pytest would report it as a warning.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_stage_that_dies_is_seen_and_restarted():
     inbox, handled, errors = Mailbox(), [], []
 
