@@ -47,20 +47,31 @@ def _nearest_rows(source_rows: int, rows: int) -> np.ndarray:
 @dataclass(frozen=True)
 class ColorImage:
     """uint8 pixels in the camera's layout (``[H, W]`` grey, ``[H, W, 3]`` or ``[H, W, 4]``;
-    possibly a view of the message's buffer) and the OpenCV conversion to RGB (None: RGB)."""
+    possibly a view of the message's buffer) and the OpenCV conversion to RGB (None: RGB).
+
+    ``camera_hw`` is the camera's image size when the pixels are smaller: a JPEG decoded at
+    1/2, 1/4 or 1/8 of its size (libjpeg scales while it decodes) for outputs that need no
+    more. Sizes asked for are the camera's; everything drawn from the image follows them."""
 
     pixels: np.ndarray
     to_rgb: Optional[int] = None
+    camera_hw: Optional[Size] = None
 
     @property
     def size_hw(self) -> Size:
-        return self.pixels.shape[0], self.pixels.shape[1]
+        """The camera's image size (``camera_hw``, else the pixels')."""
+        return self.camera_hw or (self.pixels.shape[0], self.pixels.shape[1])
+
+    @property
+    def reduced(self) -> bool:
+        return self.size_hw != self.pixels.shape[:2]
 
     def rgb(self, size_hw: Optional[Size] = None) -> np.ndarray:
         """uint8 ``[h, w, 3]`` RGB, C-contiguous, resized bilinearly to ``size_hw`` (default:
         the camera's size) before its channels are converted."""
-        pixels = self.pixels if size_hw is None else resize(self.pixels, size_hw,
-                                                             cv2.INTER_LINEAR)
+        size_hw = size_hw or self.size_hw
+        pixels = self.pixels if size_hw == self.pixels.shape[:2] else resize(
+            self.pixels, size_hw, cv2.INTER_LINEAR)
         if self.to_rgb is None:
             return np.ascontiguousarray(pixels)
         return cv2.cvtColor(pixels, self.to_rgb)

@@ -170,6 +170,12 @@ def input_values(entry: InputSnapshot) -> dict[str, str]:
             f"{key}_lost": str(entry.lost)}
 
 
+def depth_size_problem(depth_hw: tuple[int, int], color_hw: tuple[int, int]) -> str:
+    return (f"depth images are {depth_hw[1]}x{depth_hw[0]}, RGB images {color_hw[1]}x"
+            f"{color_hw[0]}: resizing depth (nearest); register depth to the colour camera "
+            "for exact results")
+
+
 class ProblemLog:
     """Logs problems as an operator wants them: each input problem once when it starts, bad
     messages throttled (the first unforeseen one with its traceback)."""

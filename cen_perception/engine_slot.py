@@ -145,6 +145,11 @@ class EngineSlot:
     def loading(self) -> str:
         return self._loading
 
+    def describe(self) -> dict[str, str]:
+        """The engine in service for ``/diagnostics`` (nothing without one)."""
+        loaded = self.in_service
+        return loaded.describe() if loaded is not None else {}
+
     def request(self, path: str) -> None:
         """Open ``path`` on a thread of its own; a newer request supersedes it."""
         with self._lock:

@@ -374,9 +374,9 @@ def compressed_kind(fmt: str) -> Optional[str]:
     return "color"
 
 
-def _imdecode(buf: np.ndarray, what: str) -> np.ndarray:
+def _imdecode(buf: np.ndarray, what: str, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
     try:
-        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        image = cv2.imdecode(buf, flags)
     except (cv2.error, MemoryError) as exc:  # an empty buffer fails an assertion, for one
         raise ImageCodecError(f"{what} does not decode ({' '.join(str(exc).split())})") from None
     if image is None:
@@ -481,8 +481,10 @@ def decode_compressed_color(msg: Any, contiguous: bool = True, *,
     return _compressed_color_image(msg, max_pixels).rgb()
 
 
-def _compressed_color_image(msg: Any, max_pixels: int) -> ColorImage:
-    """A CompressedImage decoded into OpenCV's channel order, its header checked first."""
+def _compressed_color_image(msg: Any, max_pixels: int,
+                            least_hw: Optional[tuple[int, int]] = None) -> ColorImage:
+    """A CompressedImage decoded into OpenCV's channel order, its header checked first (a
+    JPEG reduced as far as ``least_hw`` allows)."""
     fmt = parse_compressed_format(msg.format)
     what = f"compressed image '{msg.format}'"
     if fmt.depth_header or fmt.encoding in DEPTH_ENCODINGS:
@@ -500,15 +502,33 @@ def _compressed_color_image(msg: Any, max_pixels: int) -> ColorImage:
     else:
         raise ImageCodecError(f"{what} does not decode (the data is neither a JPEG nor a PNG)")
     _check_size(width, height, f"{what}: header claims", max_pixels)
-    image = _imdecode(buf, what)
+    flags = cv2.IMREAD_UNCHANGED
+    if least_hw is not None and bytes(buf[:2]) == JPEG_SOI:
+        flags = _jpeg_reduced_flags(height, width, least_hw)
+    image = _imdecode(buf, what, flags)
     if image.dtype != np.uint8:
         raise UnsupportedImageError(f"{what} holds a {image.dtype.name} image; colour must be "
                                     "8-bit")
     channels = 1 if image.ndim == 2 else image.shape[2]
     if channels not in _DECODED_TO_RGB:
         raise UnsupportedImageError(f"{what} has {channels} channels (expected 1, 3 or 4)")
+    camera_hw = (height, width) if flags != cv2.IMREAD_UNCHANGED else None
     return ColorImage(image.reshape(image.shape[:2]) if channels == 1 else image,
-                      _DECODED_TO_RGB[channels])
+                      _DECODED_TO_RGB[channels], camera_hw)
+
+
+# libjpeg decodes at 1/n of the size for these n, ceil(size / n) pixels (IGNORE_ORIENTATION:
+# the JPEG's pixels as stored, as IMREAD_UNCHANGED gives them).
+_JPEG_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                 (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+def _jpeg_reduced_flags(height: int, width: int, least_hw: tuple[int, int]) -> int:
+    """imdecode flags for the smallest reduced decoding at least ``least_hw`` in size."""
+    for n, flags in _JPEG_REDUCED:
+        if height // n >= least_hw[0] and width // n >= least_hw[1]:
+            return flags | cv2.IMREAD_IGNORE_ORIENTATION
+    return cv2.IMREAD_UNCHANGED
 
 
 # OpenCV decodes to grey, BGR or BGRA.
@@ -667,11 +687,14 @@ def _png_ihdr_size(buf: np.ndarray, what: str) -> tuple[int, int]:
     return width, height
 
 
-def color_image_from_message(msg: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> ColorImage:
+def color_image_from_message(msg: Any, *, max_pixels: int = MAX_IMAGE_PIXELS,
+                             least_hw: Optional[tuple[int, int]] = None) -> ColorImage:
     """An Image's or CompressedImage's colour pixels, not yet converted to RGB (see
-    ``camera_images``): a raw image stays a view of its buffer."""
+    ``camera_images``): a raw image stays a view of its buffer. A JPEG is decoded at 1/2, 1/4
+    or 1/8 of its size where that is still at least ``least_hw`` (height, width) in both
+    directions; the image keeps the JPEG's size as its ``camera_hw``."""
     if is_compressed(msg):
-        return _compressed_color_image(msg, max_pixels)
+        return _compressed_color_image(msg, max_pixels, least_hw)
     return _raw_color_image(msg, max_pixels)
 
 

@@ -33,7 +33,7 @@ from .cloud import CloudBuilder
 from .engine_slot import EngineSlot, LoadedEngine, StartupError, load_engine
 from .errors import EXIT_ERROR, EXIT_OK
 from .input_health import CameraInfoWatch, DepthWatch
-from .outputs import render_frame
+from .outputs import least_color_size, render_frame
 from .parameters import CLASS_NAMES, PARAMETERS
 from .pipeline import BadMessage, DecodedPair, FramePipeline
 from .publishers import Publishers
@@ -157,7 +157,7 @@ class SegmentationWork(pipeline.PipelineReport):
         p = self.params
         self.outputs = Publishers(self, lambda kind: p.get(f"publish_{kind}", True),
                                   self._count)
-        self.camera_info, self._warned_depth_size = CameraInfoWatch(), False
+        self.camera_info = CameraInfoWatch()
         self._camera_info_sub = self.create_subscription(
             CameraInfo, CAMERA_INFO_TOPIC, self.camera_info.received, qos_profile_sensor_data,
             callback_group=self._group)
@@ -225,7 +225,14 @@ class SegmentationWork(pipeline.PipelineReport):
     def frame_failed(self, stamp_ns: int, exc: BaseException, trace: str) -> None:
         self.log.frame_failed(stamp_ns, exc)
 
-    # -- worker thread ---------------------------------------------------------------------
+    # -- decode and worker threads ---------------------------------------------------------
+    def least_color_size(self, camera_hw: tuple[int, int]) -> Optional[tuple[int, int]]:
+        loaded = self.engines.in_service
+        if loaded is None or not self.params["reduced_jpeg_decoding"]:
+            return None
+        return least_color_size(camera_hw, loaded.engine.input_size, self.outputs.wanted(),
+                                self.params["display_width"])
+
     def _count(self, name: str) -> None:
         self.pipeline.counters.add(name)
 
@@ -246,12 +253,9 @@ class SegmentationWork(pipeline.PipelineReport):
                                  self.pipeline.inference_done)
         finally:
             loaded.release()
-        if frame.depth_resized and not self._warned_depth_size:
-            self._warned_depth_size = True
-            self.get_logger().warning(
-                f"depth images are {decoded.depth.size_hw[1]}x{decoded.depth.size_hw[0]}, RGB "
-                f"images {decoded.color.size_hw[1]}x{decoded.color.size_hw[0]}: resizing depth "
-                "(nearest); register depth to the colour camera for exact results")
+        if frame.depth_resized:
+            self.log.once("depth_size", diagnostics.depth_size_problem(decoded.depth.size_hw,
+                                                                       decoded.color.size_hw))
         start = time.perf_counter()
         self.outputs.publish(frame, decoded.header, wanted, self.camera_info.msg)
         self.pipeline.record(decoded, frame.timings, picked, start)
@@ -259,7 +263,7 @@ class SegmentationWork(pipeline.PipelineReport):
     # -- diagnostics (executor thread) -----------------------------------------------------
     def _publish_diagnostics(self) -> None:
         snapshot = self._snapshot() if self.state == "active" else diagnostics.Snapshot(
-            self.state, self._engine_values, configure_error=self.configure_error)
+            self.state, self.engines.describe(), configure_error=self.configure_error)
         level, message, values = diagnostics.status(snapshot)
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: segmentation",
                                   level=bytes([level]), message=message,
@@ -268,11 +272,6 @@ class SegmentationWork(pipeline.PipelineReport):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
-
-    @property
-    def _engine_values(self) -> dict[str, str]:
-        loaded = self.engines.in_service
-        return loaded.describe() if loaded is not None else {}
 
     def _snapshot(self) -> diagnostics.Snapshot:
         restarted = self.pipeline.check()
@@ -285,7 +284,7 @@ class SegmentationWork(pipeline.PipelineReport):
         loaded, p = self.engines.in_service, self.params
         subscribers = self.outputs.subscribers()
         return diagnostics.Snapshot(
-            self.state, self._engine_values, engine_loading=self.engines.loading,
+            self.state, self.engines.describe(), engine_loading=self.engines.loading,
             engine_refused=self.engine_refused, **self.pipeline.snapshot_fields(now),
             inputs=self.inputs.snapshots(p["stall_timeout"]), qos=p["qos"],
             sync_slop=p["sync_slop"],

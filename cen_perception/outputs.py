@@ -39,6 +39,18 @@ def display_size(camera_hw: tuple[int, int], display_width: int) -> tuple[int, i
     return max(1, round(h * display_width / w)), display_width
 
 
+def least_color_size(camera_hw: tuple[int, int], engine_hw: tuple[int, int], wanted: set[str],
+                     display_width: int) -> tuple[int, int]:
+    """The smallest colour image the ``wanted`` outputs can be made from without losing
+    detail: the engine's input, and the overlay's size; the camera's size for the cloud."""
+    if "points" in wanted:
+        return camera_hw
+    if "overlay" not in wanted:
+        return engine_hw
+    overlay_hw = display_size(camera_hw, display_width)
+    return max(engine_hw[0], overlay_hw[0]), max(engine_hw[1], overlay_hw[1])
+
+
 def draw(image: ColorImage, labels: np.ndarray, palette: np.ndarray, wanted: set[str],
          alpha: float, display_width: int) -> dict[str, tuple[np.ndarray, str]]:
     """Colour and overlay pictures (as ``wanted``) at the display size: labels shrunk by

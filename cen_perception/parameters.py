@@ -76,6 +76,12 @@ PARAMETERS: dict[str, ParameterSpec] = {
                                         "at least the camera's width: camera size); labels, "
                                         "confidence and the cloud keep the camera's size",
                                    minimum=0, maximum=16384),
+    "reduced_jpeg_decoding": ParameterSpec(True, "decode a JPEG colour image at 1/2, 1/4 or "
+                                                 "1/8 of its size (libjpeg scales as it "
+                                                 "decodes) when the outputs subscribed need no "
+                                                 "more: the engine's input and the overlay; "
+                                                 "never while segmentation/points is "
+                                                 "subscribed"),
     "overlay_alpha": ParameterSpec(0.5, "weight of the palette colours in the overlay",
                                    minimum=0.0, maximum=1.0, live=True),
     "min_confidence": ParameterSpec(0.0, "pixels below this confidence are labelled 255 "

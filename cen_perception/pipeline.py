@@ -70,7 +70,8 @@ class Counters:
     """Event counts, shared between callbacks, the pipeline's threads and diagnostics."""
 
     NAMES = ("rgb_received", "depth_received", "bad_messages", "pairs", "pairs_color_only",
-             "pairs_dropped", "pairs_decoded", "pairs_idle", "frames_processed",
+             "pairs_dropped", "pairs_decoded", "pairs_decoded_reduced", "pairs_idle",
+             "frames_processed",
              "processing_errors", "stage_restarts", "labels_published", "color_published",
              "overlay_published", "confidence_published", "points_published",
              "camera_info_published")
@@ -193,8 +194,10 @@ class DecodeOptions:
 
 
 def decode_pair(pair: Pair, options: DecodeOptions, no_depth: Callable[[tuple], DepthImage],
-                beside: Optional[Executor] = None) -> DecodedPair:
-    """Decode a synchronized pair; depth must not be larger than its colour image.
+                beside: Optional[Executor] = None,
+                least_color_hw: Optional[tuple[int, int]] = None) -> DecodedPair:
+    """Decode a synchronized pair; depth must not be larger than its colour image. A JPEG
+    colour image is decoded reduced while it stays at least ``least_color_hw``.
 
     A compressed depth image is decoded on ``beside`` (when given) while the colour image is
     decoded here: OpenCV's decoders let go of the GIL, so the two take the time of the longer.
@@ -206,7 +209,8 @@ def decode_pair(pair: Pair, options: DecodeOptions, no_depth: Callable[[tuple], 
     if depth_frame is not None and beside is not None and is_compressed(depth_frame.msg):
         depth_job = beside.submit(_decode_depth, depth_frame, options, rgb_frame.size)
     try:
-        color = color_image_from_message(rgb_frame.msg, max_pixels=options.max_pixels)
+        color = color_image_from_message(rgb_frame.msg, max_pixels=options.max_pixels,
+                                         least_hw=least_color_hw)
     except ImageCodecError as exc:
         raise BadMessage("rgb", str(exc)) from None
     finally:
@@ -342,9 +346,13 @@ class FramePipeline:
 
     def _decode(self, pair: Pair) -> None:
         start = time.perf_counter()
-        decoded = decode_pair(pair, self.options, self._invalid_depth, self._beside)
+        width, height = pair.rgb.size
+        decoded = decode_pair(pair, self.options, self._invalid_depth, self._beside,
+                              self.report.least_color_size((height, width)))
         self._decode_s.add(time.perf_counter() - start)
         self.counters.add("pairs_decoded")
+        if decoded.color.reduced:
+            self.counters.add("pairs_decoded_reduced")
         if pair.depth is not None:
             self.latest_depth = decoded.depth
         self.ready.put(decoded)
@@ -425,13 +433,17 @@ class FramePipeline:
 
 
 class PipelineReport:
-    """What the pipeline tells its owner; the node logs these (throttled)."""
+    """What the pipeline tells its owner (the node logs these, throttled), and asks of it."""
 
     def bad_message(self, stream: str, reason: str, trace: str = "") -> None:
         raise NotImplementedError
 
     def frame_failed(self, stamp_ns: int, exc: BaseException, trace: str) -> None:
         raise NotImplementedError
+
+    def least_color_size(self, camera_hw: tuple[int, int]) -> Optional[tuple[int, int]]:
+        """How small a camera image of ``camera_hw`` may be decoded (None: whole)."""
+        return None
 
 
 def keep_freed_memory_for_reuse() -> None:

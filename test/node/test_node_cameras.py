@@ -88,6 +88,26 @@ def test_compressed_colour_and_compressed_depth(start_node, engine):
     assert values["rgb_transport"] == "compressed"
     assert values["depth_transport"] == "compressedDepth"
     assert values["rgb_topic"].endswith("/rgb/image/compressed"), values
+    # Labels alone need no more than the engine's input: the JPEGs were decoded at half size.
+    assert int(values["pairs_decoded_reduced"]) == int(values["pairs_decoded"]) >= 3, values
+
+
+@pytest.mark.parametrize("reduced,subscribed", [("false", ()), ("true", ("points",))])
+def test_jpegs_are_decoded_whole_when_asked_or_for_the_cloud(start_node, engine, reduced,
+                                                             subscribed):
+    proc, harness = start(start_node, engine, "rgb_transport:=compressed",
+                          f"reduced_jpeg_decoding:={reduced}", rgb_transport="compressed")
+    for kind in subscribed:
+        harness.subscribe(kind)
+    harness.wait_connected(proc)
+    header = harness.header()
+    rgb = RNG.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    depth = np.full((120, 160), 1500, np.uint16)
+    out = harness.send_pair(encode_compressed_color(rgb, "jpeg", header=header),
+                            encode(depth, "16UC1", header))
+    assert np.all(labels_of(out["labels"]) == 1)
+    values = values_of(harness.latest_status())
+    assert values["pairs_decoded_reduced"] == "0" and int(values["pairs_decoded"]) >= 1, values
 
 
 def test_corrupt_compressed_messages_are_survived(start_node, engine):

@@ -115,3 +115,33 @@ def test_enlarging_by_nearest_neighbour_gives_opencvs_pixels(dtype):
         got = resize(image, size, cv2.INTER_NEAREST)
         assert got.flags.c_contiguous
         np.testing.assert_array_equal(got, want, err_msg=f"{source} -> {size}")
+
+
+@pytest.mark.parametrize("least_hw,n", [((360, 640), 2), ((180, 320), 4), ((90, 160), 8),
+                                        ((361, 640), 1), ((256, 641), 1), (None, 1)])
+def test_a_jpeg_is_decoded_as_small_as_the_outputs_allow(least_hw, n):
+    rng = np.random.default_rng(8)
+    rgb = cv2.GaussianBlur(rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8), (0, 0), 2)
+    msg = encode_compressed_color(rgb, "jpeg")
+    image = color_image_from_message(msg, least_hw=least_hw)
+    assert image.size_hw == (720, 1280)                  # sizes asked for stay the camera's
+    assert image.pixels.shape[:2] == (720 // n, 1280 // n) and image.reduced == (n > 1)
+    reduced_flags = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                     8: cv2.IMREAD_REDUCED_COLOR_8}
+    want = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8),
+                        reduced_flags.get(n, cv2.IMREAD_UNCHANGED))
+    assert np.array_equal(image.pixels, want)             # libjpeg's own scaled decoding
+    assert image.rgb().shape == (720, 1280, 3)
+    if least_hw and least_hw[0] >= 256 and least_hw[1] >= 320:  # as the node asks: the same
+        # picture
+        network_input = image.rgb((256, 320))
+        whole = color_image_from_message(msg).rgb((256, 320))
+        assert np.abs(network_input.astype(int) - whole).mean() < 3
+
+
+def test_only_jpegs_are_decoded_reduced():
+    rgb = np.random.default_rng(9).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    png = color_image_from_message(encode_compressed_color(rgb, "png"), least_hw=(30, 40))
+    raw = color_image_from_message(encode(rgb, "rgb8"), least_hw=(30, 40))
+    assert png.pixels.shape[:2] == raw.pixels.shape[:2] == (120, 160)
+    assert not png.reduced and not raw.reduced

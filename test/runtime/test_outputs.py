@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 
 from cen_perception.camera_images import ColorImage, DepthImage
-from cen_perception.outputs import display_size, draw
+from cen_perception.outputs import display_size, draw, least_color_size
 from cen_perception.visualize import colorize, overlay, palette_lut
 
 LUT = palette_lut([[255, 0, 0], [0, 255, 0], [0, 0, 255]])
@@ -53,3 +53,13 @@ def test_only_the_wanted_outputs_are_rendered(toy_onnx_factory):
     frame = render_frame(decoded, loaded, {"labels", "points"}, 0.5, None, CloudBuilder())
     assert set(frame.images) == {"labels"} and frame.cloud is None   # no camera info: no cloud
     assert np.all(frame.images["labels"][0] == 1) and frame.shape == (48, 64)
+
+
+def test_the_least_colour_size_follows_the_wanted_outputs():
+    camera, engine = (720, 1280), (256, 320)
+    assert least_color_size(camera, engine, {"labels"}, 640) == engine
+    assert least_color_size(camera, engine, {"labels", "color"}, 640) == engine
+    assert least_color_size(camera, engine, {"overlay"}, 640) == (360, 640)
+    assert least_color_size(camera, engine, {"overlay"}, 0) == camera
+    assert least_color_size(camera, (400, 320), {"overlay"}, 640) == (400, 640)
+    assert least_color_size(camera, engine, {"labels", "points"}, 640) == camera
