@@ -5,7 +5,8 @@ Starts ``cen_segmentation`` as its own process on an engine with its default par
 and subscribes to the outputs. The camera publishes as camera drivers do: reliable (or
 ``--camera-qos best_effort``), raw bgr8 + 16UC1 images, or with ``--transport compressed``
 image_transport's ``rgb/image/compressed`` (JPEG) and ``depth/image/compressedDepth`` (PNG),
-the node then started with ``rgb_transport:=compressed depth_transport:=compressedDepth``.
+the node then started with ``rgb_transport:=compressed depth_transport:=compressedDepth``
+(``--transport jpeg``: JPEG colour, raw depth).
 Each message is serialized once and only its stamp changes between frames, as a C++ driver
 would send it, so the camera's own Python costs stay out of the figures. It prints:
 
@@ -30,7 +31,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -68,12 +69,19 @@ def percentiles(values) -> tuple[float, float, float]:
 FASTDDS_LARGE_IMAGES_PROFILE = str(PROFILE_FILE)
 
 
+# --transport -> the camera's (and the node's) rgb_transport and depth_transport
+TRANSPORTS = {"raw": ("raw", "raw"), "compressed": ("compressed", "compressedDepth"),
+              "jpeg": ("compressed", "raw")}
+
+
 def camera_messages(bgr: np.ndarray, depth_mm: np.ndarray, transport: str):
     """The camera's colour and depth messages, as sensor_msgs/Image or CompressedImage."""
-    if transport == "compressed":
-        return (encode_compressed_color(bgr[:, :, ::-1], "jpeg"),
-                encode_compressed_depth(depth_mm, "16UC1"))
-    return encode(bgr, "bgr8"), encode(depth_mm, "16UC1")
+    rgb_transport, depth_transport = TRANSPORTS[transport]
+    rgb = (encode_compressed_color(bgr[:, :, ::-1], "jpeg") if rgb_transport == "compressed"
+           else encode(bgr, "bgr8"))
+    depth = (encode_compressed_depth(depth_mm, "16UC1") if depth_transport == "compressedDepth"
+             else encode(depth_mm, "16UC1"))
+    return rgb, depth
 
 
 def rss_mb(pid: int) -> Optional[float]:
@@ -89,10 +97,9 @@ def rss_mb(pid: int) -> Optional[float]:
 
 def bench_camera(transport: str, camera_qos: str) -> Camera:
     """The rig's camera for ``--transport`` and ``--camera-qos``."""
-    compressed = transport == "compressed"
-    return Camera(reliable=camera_qos == RELIABLE, history=10,
-                  rgb_transport="compressed" if compressed else "raw",
-                  depth_transport="compressedDepth" if compressed else "raw")
+    rgb_transport, depth_transport = TRANSPORTS[transport]
+    return Camera(reliable=camera_qos == RELIABLE, history=10, rgb_transport=rgb_transport,
+                  depth_transport=depth_transport)
 
 
 def drained_values(rig: Rig, before: Optional[dict] = None, sent: int = 0,
@@ -118,13 +125,16 @@ def drained_values(rig: Rig, before: Optional[dict] = None, sent: int = 0,
 
 
 def node_arguments(engine: str, backend: str, threads: int, confidence: bool,
-                   transport: str = "raw") -> list[str]:
-    """The node's default parameters (qos: auto) but for the engine and what is asked."""
+                   transport: str = "raw", extra: Sequence[str] = ()) -> list[str]:
+    """The node's default parameters (qos: auto) but for the engine and what is asked;
+    ``extra``: more ``NAME:=VALUE`` parameters."""
+    rgb_transport, depth_transport = TRANSPORTS[transport]
     args = ["-p", f"engine_path:={engine}", "-p", f"backend:={backend}",
             "-p", f"num_threads:={threads}", "-p", "diagnostics_period:=0.5",
-            "-p", f"publish_confidence:={str(confidence).lower()}"]
-    if transport == "compressed":
-        args += ["-p", "rgb_transport:=compressed", "-p", "depth_transport:=compressedDepth"]
+            "-p", f"publish_confidence:={str(confidence).lower()}",
+            "-p", f"rgb_transport:={rgb_transport}", "-p", f"depth_transport:={depth_transport}"]
+    for parameter in extra:
+        args += ["-p", parameter]
     return args + ["--log-level", "warn"]
 
 
@@ -170,7 +180,8 @@ def _run(args: argparse.Namespace) -> int:
     outputs = args.outputs.split(",")
     node = NodeProcess(node_arguments(args.engine, args.backend, args.threads,
                                       confidence="confidence" in outputs,
-                                      transport=args.transport), namespace=namespace)
+                                      transport=args.transport, extra=args.param),
+                       namespace=namespace)
     rig = None
     try:
         rig = Rig(namespace, camera=bench_camera(args.transport, args.camera_qos),
@@ -288,9 +299,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--frames", type=int, default=300, help="camera-size frames (default 300)")
     parser.add_argument("--size", default="640x480",
                         help="camera image size WIDTHxHEIGHT (default %(default)s)")
-    parser.add_argument("--transport", choices=("raw", "compressed"), default="raw",
+    parser.add_argument("--transport", choices=tuple(TRANSPORTS), default="raw",
                         help="raw: sensor_msgs/Image bgr8 + 16UC1; compressed: JPEG colour and "
-                             "PNG compressedDepth, as image_transport sends them (default raw)")
+                             "PNG compressedDepth, as image_transport sends them; jpeg: JPEG "
+                             "colour and raw depth (default raw)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="a node parameter besides the defaults (repeatable), e.g. "
+                             "reduced_jpeg_decoding:=false")
     parser.add_argument("--camera-qos", choices=(RELIABLE, BEST_EFFORT), default=RELIABLE,
                         help="reliability of the camera's publishers (default reliable, as "
                              "most drivers publish)")

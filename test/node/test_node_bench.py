@@ -87,6 +87,14 @@ def test_bench_camera_messages_are_what_the_node_subscribes_to():
     camera = bench.bench_camera("compressed", "reliable")
     assert (camera.rgb_topic, camera.depth_topic) == ("rgb/image/compressed",
                                                       "depth/image/compressedDepth")
+    rgb, depth = bench.camera_messages(bgr, depth_mm, "jpeg")
+    assert (rgb.format, depth.encoding) == ("rgb8; jpeg compressed bgr8", "16UC1")
+    camera = bench.bench_camera("jpeg", "reliable")
+    assert (camera.rgb_topic, camera.depth_topic) == ("rgb/image/compressed", "depth/image")
+    args = bench.node_arguments("m.onnx", "auto", 0, False, "jpeg",
+                                ["reduced_jpeg_decoding:=false"])
+    assert {"rgb_transport:=compressed", "depth_transport:=raw",
+            "reduced_jpeg_decoding:=false"} <= set(args)
 
 
 def test_bench_refuses_a_bad_size(tmp_path):
