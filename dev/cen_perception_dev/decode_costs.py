@@ -5,9 +5,9 @@ publish it (``compressed`` JPEG colour, ``compressedDepth`` 16-bit PNG depth), d
 the node does and the ways it could: libjpeg's reduced (DCT-scaled) decoding, and the PNG
 taken apart into its two costs, inflating the zlib stream (the standard library's zlib, and
 ISA-L or libdeflate when ``isal`` or ``imagecodecs`` is installed) and undoing the row
-filters in numpy. Each figure is the fastest of ``--repeat`` runs, in milliseconds, on one
-core with nothing else running; the node decodes colour and depth side by side while the
-model runs.
+filters in numpy; and the same depth as RVL, the plugin's other format. Each figure is the
+fastest of ``--repeat`` runs, in milliseconds, on one core with nothing else running; the
+node decodes colour and depth side by side while the model runs.
 
 Example: ``cen-perception-decode-costs --size 1280x720 1920x1080``.
 """
@@ -146,6 +146,9 @@ def png_rows(depth_mm: np.ndarray, repeat: int) -> dict[str, str]:
     # The Sub rows alone, as if every row were Sub: what a numpy decoder would spend at best.
     rows["unfilter, numpy, every row as Sub"] = fastest_ms(
         lambda: unfilter_sub(inflated, height, width, pixel_bytes), repeat)
+    rvl = encode_compressed_depth(depth_mm, "16UC1", codec="rvl")
+    rows["RVL depth (compressedDepth format rvl), the node's decoder"] = fastest_ms(
+        lambda: depth_image_from_message(rvl, None), repeat)
     return {"PNG row filters (compressedDepth's default level "
             f"{DEPTH_PNG_LEVEL})": filter_counts(inflated),
             **{name: f"{ms:.2f}" for name, ms in rows.items()}}
