@@ -71,10 +71,9 @@ class Counters:
 
     NAMES = ("rgb_received", "depth_received", "bad_messages", "pairs", "pairs_color_only",
              "pairs_dropped", "pairs_decoded", "pairs_decoded_reduced", "pairs_idle",
-             "frames_processed",
-             "processing_errors", "stage_restarts", "labels_published", "color_published",
-             "overlay_published", "confidence_published", "points_published",
-             "camera_info_published")
+             "frames_processed", "processing_errors", "stage_restarts", "labels_published",
+             "color_published", "overlay_published", "confidence_published",
+             "points_published", "camera_info_published")
 
     def __init__(self) -> None:
         self._values = dict.fromkeys(self.NAMES, 0)
