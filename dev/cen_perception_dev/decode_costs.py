@@ -34,7 +34,7 @@ from cen_perception.image_codec import (
 
 from .errors import DevToolError
 from .node_bench import format_table, synthetic_frame
-from .transport_check import cpu_model
+from .transport_check import cpu_model, parse_size
 
 NETWORK_INPUT_HW = (256, 320)   # the make demo model's input
 COMPRESSED_DEPTH_HEADER = 12    # bytes before the PNG in a compressedDepth message
@@ -166,11 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise DecodeCostError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 1280x720") from None
+def camera_size(text: str) -> tuple[int, int]:
+    """``--size`` as (width, height), at least 8x8."""
+    width, height = parse_size(text)
     if width < 8 or height < 8:
         raise DecodeCostError(f"--size {text}: at least 8x8")
     return width, height
@@ -179,7 +177,7 @@ def parse_size(text: str) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise DecodeCostError(f"--repeat must be at least 1, got {args.repeat}")
-    sizes = [parse_size(text) for text in args.size]
+    sizes = [camera_size(text) for text in args.size]
     columns: list[dict[str, str]] = []
     for width, height in sizes:
         bgr, depth_mm = synthetic_frame(height, width)

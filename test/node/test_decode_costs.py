@@ -19,5 +19,5 @@ def test_a_bad_size_is_one_line():
     proc = subprocess.run([sys.executable, "-m", "cen_perception_dev.decode_costs",
                            "--size", "640"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("cen-perception-decode-costs: --size '640': expected "
-                                   "WIDTHxHEIGHT, e.g. 1280x720")
+    assert proc.stderr.strip() == ("cen-perception-decode-costs: size must be WIDTHxHEIGHT, "
+                                   "like 1920x1080, got '640'")
