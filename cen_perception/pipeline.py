@@ -346,8 +346,10 @@ class FramePipeline:
     def _decode(self, pair: Pair) -> None:
         start = time.perf_counter()
         width, height = pair.rgb.size
-        decoded = decode_pair(pair, self.options, self._invalid_depth, self._beside,
-                              self.report.least_color_size((height, width)))
+        # Only a compressed image can be decoded smaller: ask the owner only then.
+        least = (self.report.least_color_size((height, width)) if is_compressed(pair.rgb.msg)
+                 else None)
+        decoded = decode_pair(pair, self.options, self._invalid_depth, self._beside, least)
         self._decode_s.add(time.perf_counter() - start)
         self.counters.add("pairs_decoded")
         if decoded.color.reduced:
